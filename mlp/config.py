@@ -1,0 +1,165 @@
+"""One flat config for a run: every field a documented default the command line can override.
+
+An experiment is a `Config` value (see experiments/); `add_arguments` turns each field into a
+flag whose --help text is the field's doc, and `Config.validate` rejects bad values before any
+training starts.
+"""
+
+import argparse
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config value is unusable; the message names the flag and what to do."""
+
+
+def _doc(default, help_text, **extra):
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help_text, **extra})
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+LR_SCHEDULES = ("plateau", "constant")
+INITIALIZERS = ("he_normal", "glorot_uniform")
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- model -------------------------------------------------------------------------------
+    hidden_sizes: tuple = _doc((512, 256, 50), "widths of the hidden layers")
+    batch_norm: bool = _doc(True, "batch normalization after each hidden layer's ReLU")
+    dropout: float = _doc(0.2, "dropout rate after the first --dropout-layers hidden layers")
+    dropout_layers: int = _doc(2, "how many hidden layers, from the input side, get dropout")
+    l2: float = _doc(1e-4, "L2 factor: l2 * sum of squared kernel entries is added to the loss")
+    initializer: str = _doc("he_normal", "kernel initializer of the ReLU layers (the logits "
+                            "layer is always glorot_uniform)", choices=INITIALIZERS)
+    # --- optimization ------------------------------------------------------------------------
+    epochs: int = _doc(60, "maximum number of epochs (early stopping may end sooner)")
+    batch_size: int = _doc(128, "training batch size")
+    learning_rate: float = _doc(1e-3, "Adam's initial learning rate")
+    lr_schedule: str = _doc("plateau", "plateau: reduce on validation-loss plateaus; "
+                            "constant: never change it", choices=LR_SCHEDULES)
+    plateau_factor: float = _doc(0.5, "multiply the learning rate by this on a plateau")
+    plateau_patience: int = _doc(2, "epochs without improvement before reducing the learning rate")
+    plateau_min_delta: float = _doc(1e-4, "smallest validation-loss decrease that counts as improvement")
+    plateau_cooldown: int = _doc(0, "epochs to wait after a reduction before counting again")
+    min_learning_rate: float = _doc(1e-6, "the plateau reducer never goes below this")
+    early_stopping: bool = _doc(True, "stop when validation loss stops improving and restore the "
+                                "best epoch's weights")
+    early_stopping_patience: int = _doc(6, "epochs without improvement before stopping")
+    early_stopping_min_delta: float = _doc(0.0, "smallest validation-loss decrease that counts")
+    early_stopping_start_epoch: int = _doc(0, "epochs to wait before early stopping may act")
+    # --- execution ---------------------------------------------------------------------------
+    seed: int = _doc(0, "seeds initialization, shuffling and dropout")
+    precision: str = _doc("float32", "float32, mixed_float16, mixed_bfloat16, or auto "
+                          "(mixed_float16 on a GPU of compute capability >= 7.0, else float32)",
+                          choices=PRECISIONS)
+    steps_per_loop: int = _doc(0, "optimizer steps per tf.function call; 0: a whole epoch per "
+                               "call, or 50 when the progress bar is shown")
+    deterministic: bool = _doc(False, "turn on TensorFlow op determinism, so two runs with the "
+                               "same arguments give bit-identical weights")
+    # --- data --------------------------------------------------------------------------------
+    data_dir: str = _doc(None, "directory with the four IDX files (default: $FASHION_MNIST_DIR, "
+                         "the cache, /usr/share/datasets/fashion-mnist, else download)")
+    verify_checksums: bool = _doc(True, "check the files' SHA-256 and counts against the "
+                                  "published dataset (turn off only for other IDX files)")
+    validation_size: int = _doc(5000, "the last N images of the training file validate")
+    train_subset: int = _doc(0, "train on only the first N training images (0: all)")
+    # --- output ------------------------------------------------------------------------------
+    logdir: str = _doc("tensorboard_logs", "where run directories are created")
+    run_name: str = _doc(None, "the run directory's name (default: experiment name + timestamp)")
+    histograms: bool = _doc(True, "write per-layer weight histograms each epoch")
+
+    # Fields that do not change what a run computes: they may differ on --resume.
+    NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms")
+
+    def validate(self):
+        """Raise ConfigError naming the first bad value."""
+        def bad(name, why):
+            raise ConfigError(f"--{name.replace('_', '-')}: {why}")
+
+        def positive(name):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                bad(name, f"must be positive, got {value}")
+
+        def non_negative(name):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                bad(name, f"must be zero or more, got {value}")
+
+        for name in ("epochs", "batch_size", "learning_rate", "validation_size"):
+            positive(name)
+        for name in ("l2", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
+                     "min_learning_rate", "early_stopping_patience", "early_stopping_min_delta",
+                     "early_stopping_start_epoch", "train_subset", "steps_per_loop",
+                     "dropout_layers"):
+            non_negative(name)
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            bad("hidden_sizes", f"need one or more positive widths, got {self.hidden_sizes}")
+        if not 0.0 <= self.dropout < 1.0:
+            bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            bad("plateau_factor", f"must be in (0, 1), got {self.plateau_factor}")
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
+            bad("data_dir", f"{self.data_dir} is not a directory")
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name
+                                          or self.run_name in (".", "..")):
+            bad("run_name", f"must be a plain directory name, got {self.run_name!r}")
+        check_writable_dir(self.logdir, "logdir")
+        return self
+
+    def to_dict(self):
+        return {f.name: (list(v) if isinstance(v, tuple) else v)
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    def result_fields(self):
+        """The fields that change what a run computes (compared on --resume)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
+
+
+def check_writable_dir(path, flag):
+    """Make `path` if needed and check a file can be written there."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--{flag}: cannot create {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--{flag}: {path} is not writable; choose another directory")
+
+
+def add_arguments(parser, defaults):
+    """Add one flag per Config field to `parser`, with `defaults` as the default values."""
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f.metadata["help"] + f" (default: {_show(default)})"
+        if f.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
+        elif f.type is tuple:
+            parser.add_argument(flag, type=int, nargs="+", default=default, help=help_text,
+                                metavar="N")
+        else:
+            kind = {int: int, float: float, str: str}[f.type]
+            parser.add_argument(flag, type=kind, default=default, help=help_text,
+                                choices=f.metadata.get("choices"), metavar=f.name.upper())
+
+
+def _show(value):
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return value
+
+
+def from_arguments(args):
+    """The Config that parsed arguments describe."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
+    values["hidden_sizes"] = tuple(int(h) for h in values["hidden_sizes"])
+    return Config(**values)

@@ -1,0 +1,107 @@
+"""The layers of an MLP as small `tf.Module`s that own their variables.
+
+Variables are float32 always. Under mixed precision a layer computes in the dtype of its input
+(float16 or bfloat16 for the matrix products) but batch-norm statistics are taken in float32,
+where a half-precision variance would lose too much.
+"""
+
+import math
+
+import tensorflow as tf
+
+INITIALIZERS = ("he_normal", "glorot_uniform")
+
+
+def initial_kernel(shape, initializer, seed):
+    """A kernel drawn from `initializer`, reproducibly from the int pair `seed`.
+
+    he_normal: truncated normal with std sqrt(2 / fan_in), the variance that keeps activations'
+    scale through ReLU layers (He et al., 2015). glorot_uniform: uniform on +-sqrt(6 / (fan_in +
+    fan_out)), for layers without ReLU (Glorot & Bengio, 2010). Both as Keras defines them.
+    """
+    fan_in, fan_out = shape
+    if initializer == "he_normal":
+        # Keras divides by the std of a normal truncated at 2 std so the kept std is the target.
+        std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+        return tf.random.stateless_truncated_normal(shape, seed=seed, stddev=std)
+    if initializer == "glorot_uniform":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return tf.random.stateless_uniform(shape, seed=seed, minval=-limit, maxval=limit)
+    raise ValueError(f"unknown initializer {initializer!r}; choose one of {', '.join(INITIALIZERS)}")
+
+
+class Dense(tf.Module):
+    """y = activation(x @ kernel + bias).
+
+    Args:
+      input_size, output_size: widths.
+      activation: "relu" or None (the identity, for the logits layer).
+      initializer: the kernel's initializer (see `initial_kernel`); the bias starts at zero.
+      seed: an int pair that fixes the initial kernel.
+    """
+
+    def __init__(self, input_size, output_size, activation=None, initializer="glorot_uniform",
+                 seed=(0, 0), name=None):
+        super().__init__(name=name)
+        if activation not in (None, "relu"):
+            raise ValueError(f"unknown activation {activation!r}")
+        self.activation = activation
+        self.kernel = tf.Variable(initial_kernel((input_size, output_size), initializer, seed),
+                                  name="kernel")
+        self.bias = tf.Variable(tf.zeros([output_size]), name="bias")
+
+    def __call__(self, x):
+        y = tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype)
+        return tf.nn.relu(y) if self.activation == "relu" else y
+
+
+class BatchNorm(tf.Module):
+    """Batch normalization over the batch axis, with a learned scale (gamma) and offset (beta).
+
+    In training it normalizes with the batch's own mean and (biased) variance and moves the moving
+    statistics toward them: moving = momentum * moving + (1 - momentum) * batch. In evaluation it
+    normalizes with the moving statistics and changes nothing. Same defaults as Keras
+    (momentum 0.99, epsilon 1e-3, moving mean 0 and variance 1 to start).
+    """
+
+    def __init__(self, size, momentum=0.99, epsilon=1e-3, name=None):
+        super().__init__(name=name)
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.gamma = tf.Variable(tf.ones([size]), name="gamma")
+        self.beta = tf.Variable(tf.zeros([size]), name="beta")
+        self.moving_mean = tf.Variable(tf.zeros([size]), trainable=False, name="moving_mean")
+        self.moving_variance = tf.Variable(tf.ones([size]), trainable=False, name="moving_variance")
+
+    def __call__(self, x, training):
+        x32 = tf.cast(x, tf.float32)
+        if training:
+            mean, variance = tf.nn.moments(x32, axes=[0])
+            self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+            self.moving_variance.assign(
+                self.momentum * self.moving_variance + (1 - self.momentum) * variance)
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        y = tf.nn.batch_normalization(x32, mean, variance, self.beta, self.gamma, self.epsilon)
+        return tf.cast(y, x.dtype)
+
+
+class Dropout(tf.Module):
+    """Zeroes each unit with probability `rate` in training and scales the rest by 1 / (1 - rate),
+    so the expected value is unchanged; the identity in evaluation.
+
+    The mask is drawn with stateless random ops from `seed` (an int pair the caller derives from
+    the run's seed and the step), so a step's mask is the same however the run got there.
+    """
+
+    def __init__(self, rate, name=None):
+        super().__init__(name=name)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+
+    def __call__(self, x, training, seed=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = tf.random.stateless_uniform(tf.shape(x), seed=seed) >= self.rate
+        return tf.where(keep, x / tf.cast(1.0 - self.rate, x.dtype), tf.zeros_like(x))

@@ -1,0 +1,70 @@
+"""The MLP: hidden blocks of Dense+ReLU -> [BatchNorm] -> [Dropout], then a Dense logits layer."""
+
+import tensorflow as tf
+
+from mlp.layers import BatchNorm, Dense, Dropout
+
+
+class MLP(tf.Module):
+    """A multi-layer perceptron for flattened 28x28 images.
+
+    Args:
+      hidden_sizes: widths of the hidden layers, input side first.
+      batch_norm: add batch normalization after each hidden layer's ReLU.
+      dropout: dropout rate after the first `dropout_layers` hidden blocks.
+      initializer: kernel initializer of the hidden (ReLU) layers; the logits layer uses
+        glorot_uniform, the Keras default for a layer without ReLU.
+      seed: fixes the initial weights and, with the step, every dropout mask.
+      compute_dtype: dtype of the matrix products (float32, float16 or bfloat16); variables are
+        float32 whatever it is, and the logits come back as float32.
+    """
+
+    def __init__(self, hidden_sizes=(512, 256, 50), batch_norm=True, dropout=0.2,
+                 dropout_layers=2, initializer="he_normal", seed=0, compute_dtype=tf.float32,
+                 input_size=784, num_classes=10, name=None):
+        super().__init__(name=name)
+        self.seed = int(seed)
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+        sizes = [input_size, *hidden_sizes]
+        self.hidden = []
+        self.norms = []
+        self.dropouts = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            self.hidden.append(Dense(fan_in, fan_out, "relu", initializer, seed=(self.seed, i),
+                                     name=f"dense_{i}"))
+            self.norms.append(BatchNorm(fan_out, name=f"batch_norm_{i}") if batch_norm else None)
+            use_dropout = dropout > 0 and i < dropout_layers
+            self.dropouts.append(Dropout(dropout, name=f"dropout_{i}") if use_dropout else None)
+        self.logits_layer = Dense(sizes[-1], num_classes, None, "glorot_uniform",
+                                  seed=(self.seed, len(hidden_sizes)), name="logits")
+
+    @classmethod
+    def from_config(cls, config, compute_dtype=tf.float32):
+        return cls(hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm,
+                   dropout=config.dropout, dropout_layers=config.dropout_layers,
+                   initializer=config.initializer, seed=config.seed, compute_dtype=compute_dtype)
+
+    @property
+    def dense_layers(self):
+        return [*self.hidden, self.logits_layer]
+
+    @property
+    def kernels(self):
+        """The dense kernels: what L2 regularizes (not biases, not batch-norm parameters)."""
+        return [layer.kernel for layer in self.dense_layers]
+
+    def __call__(self, images, training, step=0):
+        """Logits for a batch of flattened images.
+
+        `step` (an int scalar, the optimizer step) seeds this call's dropout masks in training.
+        """
+        x = tf.cast(images, self.compute_dtype)
+        step_seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        for i, (dense, norm, dropout) in enumerate(zip(self.hidden, self.norms, self.dropouts)):
+            x = dense(x)
+            if norm is not None:
+                x = norm(x, training)
+            if dropout is not None:
+                seed = tf.random.experimental.stateless_fold_in(step_seed, i)
+                x = dropout(x, training, seed)
+        return tf.cast(self.logits_layer(x), tf.float32)

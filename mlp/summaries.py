@@ -1,0 +1,53 @@
+"""TensorBoard output of a run: scalars per epoch under train/ and validation/, weight histograms,
+and the final test metrics under test/. Steps are epoch numbers, starting at 1.
+"""
+
+from pathlib import Path
+
+import tensorflow as tf
+
+SUBDIRS = ("train", "validation", "test")
+
+
+class Summaries:
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.writers = {name: tf.summary.create_file_writer(str(self.run_dir / name))
+                        for name in SUBDIRS}
+
+    def scalars(self, split, epoch, values):
+        with self.writers[split].as_default(step=epoch):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value)
+
+    def histograms(self, epoch, model):
+        with self.writers["train"].as_default(step=epoch):
+            for layer in model.dense_layers:
+                tf.summary.histogram(f"weights/{layer.name}/kernel", layer.kernel)
+                tf.summary.histogram(f"weights/{layer.name}/bias", layer.bias)
+
+    def text(self, split, tag, value, step=0):
+        with self.writers[split].as_default(step=step):
+            tf.summary.text(tag, value)
+
+    def flush(self):
+        for writer in self.writers.values():
+            writer.flush()
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
+
+
+def logged_epochs(run_dir, split="validation", tag="loss"):
+    """The epochs for which `split`/`tag` is in the run's event files (to resume without gaps or
+    duplicates)."""
+    epochs = set()
+    for path in sorted((Path(run_dir) / split).glob("events.out.tfevents.*")):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                if any(value.tag == tag for value in event.summary.value):
+                    epochs.add(int(event.step))
+        except tf.errors.DataLossError:
+            pass  # a torn last record from a killed process: the records before it still count
+    return epochs

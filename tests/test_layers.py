@@ -1,0 +1,140 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlp import MLP, BatchNorm, Dense, Dropout
+from mlp.layers import initial_kernel
+
+widths = st.integers(1, 64)
+batches = st.integers(1, 33)
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=batches, fan_in=widths, fan_out=widths, relu=st.booleans())
+def test_dense_shape_for_any_batch_and_width(batch, fan_in, fan_out, relu):
+    layer = Dense(fan_in, fan_out, "relu" if relu else None)
+    y = layer(tf.random.normal([batch, fan_in]))
+    assert y.shape == (batch, fan_out)
+    if relu:
+        assert float(tf.reduce_min(y)) >= 0.0
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=batches, hidden=st.lists(widths, min_size=1, max_size=4), training=st.booleans(),
+       batch_norm=st.booleans())
+def test_mlp_logits_shape_for_any_batch_and_widths(batch, hidden, training, batch_norm):
+    model = MLP(hidden_sizes=hidden, batch_norm=batch_norm, dropout=0.3, input_size=20)
+    logits = model(tf.random.normal([batch, 20]), training=training, step=3)
+    assert logits.shape == (batch, 10) and logits.dtype == tf.float32
+    assert len(model.kernels) == len(hidden) + 1
+
+
+def test_dense_matches_keras_dense():
+    ours = Dense(7, 5, "relu", "he_normal", seed=(1, 2))
+    reference = keras.layers.Dense(5, activation="relu")
+    reference.build((None, 7))
+    reference.set_weights([ours.kernel.numpy(), np.linspace(-1, 1, 5).astype(np.float32)])
+    ours.bias.assign(np.linspace(-1, 1, 5).astype(np.float32))
+    x = np.random.default_rng(0).normal(size=(9, 7)).astype(np.float32)
+    np.testing.assert_allclose(ours(tf.constant(x)), reference(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("initializer,fan_in,fan_out", [("he_normal", 400, 300),
+                                                        ("glorot_uniform", 400, 300)])
+def test_initializers_have_keras_statistics(initializer, fan_in, fan_out):
+    ours = initial_kernel((fan_in, fan_out), initializer, seed=(0, 0)).numpy()
+    reference = keras.initializers.get(initializer)((fan_in, fan_out)).numpy()
+    assert ours.std() == pytest.approx(reference.std(), rel=0.03)
+    assert np.abs(ours).max() <= np.abs(reference).max() * 1.05
+    assert abs(ours.mean()) < 0.01 * ours.std() * 10
+
+
+def _keras_batch_norm(ours):
+    reference = keras.layers.BatchNormalization(momentum=ours.momentum, epsilon=ours.epsilon)
+    reference.build((None, ours.gamma.shape[0]))
+    reference.set_weights([v.numpy() for v in (ours.gamma, ours.beta, ours.moving_mean,
+                                               ours.moving_variance)])
+    return reference
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(2, 40), width=st.integers(1, 16), seed=st.integers(0, 1000))
+def test_batch_norm_training_and_evaluation_match_keras(batch, width, seed):
+    rng = np.random.default_rng(seed)
+    ours = BatchNorm(width)
+    ours.gamma.assign(rng.uniform(0.5, 2, width).astype(np.float32))
+    ours.beta.assign(rng.normal(size=width).astype(np.float32))
+    ours.moving_mean.assign(rng.normal(size=width).astype(np.float32))
+    ours.moving_variance.assign(rng.uniform(0.5, 2, width).astype(np.float32))
+    reference = _keras_batch_norm(ours)
+    x = (rng.normal(size=(batch, width)) * 3 + 1).astype(np.float32)
+
+    # Evaluation: moving statistics, and nothing changes.
+    before = ours.moving_mean.numpy().copy()
+    np.testing.assert_allclose(ours(tf.constant(x), training=False),
+                               reference(x, training=False), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ours.moving_mean.numpy(), before)
+
+    # Training: batch statistics, and the moving averages move toward them.
+    np.testing.assert_allclose(ours(tf.constant(x), training=True),
+                               reference(x, training=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours.moving_mean, reference.moving_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.moving_variance, reference.moving_variance, rtol=1e-5, atol=1e-6)
+    expected_mean = 0.99 * before + 0.01 * x.mean(axis=0)
+    np.testing.assert_allclose(ours.moving_mean, expected_mean, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_training_output_is_normalized_per_feature():
+    ours = BatchNorm(4)
+    x = tf.random.normal([256, 4]) * 5 + 3
+    y = ours(x, training=True).numpy()
+    np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(y.std(axis=0), 1, atol=1e-3)
+
+
+@settings(max_examples=20, deadline=None)
+@given(rate=st.floats(0.0, 0.9), batch=batches, width=widths)
+def test_dropout_is_identity_in_evaluation(rate, batch, width):
+    x = tf.random.normal([batch, width])
+    np.testing.assert_array_equal(Dropout(rate)(x, training=False), x)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rate=st.floats(0.05, 0.8), seed=st.integers(0, 2**30))
+def test_dropout_keeps_the_expected_value_in_training(rate, seed):
+    x = tf.ones([400, 500])
+    y = Dropout(rate)(x, training=True, seed=tf.constant([seed, 1], tf.int64)).numpy()
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], 1.0 / (1.0 - rate), rtol=1e-5)
+    assert kept.mean() == pytest.approx(1 - rate, abs=0.01)
+    assert y.mean() == pytest.approx(1.0, abs=0.03)
+
+
+def test_dropout_mask_is_a_function_of_the_seed():
+    x = tf.ones([50, 50])
+    layer = Dropout(0.5)
+    a = layer(x, True, tf.constant([1, 2], tf.int64))
+    b = layer(x, True, tf.constant([1, 2], tf.int64))
+    c = layer(x, True, tf.constant([1, 3], tf.int64))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_dropout_rejects_rate_outside_unit_interval():
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="dropout rate"):
+            Dropout(rate)
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
+def test_mixed_precision_keeps_float32_variables_and_logits(dtype):
+    model = MLP(hidden_sizes=(16, 8), compute_dtype=dtype, input_size=12)
+    logits = model(tf.random.normal([5, 12]), training=True, step=0)
+    assert logits.dtype == tf.float32
+    assert all(v.dtype == tf.float32 for v in model.variables)
+    reference = MLP(hidden_sizes=(16, 8), input_size=12)
+    x = tf.random.normal([5, 12])
+    np.testing.assert_allclose(model(x, False), reference(x, False), rtol=0.1, atol=0.1)
