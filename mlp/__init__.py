@@ -1,16 +1,27 @@
-"""A low-level TensorFlow library for training MLPs on Fashion-MNIST with a hand-written loop."""
+"""A low-level TensorFlow library for training MLPs on Fashion-MNIST with a hand-written loop.
 
+The names below load on first use, so `mlp.config` and `mlp.cli` can check a command line
+without waiting for TensorFlow to import.
+"""
+
+import importlib
 import os
 
 # TensorFlow's C++ start-up chatter (CPU feature and CUDA probes) hides the run's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mlp.config import Config, ConfigError  # noqa: E402
-from mlp.layers import BatchNorm, Dense, Dropout  # noqa: E402
-from mlp.model import MLP  # noqa: E402
-from mlp.plateau import EarlyStopper, PlateauLRReducer  # noqa: E402
-from mlp.regularization import l2_penalty  # noqa: E402
-from mlp.training import Trainer, weights_digest  # noqa: E402
+_EXPORTS = {
+    "Config": "mlp.config", "ConfigError": "mlp.config",
+    "BatchNorm": "mlp.layers", "Dense": "mlp.layers", "Dropout": "mlp.layers",
+    "MLP": "mlp.model",
+    "EarlyStopper": "mlp.plateau", "PlateauLRReducer": "mlp.plateau",
+    "l2_penalty": "mlp.regularization",
+    "Trainer": "mlp.training", "weights_digest": "mlp.training",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["Config", "ConfigError", "BatchNorm", "Dense", "Dropout", "MLP", "EarlyStopper",
-           "PlateauLRReducer", "l2_penalty", "Trainer", "weights_digest"]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlp' has no attribute {name!r}")

@@ -72,11 +72,6 @@ def prepare_run_dir(name, config, resume, explicit):
 
 def main(name, defaults, description, argv=None):
     """Parse the command line, train, report. Returns the process exit code."""
-    import tensorflow as tf
-
-    from mlp.data import DataError
-    from mlp.run import Interrupted, NonFiniteLoss, Run
-
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(name, defaults, description)
     args = parser.parse_args(argv)
@@ -97,6 +92,12 @@ def main(name, defaults, description, argv=None):
     except ConfigError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+    import tensorflow as tf  # only now: bad arguments are answered without waiting for it
+
+    from mlp.data import DataError
+    from mlp.run import Interrupted, NonFiniteLoss, Run
+
     try:
         started = time.perf_counter()
         run = Run(config, run_dir, resume=args.resume)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up this checkout: the real Fashion-MNIST (Debian's package, where apt-get is usable) and a
+# virtual environment in .venv with the project and its test tools. Safe to run again: it only
+# does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+data=/usr/share/datasets/fashion-mnist
+if [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f "$data/t10k-labels-idx1-ubyte.gz" ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing dataset-fashion-mnist with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
+    echo "setup: installing dataset-fashion-mnist with sudo apt-get"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup: no apt-get; the experiments will look in the cache or download the data" >&2
+  fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing the project and its test tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+  touch "$stamp"
+fi

@@ -1,0 +1,126 @@
+"""The experiments as a user runs them: subprocesses on small generated IDX data."""
+
+import json
+
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from tests.conftest import REAL_DATA, SMALL_RUN_FLAGS, run_experiment, write_dataset
+
+RESULT_KEYS = {"test_accuracy", "test_loss", "best_epoch", "epochs_run", "train_seconds",
+               "epoch_seconds", "samples_per_second", "weights_digest", "experiment_config"}
+
+
+def _scalars(directory):
+    """{tag: [(step, value)]} of the scalar summaries in an event directory, read as TensorBoard
+    reads them."""
+    accumulator = event_accumulator.EventAccumulator(str(directory), size_guidance={
+        event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    scalars = {}
+    for tag in accumulator.Tags()["tensors"]:
+        events = accumulator.Tensors(tag)
+        values = [tf.make_ndarray(e.tensor_proto) for e in events]
+        if all(v.ndim == 0 for v in values):
+            scalars[tag] = [(e.step, float(v)) for e, v in zip(events, values)]
+    return scalars
+
+
+def test_improved_run_writes_results_and_tensorboard_logs(small_data, tmp_path):
+    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+                          "--run-name", "e2e", "--epochs", "4", "--histograms",
+                          *SMALL_RUN_FLAGS[:-1])
+    assert done.returncode == 0, done.stderr
+    run_dir = tmp_path / "e2e"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert RESULT_KEYS <= set(results)
+    assert results["epochs_run"] == len(results["epoch_seconds"]) == 4
+    assert results["history"][-1]["loss"] < results["history"][0]["loss"]
+    assert len(results["weights_digest"]) == 64
+    assert results["experiment_config"]["hidden_sizes"] == [512, 256, 50]
+    assert json.loads((run_dir / "config.json").read_text())["run_name"] == "e2e"
+    assert "epoch   4/4" in done.stdout and "test" in done.stdout.splitlines()[-1]
+
+    train = _scalars(run_dir / "train")
+    assert {"loss", "data_loss", "l2_penalty", "accuracy", "learning_rate"} <= set(train)
+    assert [step for step, _ in train["loss"]] == [1, 2, 3, 4]
+    assert train["loss"][0][1] == pytest.approx(results["history"][0]["loss"], rel=1e-5)
+    validation = _scalars(run_dir / "validation")
+    assert [step for step, _ in validation["accuracy"]] == [1, 2, 3, 4]
+    test = _scalars(run_dir / "test")
+    assert test["accuracy"][0][1] == pytest.approx(results["test_accuracy"], rel=1e-6)
+    accumulator = event_accumulator.EventAccumulator(str(run_dir / "train"))
+    accumulator.Reload()
+    assert "weights/dense_0/kernel" in accumulator.Tags()["tensors"]  # histograms are tensors
+
+
+def test_baseline_runs_with_its_own_architecture(small_data, tmp_path):
+    done = run_experiment("baseline", "--data-dir", small_data, "--logdir", tmp_path,
+                          "--run-name", "b", "--epochs", "2", *SMALL_RUN_FLAGS)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    config = results["experiment_config"]
+    assert config["hidden_sizes"] == [300, 80, 50] and not config["batch_norm"]
+    assert config["l2"] == 0 and config["dropout"] == 0 and results["epochs_run"] == 2
+
+
+def test_help_explains_every_flag():
+    done = run_experiment("improved", "--help")
+    assert done.returncode == 0
+    for flag in ("--epochs", "--batch-size", "--learning-rate", "--seed", "--data-dir", "--logdir",
+                 "--run-name", "--precision", "--resume", "--deterministic"):
+        assert flag in done.stdout
+
+
+@pytest.mark.parametrize("flags,complaint", [
+    (["--learning-rate", "-0.1"], "--learning-rate: must be positive"),
+    (["--batch-size", "0"], "--batch-size: must be positive"),
+    (["--dropout", "1.0"], "--dropout: must be in [0, 1)"),
+    (["--logdir", "{file}/sub"], "--logdir: cannot create"),
+])
+def test_bad_arguments_exit_2_with_one_line_before_training(flags, complaint, tmp_path, small_data):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    flags = [f.format(file=blocker) for f in flags]
+    logdir = [] if "--logdir" in flags else ["--logdir", tmp_path / "logs"]
+    done = run_experiment("improved", "--data-dir", small_data, *logdir, *SMALL_RUN_FLAGS, *flags)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1 and complaint in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "logs").glob("*/config.json"))
+
+
+def test_corrupted_data_file_is_one_line_and_exit_1(tmp_path):
+    data_dir = write_dataset(tmp_path / "data", 300, 50)
+    target = data_dir / "train-images-idx3-ubyte.gz"
+    import gzip
+    content = gzip.open(target).read()
+    with gzip.open(target, "wb") as f:
+        f.write(content[:-100])
+    done = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path / "logs",
+                          *SMALL_RUN_FLAGS)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "train-images-idx3-ubyte.gz: truncated" in done.stderr
+
+
+def test_existing_run_is_never_overwritten(small_data, tmp_path):
+    args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "same", "--epochs", "1",
+            *SMALL_RUN_FLAGS]
+    assert run_experiment("improved", *args).returncode == 0
+    before = (tmp_path / "same" / "results.json").read_text()
+    again = run_experiment("improved", *args)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert (tmp_path / "same" / "results.json").read_text() == before
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real Fashion-MNIST is not installed "
+                    "(apt-get install dataset-fashion-mnist)")
+def test_one_epoch_of_the_improved_recipe_on_real_data(tmp_path):
+    done = run_experiment("improved", "--epochs", "1", "--logdir", tmp_path, "--run-name", "real",
+                          "--data-dir", REAL_DATA)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "real" / "results.json").read_text())
+    assert results["history"][0]["val_accuracy"] >= 0.80
