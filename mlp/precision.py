@@ -2,12 +2,11 @@
 
 float32: everything in float32. mixed_bfloat16: matrix products in bfloat16, variables float32;
 bfloat16 has float32's exponent range, so no loss scaling. mixed_float16: matrix products in
-float16, with dynamic loss scaling (Keras's LossScaleOptimizer: a step whose gradients are not
+float16, with dynamic loss scaling (Keras's LossScaleOptimizer, see mlp/optim.py: a step whose gradients are not
 finite is skipped and the scale halves; after 2,000 finite steps it doubles). In every mode
 batch-norm statistics, the cross-entropy and the L2 penalty are computed in float32.
 """
 
-import keras
 import tensorflow as tf
 
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
@@ -27,11 +26,3 @@ def resolve(precision, gpus=None):
         gpus = [tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
                 for gpu in tf.config.list_physical_devices("GPU")]
     return "mixed_float16" if any(tuple(cc) >= (7, 0) for cc in gpus) else "float32"
-
-
-def make_optimizer(precision, learning_rate):
-    """Keras's Adam, wrapped for dynamic loss scaling under mixed_float16."""
-    optimizer = keras.optimizers.Adam(learning_rate)
-    if precision == "mixed_float16":
-        return keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer

@@ -22,7 +22,8 @@ from mlp import data as data_lib
 from mlp.io import atomic_write_json
 from mlp.model import MLP
 from mlp.plateau import EarlyStopper, PlateauLRReducer
-from mlp.precision import COMPUTE_DTYPES, make_optimizer, resolve
+from mlp.optim import make_optimizer
+from mlp.precision import COMPUTE_DTYPES, resolve
 from mlp.regularization import l2_penalty
 from mlp.summaries import Summaries, logged_epochs
 from mlp.training import Trainer, weights_digest

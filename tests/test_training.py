@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from mlp import MLP, Config, Trainer
 from mlp import data as data_lib
-from mlp.precision import make_optimizer, resolve
+from mlp.optim import make_optimizer
+from mlp.precision import resolve
 from mlp.run import Run
 
 SMALL = Config(hidden_sizes=(32, 16), epochs=3, batch_size=50, validation_size=100,
