@@ -1,0 +1,242 @@
+"""Never lose a run: kill, interrupt, resume, determinism, divergence, on small generated data."""
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlp import data as data_lib
+from mlp.config import Config
+from mlp.run import Run
+from mlp.summaries import logged_epochs
+from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("resume-data"), n_train=3000, n_test=200)
+
+
+def _args(data_dir, logdir, name, *extra):
+    return ["--data-dir", data_dir, "--logdir", logdir, "--run-name", name, "--epochs", EPOCHS,
+            "--deterministic", "--seed", "3", "--steps-per-loop", "7", *SMALL_RUN_FLAGS, *extra]
+
+
+def _results(logdir, name):
+    return json.loads((logdir / name / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("logs")
+    done = run_experiment("improved", *_args(data_dir, logdir, "whole"))
+    assert done.returncode == 0, done.stderr
+    return _results(logdir, "whole")
+
+
+def _start(args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "experiments.improved", *map(str, args)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _checkpoints(run_dir):
+    state = run_dir / "checkpoints" / "checkpoint"
+    return tf.train.get_checkpoint_state(str(run_dir / "checkpoints")) if state.exists() else None
+
+
+def _wait_for_checkpoints(process, run_dir, count, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        state = _checkpoints(run_dir)
+        if state and len(state.all_model_checkpoint_paths) >= count:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {count} checkpoints in time; exit code {process.poll()}")
+
+
+def test_two_deterministic_runs_give_the_same_weights(data_dir, tmp_path, uninterrupted):
+    done = run_experiment("improved", *_args(data_dir, tmp_path, "again"))
+    assert done.returncode == 0, done.stderr
+    assert _results(tmp_path, "again")["weights_digest"] == uninterrupted["weights_digest"]
+
+
+@pytest.mark.parametrize("delay", [0.0, random.Random().uniform(0.05, 0.6)])
+def test_sigkill_then_resume_equals_the_uninterrupted_run(data_dir, tmp_path, uninterrupted, delay):
+    process = _start(_args(data_dir, tmp_path, "killed"))
+    _wait_for_checkpoints(process, tmp_path / "killed", 1)
+    time.sleep(delay)  # anywhere: mid-epoch, mid-save, mid-summary
+    process.kill()
+    process.wait()
+    resumed = run_experiment("improved", *_args(data_dir, tmp_path, "killed"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    results = _results(tmp_path, "killed")
+    assert results["weights_digest"] == uninterrupted["weights_digest"], f"delay {delay}"
+    assert results["epochs_run"] == uninterrupted["epochs_run"]
+    # TensorBoard: every epoch exactly once.
+    steps = []
+    for path in sorted((tmp_path / "killed" / "validation").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for value in event.summary.value if value.tag == "loss"]
+    assert sorted(steps) == list(range(1, uninterrupted["epochs_run"] + 1))
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_checkpoint_and_resume_continues_exactly(data_dir, tmp_path, uninterrupted,
+                                                                signum, code):
+    process = _start(_args(data_dir, tmp_path, "stopped"))
+    _wait_for_checkpoints(process, tmp_path / "stopped", 1)
+    time.sleep(0.1)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    saved = _checkpoints(tmp_path / "stopped")
+    assert saved is not None
+    resumed = run_experiment("improved", *_args(data_dir, tmp_path, "stopped"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(tmp_path, "stopped")["weights_digest"] == uninterrupted["weights_digest"]
+
+
+def test_resuming_a_finished_run_says_so(data_dir, tmp_path):
+    args = _args(data_dir, tmp_path, "finished")
+    assert run_experiment("improved", *args).returncode == 0
+    before = (tmp_path / "finished" / "results.json").read_text()
+    again = run_experiment("improved", *args, "--resume")
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert (tmp_path / "finished" / "results.json").read_text() == before
+
+
+def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
+    process = _start(_args(data_dir, tmp_path, "bare"))
+    _wait_for_checkpoints(process, tmp_path / "bare", 1)
+    process.kill()
+    process.wait()
+    resumed = run_experiment("improved", "--logdir", tmp_path, "--run-name", "bare", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(tmp_path, "bare")["experiment_config"]["epochs"] == EPOCHS
+
+
+def test_resume_refuses_a_config_that_changes_results(data_dir, tmp_path):
+    args = _args(data_dir, tmp_path, "mismatch")
+    process = _start(args)
+    _wait_for_checkpoints(process, tmp_path / "mismatch", 1)
+    process.kill()
+    process.wait()
+    refused = run_experiment("improved", *args, "--resume", "--learning-rate", "0.5")
+    assert refused.returncode == 2
+    assert "--learning-rate 0.5 (saved: 0.001)" in refused.stderr
+    assert not (tmp_path / "mismatch" / "results.json").exists()
+
+
+def test_resume_of_a_missing_run_is_an_error(tmp_path):
+    done = run_experiment("improved", "--logdir", tmp_path, "--run-name", "nope", "--resume")
+    assert done.returncode == 2 and "no run to resume" in done.stderr
+
+
+def test_divergence_stops_cleanly_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    # No batch norm, no L2, an absurd learning rate: the loss overflows within a few steps.
+    done = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path,
+                          "--run-name", "diverge", "--no-batch-norm", "--dropout", "0",
+                          "--l2", "0", "--learning-rate", "1e12", "--epochs", "5",
+                          *SMALL_RUN_FLAGS)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "not finite at epoch" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "diverge" / "results.json").exists()
+
+
+def _trainer_run(splits, run_dir):
+    config = Config(hidden_sizes=(16, 8), batch_size=32, validation_size=100, epochs=2,
+                    verify_checksums=False, histograms=False, seed=5)
+    return Run(config, run_dir, resume=True, splits=splits, out=io.StringIO())
+
+
+@settings(max_examples=8, deadline=None)
+@given(first=st.integers(1, 25), then=st.integers(1, 25))
+def test_save_and_restore_at_any_step_continues_identically(first, then, tmp_path_factory):
+    splits = data_lib.load(write_dataset(tmp_path_factory.mktemp("d"), 400, 50),
+                           verify_checksums=False, validation_size=100)
+    run_dir = tmp_path_factory.mktemp("run")
+
+    def stream(run):
+        return iter(data_lib.training_batches(run.train_images, run.train_labels, 32, 5,
+                                              start_step=int(run.trainer.step.numpy())))
+
+    original = _trainer_run(splits, run_dir)
+    original.trainer.train_loop(stream(original), tf.constant(first))
+    original.save_checkpoint()
+    original.trainer.train_loop(stream(original), tf.constant(then))
+
+    restored = _trainer_run(splits, run_dir)
+    assert int(restored.trainer.step.numpy()) == first
+    restored.trainer.train_loop(stream(restored), tf.constant(then))
+    for a, b in zip(original.model.variables, restored.model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(original.trainer.optimizer.variables, restored.trainer.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(original.trainer.epoch_sums.numpy(),
+                                  restored.trainer.epoch_sums.numpy())
+
+
+def test_divergence_after_good_epochs_keeps_their_checkpoint(tmp_path):
+    from mlp.run import NonFiniteLoss
+
+    splits = data_lib.load(write_dataset(tmp_path / "d", 400, 50), verify_checksums=False,
+                           validation_size=100)
+
+    class DivergesAfterFirstEpoch(Run):
+        def _end_epoch(self, *args):
+            super()._end_epoch(*args)
+            self.trainer.learning_rate = 1e30
+
+    config = Config(hidden_sizes=(16, 8), batch_norm=False, dropout=0.0, l2=0.0, batch_size=32,
+                    validation_size=100, epochs=3, verify_checksums=False, histograms=False)
+    run = DivergesAfterFirstEpoch(config, tmp_path / "run", splits=splits, out=io.StringIO())
+    with pytest.raises(NonFiniteLoss, match="not finite at epoch 2, step"):
+        run.train()
+    steps_per_epoch = run.steps_per_epoch
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert latest.endswith(f"ckpt-{steps_per_epoch}")
+    restored = Run(config, tmp_path / "run", resume=True, splits=splits, out=io.StringIO())
+    assert int(restored.trainer.step.numpy()) == steps_per_epoch
+    assert all(np.isfinite(v.numpy()).all() for v in restored.model.variables)
+    assert restored.state.epochs_done == 1
+
+
+def test_second_interrupt_exits_at_once():
+    script = ("import os, signal, time\n"
+              "from mlp.run import _SignalGuard\n"
+              "with _SignalGuard() as guard:\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(0.2)\n"
+              "    assert guard.signum == signal.SIGINT, 'first signal only noted'\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(5)\n"
+              "print('not reached')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 130, done.stderr
+    assert "not reached" not in done.stdout and "second SIGINT" in done.stderr
+
+
+def test_unwritable_checkpoint_directory_is_one_clear_line(data_dir, tmp_path):
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "checkpoints").write_text("a file where the directory should be")
+    done = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path,
+                          "--run-name", "blocked", "--epochs", "1", *SMALL_RUN_FLAGS)
+    assert done.returncode == 1
+    assert "cannot write" in done.stderr and "checkpoints" in done.stderr
+    assert "Traceback" not in done.stderr
