@@ -5,8 +5,9 @@ In one process, on the real data, the same architecture (the improved recipe) an
   (b) Keras model.fit on the identical architecture, with default settings and with
       steps_per_execution tuned,
   (c) the matrix products of an epoch alone (forward and backward), float32 and bfloat16.
-Each is timed over --repeats epochs after one warm-up epoch (tracing, caches) that is not
-counted; the median is reported. Prints a table with ratios, writes benchmark.json, and reports
+They are timed in rounds, one epoch of each contender per round, so that a slow spell of the
+machine hits them all alike; the first round (tracing, caches) is not counted, and the median of
+the other --repeats rounds is reported. Prints a table with ratios, writes benchmark.json, and reports
 peak resident memory after each phase.
 
     python -m experiments.benchmark [--help]
@@ -29,14 +30,29 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_our_loop(config, splits, run_dir):
-    from mlp.run import Run
+class OurLoop:
+    """One epoch of our training loop per call (the training part of Run.train, no evaluation)."""
 
-    run = Run(config, run_dir, splits=splits, out=open(os.devnull, "w"))
-    results = run.train()
-    seconds = results["epoch_seconds"][1:]  # the first epoch traces: warm-up
-    return {"epoch_seconds": seconds, "median_epoch_seconds": statistics.median(seconds),
-            "test_accuracy": results["test_accuracy"]}
+    def __init__(self, config, splits, run_dir):
+        import tensorflow as tf
+        from mlp import data as data_lib
+        from mlp.run import Run
+
+        self.tf = tf
+        self.run = Run(config, run_dir, splits=splits, out=open(os.devnull, "w"))
+        self.test = data_lib.evaluation_batches(splits.test_images, splits.test_labels)
+        self.iterator = iter(data_lib.training_batches(
+            self.run.train_images, self.run.train_labels, config.batch_size, config.seed))
+
+    def epoch(self):
+        steps = self.tf.constant(self.run.steps_per_epoch)
+        started = time.perf_counter()
+        self.run.trainer.train_loop(self.iterator, steps)
+        self.run.trainer.step.numpy()  # wait for the graph call to finish
+        return time.perf_counter() - started
+
+    def test_accuracy(self):
+        return float(self.run.trainer.evaluate(self.test)["accuracy"].numpy())
 
 
 def keras_model(config):
@@ -45,7 +61,8 @@ def keras_model(config):
     layers = [keras.Input((784,))]
     regularizer = keras.regularizers.L2(config.l2)
     for i, width in enumerate(config.hidden_sizes):
-        layers.append(keras.layers.Dense(width, activation="relu", kernel_initializer=config.initializer,
+        layers.append(keras.layers.Dense(width, activation="relu",
+                                         kernel_initializer=config.initializer,
                                          kernel_regularizer=regularizer))
         layers.append(keras.layers.BatchNormalization())
         if i < config.dropout_layers:
@@ -54,63 +71,70 @@ def keras_model(config):
     return keras.Sequential(layers)
 
 
-def time_keras_fit(config, splits, repeats, steps_per_execution):
-    import keras
+class KerasFit:
+    """One epoch of Keras model.fit per call, on the identical architecture and optimizer."""
 
-    model = keras_model(config)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
+    def __init__(self, config, splits, steps_per_execution):
+        import keras
 
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
+        self.splits = splits
+        self.batch_size = config.batch_size
+        self.model = keras_model(config)
+        self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"], steps_per_execution=steps_per_execution)
+        self.seconds = []
+        timer = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: self.seconds.append(-time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: self.seconds.append(self.seconds.pop()
+                                                                 + time.perf_counter()))
+        self.callbacks = [timer]
 
-        def on_epoch_end(self, epoch, logs=None):
-            seconds.append(time.perf_counter() - self.started)
+    def epoch(self):
+        self.model.fit(self.splits.train_images, self.splits.train_labels,
+                       batch_size=self.batch_size, epochs=1, shuffle=True, verbose=0,
+                       callbacks=self.callbacks)
+        return self.seconds[-1]
 
-    seconds = []
-    model.fit(splits.train_images, splits.train_labels, batch_size=config.batch_size,
-              epochs=repeats + 1, shuffle=True, verbose=0, callbacks=[EpochTimer()])
-    _, accuracy = model.evaluate(splits.test_images, splits.test_labels, batch_size=1000, verbose=0)
-    seconds = seconds[1:]
-    return {"epoch_seconds": seconds, "median_epoch_seconds": statistics.median(seconds),
-            "test_accuracy": float(accuracy)}
+    def test_accuracy(self):
+        _, accuracy = self.model.evaluate(self.splits.test_images, self.splits.test_labels,
+                                          batch_size=1000, verbose=0)
+        return float(accuracy)
 
 
-def time_matmul_floor(config, num_examples, repeats, dtype):
+class MatmulFloor:
     """The forward and backward matrix products of one epoch, nothing else."""
-    import numpy as np
-    import tensorflow as tf
 
-    sizes = [784, *config.hidden_sizes, 10]
-    batch = config.batch_size
-    steps = -(-num_examples // batch)
-    rng = np.random.default_rng(0)
-    kernels = [tf.constant(rng.normal(size=(a, b)), dtype) for a, b in zip(sizes[:-1], sizes[1:])]
-    inputs = [tf.constant(rng.normal(size=(batch, a)), dtype) for a in sizes[:-1]]
-    grads = [tf.constant(rng.normal(size=(batch, b)), dtype) for b in sizes[1:]]
+    def __init__(self, config, num_examples, dtype):
+        import numpy as np
+        import tensorflow as tf
 
-    @tf.function
-    def epoch():
-        total = tf.constant(0.0, dtype)
-        for _ in tf.range(steps):
-            for i, (kernel, x, dy) in enumerate(zip(kernels, inputs, grads)):
-                y = tf.matmul(x + total, kernel)                   # forward
-                dw = tf.matmul(x, dy + total, transpose_a=True)    # kernel gradient
-                parts = [y[0, 0], dw[0, 0]]
-                if i > 0:                                          # input gradient
-                    parts.append(tf.matmul(dy, kernel, transpose_b=True)[0, 0])
-                total = total + tf.add_n(parts) * 0
-        return total
+        sizes = [784, *config.hidden_sizes, 10]
+        batch = config.batch_size
+        steps = -(-num_examples // batch)
+        rng = np.random.default_rng(0)
+        kernels = [tf.constant(rng.normal(size=(a, b)), dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+        inputs = [tf.constant(rng.normal(size=(batch, a)), dtype) for a in sizes[:-1]]
+        grads = [tf.constant(rng.normal(size=(batch, b)), dtype) for b in sizes[1:]]
 
-    seconds = []
-    for _ in range(repeats + 1):
+        @tf.function
+        def epoch():
+            total = tf.constant(0.0, dtype)
+            for _ in tf.range(steps):
+                for i, (kernel, x, dy) in enumerate(zip(kernels, inputs, grads)):
+                    parts = [tf.matmul(x + total, kernel)[0, 0],                  # forward
+                             tf.matmul(x, dy + total, transpose_a=True)[0, 0]]    # kernel grad
+                    if i > 0:                                                     # input grad
+                        parts.append(tf.matmul(dy, kernel, transpose_b=True)[0, 0])
+                    total = total + tf.add_n(parts) * 0
+            return total
+
+        self.function = epoch
+
+    def epoch(self):
         started = time.perf_counter()
-        epoch().numpy()
-        seconds.append(time.perf_counter() - started)
-    seconds = seconds[1:]
-    return {"epoch_seconds": seconds, "median_epoch_seconds": statistics.median(seconds)}
+        self.function().numpy()
+        return time.perf_counter() - started
 
 
 def main(argv=None):
@@ -150,29 +174,41 @@ def main(argv=None):
     n = len(splits.train_labels)
     rows = {}
 
-    def record(name, measurement):
-        measurement["samples_per_second"] = n / measurement["median_epoch_seconds"]
-        measurement["peak_rss_mb_so_far"] = peak_rss_mb()
-        rows[name] = measurement
-        print(f"  {name}: {measurement['median_epoch_seconds']:.3f} s/epoch", flush=True)
-
-    print(f"benchmark: {n} images, batch {args.batch_size}, {args.repeats} timed epochs each, "
-          f"TensorFlow {tf.__version__}", flush=True)
+    contenders = {}
     for precision in args.precisions:
-        record(f"ours {precision}", time_our_loop(
-            dataclasses.replace(config, precision=precision), splits, out_dir / precision))
-    record("matmul floor float32", time_matmul_floor(config, n, args.repeats, tf.float32))
-    record("matmul floor bfloat16", time_matmul_floor(config, n, args.repeats, tf.bfloat16))
+        contenders[f"ours {precision}"] = OurLoop(
+            dataclasses.replace(config, precision=precision), splits, out_dir / precision)
+    contenders["matmul floor float32"] = MatmulFloor(config, n, tf.float32)
+    contenders["matmul floor bfloat16"] = MatmulFloor(config, n, tf.bfloat16)
     if not args.skip_keras:
-        record("keras fit", time_keras_fit(config, splits, args.repeats, 1))
-        record(f"keras fit spe={args.steps_per_execution}",
-               time_keras_fit(config, splits, args.repeats, args.steps_per_execution))
+        contenders["keras fit"] = KerasFit(config, splits, 1)
+        contenders[f"keras fit spe={args.steps_per_execution}"] = KerasFit(
+            config, splits, args.steps_per_execution)
+    print(f"benchmark: {n} images, batch {args.batch_size}; {args.repeats} rounds after a warm-up "
+          f"round, each round one epoch of every contender in turn; TensorFlow {tf.__version__}",
+          flush=True)
+    seconds = {name: [] for name in contenders}
+    peak = {}
+    for round_number in range(args.repeats + 1):
+        for name, contender in contenders.items():
+            seconds[name].append(contender.epoch())
+            peak[name] = max(peak.get(name, 0), peak_rss_mb())
+        print(f"  round {round_number}{' (warm-up)' if round_number == 0 else ''}: " + ", ".join(
+            f"{name} {seconds[name][-1]:.2f}s" for name in contenders), flush=True)
+    for name, contender in contenders.items():
+        timed = seconds[name][1:]
+        rows[name] = {"epoch_seconds": timed, "median_epoch_seconds": statistics.median(timed),
+                      "samples_per_second": n / statistics.median(timed),
+                      "peak_rss_mb_so_far": peak[name]}
+        if hasattr(contender, "test_accuracy"):
+            rows[name]["test_accuracy"] = contender.test_accuracy()
+            rows[name]["epochs_trained"] = args.repeats + 1
 
     reference = rows.get(f"keras fit spe={args.steps_per_execution}")
     ours32 = rows.get("ours float32")
     floor = rows["matmul floor float32"]
     lines = ["| what | s/epoch | samples/s | vs keras fit spe | vs our float32 | vs float32 floor "
-             "| test acc | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+             "| test acc | process peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
     for name, m in rows.items():
         s = m["median_epoch_seconds"]
         ratio = lambda other: f"{other['median_epoch_seconds'] / s:.2f}x" if other else "-"

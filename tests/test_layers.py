@@ -87,6 +87,29 @@ def test_batch_norm_training_and_evaluation_match_keras(batch, width, seed):
     np.testing.assert_allclose(ours.moving_mean, expected_mean, rtol=1e-5, atol=1e-6)
 
 
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(2, 40), width=st.integers(1, 16), seed=st.integers(0, 1000))
+def test_batch_norm_gradients_match_keras(batch, width, seed):
+    rng = np.random.default_rng(seed)
+    ours = BatchNorm(width)
+    ours.gamma.assign(rng.uniform(0.5, 2, width).astype(np.float32))
+    ours.beta.assign(rng.normal(size=width).astype(np.float32))
+    reference = _keras_batch_norm(ours)
+    x = tf.constant((rng.normal(size=(batch, width)) * 3 + 1).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=(batch, width)).astype(np.float32))
+
+    def gradients(layer, weights):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * upstream)
+        return tape.gradient(loss, [x, *weights])
+
+    ours_grads = gradients(ours, [ours.gamma, ours.beta])
+    keras_grads = gradients(reference, [reference.gamma.value, reference.beta.value])
+    for a, b in zip(ours_grads, keras_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
 def test_batch_norm_training_output_is_normalized_per_feature():
     ours = BatchNorm(4)
     x = tf.random.normal([256, 4]) * 5 + 3
