@@ -24,7 +24,7 @@ def _doc(default, help_text, **extra):
 
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
-LR_SCHEDULES = ("plateau", "constant")
+LR_SCHEDULES = ("plateau", "constant", "cosine")
 INITIALIZERS = ("he_normal", "glorot_uniform")
 
 
@@ -43,17 +43,30 @@ class Config:
     batch_size: int = _doc(128, "training batch size")
     learning_rate: float = _doc(1e-3, "Adam's initial learning rate")
     lr_schedule: str = _doc("plateau", "plateau: reduce on validation-loss plateaus; "
-                            "constant: never change it", choices=LR_SCHEDULES)
+                            "constant: never change it; cosine: cosine decay per step from "
+                            "--learning-rate to --min-learning-rate over --epochs, after "
+                            "--warmup-epochs of linear warm-up", choices=LR_SCHEDULES)
+    warmup_epochs: float = _doc(0.0, "cosine schedule: epochs of linear warm-up from 0")
     plateau_factor: float = _doc(0.5, "multiply the learning rate by this on a plateau")
     plateau_patience: int = _doc(2, "epochs without improvement before reducing the learning rate")
     plateau_min_delta: float = _doc(1e-4, "smallest validation-loss decrease that counts as improvement")
     plateau_cooldown: int = _doc(0, "epochs to wait after a reduction before counting again")
-    min_learning_rate: float = _doc(1e-6, "the plateau reducer never goes below this")
+    min_learning_rate: float = _doc(1e-6, "the plateau reducer never goes below this; the "
+                                    "cosine schedule ends at it")
     early_stopping: bool = _doc(True, "stop when validation loss stops improving and restore the "
                                 "best epoch's weights")
     early_stopping_patience: int = _doc(6, "epochs without improvement before stopping")
     early_stopping_min_delta: float = _doc(0.0, "smallest validation-loss decrease that counts")
     early_stopping_start_epoch: int = _doc(0, "epochs to wait before early stopping may act")
+    # --- extra regularization (experiments.best) ----------------------------------------------
+    label_smoothing: float = _doc(0.0, "mix the one-hot targets with the uniform distribution "
+                                  "by this much")
+    augment_shift: int = _doc(0, "shift training images by up to N pixels each way (0: off)")
+    augment_flip: bool = _doc(False, "mirror training images left-right with probability 1/2")
+    augment_erase: float = _doc(0.0, "probability of zeroing a random rectangle of a training "
+                                "image (random erasing)")
+    ema_decay: float = _doc(0.0, "evaluate and keep an exponential moving average of the weights "
+                            "with this decay per step (0: off; e.g. 0.999)")
     # --- execution ---------------------------------------------------------------------------
     seed: int = _doc(0, "seeds initialization, shuffling and dropout")
     precision: str = _doc("float32", "float32, mixed_float16, mixed_bfloat16, or auto "
@@ -102,6 +115,13 @@ class Config:
             non_negative(name)
         if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
             bad("hidden_sizes", f"need one or more positive widths, got {self.hidden_sizes}")
+        for name in ("label_smoothing", "augment_erase", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(name, f"must be in [0, 1), got {getattr(self, name)}")
+        for name in ("augment_shift", "warmup_epochs"):
+            non_negative(name)
+        if self.warmup_epochs >= self.epochs and self.lr_schedule == "cosine":
+            bad("warmup_epochs", f"must be shorter than --epochs ({self.epochs})")
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", f"must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.plateau_factor < 1.0:

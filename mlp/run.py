@@ -19,12 +19,15 @@ import numpy as np
 import tensorflow as tf
 
 from mlp import data as data_lib
+from mlp import report
 from mlp.io import atomic_write_json
 from mlp.model import MLP
 from mlp.plateau import EarlyStopper, PlateauLRReducer
 from mlp.optim import make_optimizer
 from mlp.precision import COMPUTE_DTYPES, resolve
+from mlp.augment import make_augment
 from mlp.regularization import l2_penalty
+from mlp.schedules import cosine_with_warmup
 from mlp.summaries import Summaries, logged_epochs
 from mlp.training import Trainer, weights_digest
 
@@ -108,8 +111,16 @@ class Run:
         self.steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
 
         self.model = MLP.from_config(config, COMPUTE_DTYPES[self.precision])
+        schedule = None
+        if config.lr_schedule == "cosine":
+            schedule = cosine_with_warmup(config.learning_rate, config.epochs * self.steps_per_epoch,
+                                          round(config.warmup_epochs * self.steps_per_epoch),
+                                          config.min_learning_rate)
         self.trainer = Trainer(self.model, make_optimizer(self.precision, config.learning_rate),
-                               l2=config.l2)
+                               l2=config.l2, label_smoothing=config.label_smoothing,
+                               schedule=schedule, ema_decay=config.ema_decay)
+        self.augment = make_augment(config.seed, config.augment_shift, config.augment_flip,
+                                    config.augment_erase)
         self.best_weights = [tf.Variable(v, trainable=False) for v in self.model.variables]
         self.state = RunState(history=[])
         self.plateau = PlateauLRReducer(config.plateau_factor, config.plateau_patience,
@@ -150,7 +161,8 @@ class Run:
         steps_per_loop = config.steps_per_loop or (
             PROGRESS_STEPS_PER_LOOP if show_progress else self.steps_per_epoch)
         batches = data_lib.training_batches(self.train_images, self.train_labels, config.batch_size,
-                                            config.seed, start_step=int(self.trainer.step.numpy()))
+                                            config.seed, start_step=int(self.trainer.step.numpy()),
+                                            augment=self.augment)
         iterator = iter(batches)
         validation = data_lib.evaluation_batches(self.splits.validation_images,
                                                  self.splits.validation_labels)
@@ -205,9 +217,15 @@ class Run:
     def _end_epoch(self, validation, summaries):
         epoch = self.state.epochs_done
         train = self.trainer.epoch_means()
-        val = self.trainer.evaluate(validation)
-        penalty = float(l2_penalty(self.model.kernels, self.config.l2).numpy())
-        val_loss = float(val["loss"].numpy()) + penalty  # what Keras reports as val_loss
+        with self.trainer.averaged_weights():
+            val = self.trainer.evaluate(validation)
+            penalty = float(l2_penalty(self.model.kernels, self.config.l2).numpy())
+            val_loss = float(val["loss"].numpy()) + penalty  # what Keras reports as val_loss
+            if self.config.early_stopping:
+                self.state.stopped_early = self.stopper.update(val_loss)
+                if self.stopper.improved_at(epoch):
+                    for best, variable in zip(self.best_weights, self.model.variables):
+                        best.assign(variable)
         learning_rate = self.trainer.learning_rate
         record = {"epoch": epoch + 1, "loss": train["loss"], "data_loss": train["data_loss"],
                   "l2_penalty": train["l2_penalty"], "accuracy": train["accuracy"],
@@ -216,11 +234,6 @@ class Run:
                   "seconds": self.state.partial_epoch_seconds}
         if self.config.lr_schedule == "plateau":
             self.trainer.learning_rate = self.plateau.update(val_loss, learning_rate)
-        if self.config.early_stopping:
-            self.state.stopped_early = self.stopper.update(val_loss)
-            if self.stopper.improved_at(epoch):
-                for best, variable in zip(self.best_weights, self.model.variables):
-                    best.assign(variable)
         self.state.history.append(record)
         self.state.epochs_done += 1
         self.state.partial_epoch_seconds = 0.0
@@ -266,6 +279,7 @@ class Run:
             best_epoch = self.stopper.best_epoch + 1
         else:
             best_epoch = len(history)
+            self.trainer.use_averaged_weights()
         train = self.trainer.evaluate(data_lib.evaluation_batches(self.train_images, self.train_labels))
         validation = self.trainer.evaluate(data_lib.evaluation_batches(
             self.splits.validation_images, self.splits.validation_labels))
@@ -299,6 +313,22 @@ class Run:
         final_step = max(len(history), 1)
         summaries.scalars("test", final_step, {"accuracy": results["test_accuracy"],
                                                "loss": results["test_loss"]})
+        summaries.image("test", "confusion_matrix", report.confusion_image(confusion), final_step,
+                        "rows: true class, columns: predicted, in the order of the class names")
+        summaries.text("test", "confusion_matrix_table", report.confusion_markdown(confusion), final_step)
+        grid, listing = report.mistakes_grid(
+            self.splits.test_images, self.splits.test_labels, test["predictions"].numpy(),
+            test["confidences"].numpy())
+        summaries.image("test", "most_confident_mistakes", grid, final_step,
+                        "row by row; the text most_confident_mistakes_list names their classes")
+        # Distinct tags: TensorBoard's fast loader drops a tag written by two plugins.
+        summaries.text("test", "most_confident_mistakes_list", listing, final_step)
+        summaries.hparams(config.to_dict(), {
+            "hparams/test_accuracy": results["test_accuracy"],
+            "hparams/validation_accuracy": results["validation_accuracy"],
+            "hparams/test_loss": results["test_loss"],
+            "hparams/epochs_run": results["epochs_run"],
+            "hparams/train_seconds": results["train_seconds"]}, final_step)
         summaries.flush()
         atomic_write_json(self.run_dir / "results.json", results)
         return results

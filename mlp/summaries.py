@@ -26,6 +26,24 @@ class Summaries:
                 tf.summary.histogram(f"weights/{layer.name}/kernel", layer.kernel)
                 tf.summary.histogram(f"weights/{layer.name}/bias", layer.bias)
 
+    def image(self, split, tag, image, step, description=None):
+        with self.writers[split].as_default(step=step):
+            tf.summary.image(tag, image, step=step, description=description)
+
+    def hparams(self, config, metrics, step):
+        """The run's config as hparams and its final metrics, for TensorBoard's HParams
+        dashboard; written at the run directory's top level, where the dashboard looks."""
+        from tensorboard.plugins.hparams import api as hp
+
+        values = {key: (value if isinstance(value, (bool, int, float, str)) else str(value))
+                  for key, value in config.items() if value is not None}
+        writer = tf.summary.create_file_writer(str(self.run_dir))
+        with writer.as_default(step=step):
+            hp.hparams(values, trial_id=self.run_dir.name)
+            for tag, value in metrics.items():
+                tf.summary.scalar(tag, value)
+        writer.close()
+
     def text(self, split, tag, value, step=0):
         with self.writers[split].as_default(step=step):
             tf.summary.text(tag, value)

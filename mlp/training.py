@@ -2,6 +2,7 @@
 and in-graph evaluation. Python decides between calls (see mlp/run.py).
 """
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -25,9 +26,14 @@ class Trainer(tf.Module):
       optimizer: a Keras optimizer; wrap it in keras.optimizers.LossScaleOptimizer for float16.
       l2: factor of the L2 penalty on the model's kernels.
       label_smoothing: mixes the one-hot targets with the uniform distribution by this much.
+      schedule: optional function step -> learning rate, applied in the graph before each step.
+      ema_decay: if > 0, keep an exponential moving average of all model variables, updated
+        after each step with decay min(ema_decay, (1 + step) / (10 + step)) (see
+        `averaged_weights`).
     """
 
-    def __init__(self, model, optimizer, l2=0.0, label_smoothing=0.0):
+    def __init__(self, model, optimizer, l2=0.0, label_smoothing=0.0, schedule=None,
+                 ema_decay=0.0):
         super().__init__(name="trainer")
         self.model = model
         self.optimizer = optimizer
@@ -38,6 +44,10 @@ class Trainer(tf.Module):
                                       name="epoch_sums")
         # The step whose loss was not finite, or -1.
         self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="nonfinite_step")
+        self.schedule = schedule
+        self.ema_decay = float(ema_decay)
+        self.ema_variables = ([tf.Variable(v, trainable=False, name="ema") for v in model.variables]
+                              if ema_decay else [])
         self.optimizer.build(self.model.trainable_variables)
         self.loss_scaling = hasattr(optimizer, "scale_loss") and hasattr(optimizer, "inner_optimizer")
 
@@ -60,6 +70,8 @@ class Trainer(tf.Module):
 
     def _train_step(self, images, labels):
         variables = self.model.trainable_variables
+        if self.schedule is not None:
+            self.optimizer.learning_rate.assign(self.schedule(self.step))
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True, step=self.step)
             data_loss = tf.reduce_mean(self.data_loss(logits, labels))
@@ -68,6 +80,12 @@ class Trainer(tf.Module):
             target = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
         gradients = tape.gradient(target, variables)
         self.optimizer.apply(gradients, variables)
+        if self.ema_variables:
+            # Early on the average forgets faster, so it is not dominated by the initial weights.
+            step = tf.cast(self.step, tf.float32)
+            decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+            for average, variable in zip(self.ema_variables, self.model.variables):
+                average.assign(decay * average + (1.0 - decay) * variable)
         self.step.assign_add(1)
         batch = tf.cast(tf.shape(labels)[0], tf.float64)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
@@ -95,6 +113,26 @@ class Trainer(tf.Module):
             sums += step_sums
         self.epoch_sums.assign_add(sums)
         return done
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within the block the model holds its moving-average weights (if EMA is on)."""
+        self._swap_ema()
+        try:
+            yield
+        finally:
+            self._swap_ema()
+
+    def use_averaged_weights(self):
+        """Put the moving-average weights in the model for good (at the end of training)."""
+        for average, variable in zip(self.ema_variables, self.model.variables):
+            variable.assign(average)
+
+    def _swap_ema(self):
+        for average, variable in zip(self.ema_variables, self.model.variables):
+            current = tf.identity(variable)
+            variable.assign(average)
+            average.assign(current)
 
     def reset_epoch_sums(self):
         self.epoch_sums.assign(tf.zeros_like(self.epoch_sums))
