@@ -121,8 +121,8 @@ def main(name, defaults, description, argv=None):
         return 1
     print(f"done: {results['epochs_run']} epochs, best epoch {results['best_epoch']}; accuracy "
           f"train {results['train_accuracy']:.4f}, validation {results['validation_accuracy']:.4f}, "
-          f"test {results['test_accuracy']:.4f}; training {results['train_seconds']:.1f}s, wall "
-          f"{time.perf_counter() - started:.1f}s; run dir {run_dir}")
+          f"test {results['test_accuracy']:.4f}; training {results['train_seconds']:.1f}s, this "
+          f"process {time.perf_counter() - started:.1f}s; run dir {run_dir}")
     return 0
 
 
