@@ -1,0 +1,95 @@
+"""Where the time of a training step goes: a tf.profiler trace of our loop on the real data.
+
+Trains one warm-up epoch, then traces --steps steps into <logdir>/profile-<precision>-<time>/
+(open it in TensorBoard's Profile tab: `pip install ".[profile]"`, then
+`tensorboard --logdir tensorboard_logs`), and, when the xprof converter is installed, prints the
+self time per op type per step.
+
+    python -m experiments.profile [--precision float32] [--steps 200] [--help]
+"""
+
+import argparse
+import collections
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def op_breakdown(trace_dir, steps):
+    """{op type: microseconds of self time per step}, from the trace, or None without xprof."""
+    try:
+        from xprof.convert import raw_to_tool_data
+    except ImportError:
+        return None
+    files = [str(p) for p in Path(trace_dir).rglob("*.xplane.pb")]
+    data, _ = raw_to_tool_data.xspace_to_tool_data(files, "framework_op_stats", {})
+    table = json.loads(data)[0]
+    columns = [c["id"] for c in table["cols"]]
+    per_type = collections.Counter()
+    for row in table["rows"]:
+        values = dict(zip(columns, (cell["v"] for cell in row["c"])))
+        if values["type"] != "IDLE":
+            per_type[values["type"]] += values["total_self_time"] / steps
+    return dict(per_type.most_common())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m experiments.profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                        help="precision of the traced loop (default: float32)")
+    parser.add_argument("--steps", type=int, default=200, help="steps to trace (default: 200)")
+    parser.add_argument("--data-dir", default=None, help="directory of the four IDX files")
+    parser.add_argument("--logdir", default="tensorboard_logs", help="(default: tensorboard_logs)")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be positive")
+
+    import tensorflow as tf
+
+    from experiments.improved import CONFIG
+    from mlp import data as data_lib
+    from mlp.config import ConfigError, check_writable_dir
+    from mlp.run import Run
+    import dataclasses
+
+    out_dir = Path(args.logdir) / f"profile-{args.precision}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        check_writable_dir(out_dir, "logdir")
+        splits = data_lib.load(args.data_dir)
+    except (ConfigError, data_lib.DataError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    config = dataclasses.replace(CONFIG, precision=args.precision, epochs=1, histograms=False,
+                                 early_stopping=False, lr_schedule="constant")
+    run = Run(config, out_dir / "run", splits=splits, out=io.StringIO())
+    iterator = iter(data_lib.training_batches(run.train_images, run.train_labels,
+                                              config.batch_size, config.seed))
+    run.trainer.train_loop(iterator, tf.constant(run.steps_per_epoch))  # warm-up: tracing
+    tf.profiler.experimental.start(str(out_dir))
+    started = time.perf_counter()
+    run.trainer.train_loop(iterator, tf.constant(args.steps))
+    run.trainer.step.numpy()
+    seconds = time.perf_counter() - started
+    tf.profiler.experimental.stop()
+    print(f"traced {args.steps} steps ({args.precision}) in {seconds:.2f}s, "
+          f"{seconds / args.steps * 1e6:.0f} us/step under the profiler; trace in {out_dir}")
+    breakdown = op_breakdown(out_dir, args.steps)
+    if breakdown is None:
+        print("(install the profile extra for the per-op breakdown)")
+        return 0
+    total = sum(breakdown.values())
+    print(f"self time per step, summed over threads: {total:.0f} us")
+    for op_type, micros in list(breakdown.items())[:20]:
+        print(f"  {micros:8.1f} us  {micros / total:6.1%}  {op_type}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
