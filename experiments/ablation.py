@@ -126,8 +126,9 @@ def main(argv=None):
                         help="train on only the first N training images")
     parser.add_argument("--logdir", default="tensorboard_logs", help="(default: tensorboard_logs)")
     parser.add_argument("--study-name", default=None,
-                        help="the study's directory under --logdir (default: ablation-<study>, "
-                             "with -quick for --quick); the same name continues the same study")
+                        help="the study's directory under --logdir (default: ablation-<study> "
+                             "plus -quick, -e<epochs>, -<precision>, -n<subset> for those "
+                             "overrides); the same name continues the same study")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
@@ -148,7 +149,12 @@ def main(argv=None):
             overrides[key] = getattr(args, key)
     if args.no_verify_checksums:
         overrides["verify_checksums"] = False
-    study_name = args.study_name or f"ablation-{args.study}{'-quick' if args.quick else ''}"
+    # Runs with other settings must not be mistaken for these: the name says what was overridden.
+    study_name = args.study_name or "-".join(
+        ["ablation", args.study] + (["quick"] if args.quick else [])
+        + ([f"e{args.epochs}"] if args.epochs else [])
+        + ([args.precision] if args.precision else [])
+        + ([f"n{args.train_subset}"] if args.train_subset else []))
     study_dir = Path(args.logdir) / study_name
     plan = []
     try:

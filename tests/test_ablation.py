@@ -33,7 +33,7 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *FLAGS]
     first = run_experiment("ablation", *args)
     assert first.returncode == 0, first.stderr
-    study = tmp_path / "ablation-improved-quick"
+    study = tmp_path / "ablation-improved-quick-n400"
     report = json.loads((study / "ablation.json").read_text())
     assert {row["variant"] for row in report["rows"]} == {FULL, "no dropout", "baseline"}
     assert all(row["seeds"] == [0, 1] for row in report["rows"])
