@@ -22,7 +22,7 @@ def _scalars(directory):
     for tag in accumulator.Tags()["tensors"]:
         events = accumulator.Tensors(tag)
         values = [tf.make_ndarray(e.tensor_proto) for e in events]
-        if all(v.ndim == 0 for v in values):
+        if all(v.ndim == 0 and v.dtype.kind in "fiu" for v in values):  # not text, histograms
             scalars[tag] = [(e.step, float(v)) for e, v in zip(events, values)]
     return scalars
 
