@@ -15,13 +15,11 @@ peak resident memory after each phase.
 
 import argparse
 import dataclasses
-import json
 import os
 import resource
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -158,17 +156,16 @@ def main(argv=None):
     if args.repeats < 1 or args.batch_size < 1 or args.steps_per_execution < 1:
         parser.error("--repeats, --batch-size and --steps-per-execution must be positive")
 
-    from mlp import data as data_lib
-    from mlp.config import Config, ConfigError, check_writable_dir
     import tensorflow as tf
 
-    out_dir = Path(args.logdir) / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
+    from mlp.cli import ToolError, output_dir_and_data
+    from mlp.config import Config
+
     try:
-        check_writable_dir(out_dir, "logdir")
-        splits = data_lib.load(args.data_dir)
-    except (ConfigError, data_lib.DataError) as e:
+        out_dir, splits = output_dir_and_data(args.logdir, "benchmark", args.data_dir)
+    except ToolError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return e.exit_code
     config = Config(batch_size=args.batch_size, epochs=args.repeats + 1, lr_schedule="constant",
                     early_stopping=False, histograms=False, data_dir=args.data_dir)
     n = len(splits.train_labels)

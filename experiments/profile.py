@@ -10,6 +10,7 @@ self time per op type per step.
 
 import argparse
 import collections
+import dataclasses
 import io
 import json
 import os
@@ -55,17 +56,15 @@ def main(argv=None):
 
     from experiments.improved import CONFIG
     from mlp import data as data_lib
-    from mlp.config import ConfigError, check_writable_dir
+    from mlp.cli import ToolError, output_dir_and_data
     from mlp.run import Run
-    import dataclasses
 
-    out_dir = Path(args.logdir) / f"profile-{args.precision}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        check_writable_dir(out_dir, "logdir")
-        splits = data_lib.load(args.data_dir)
-    except (ConfigError, data_lib.DataError) as e:
+        out_dir, splits = output_dir_and_data(args.logdir, f"profile-{args.precision}",
+                                              args.data_dir)
+    except ToolError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return e.exit_code
     config = dataclasses.replace(CONFIG, precision=args.precision, epochs=1, histograms=False,
                                  early_stopping=False, lr_schedule="constant")
     run = Run(config, out_dir / "run", splits=splits, out=io.StringIO())

@@ -126,5 +126,28 @@ def main(name, defaults, description, argv=None):
     return 0
 
 
+class ToolError(Exception):
+    """A tool cannot start; `exit_code` is 2 for bad arguments, 1 for missing or bad data."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def output_dir_and_data(logdir, prefix, data_dir):
+    """For the tools (benchmark, profile): a fresh <logdir>/<prefix>-<timestamp>/ and the
+    verified real data, or ToolError with the one line to print."""
+    from mlp import data as data_lib
+
+    out_dir = Path(logdir) / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        check_writable_dir(out_dir, "logdir")
+        return out_dir, data_lib.load(data_dir)
+    except ConfigError as e:
+        raise ToolError(str(e), 2) from None
+    except data_lib.DataError as e:
+        raise ToolError(str(e), 1) from None
+
+
 def run_experiment(name, defaults, description):
     sys.exit(main(name, defaults, description))

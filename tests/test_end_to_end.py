@@ -124,3 +124,11 @@ def test_one_epoch_of_the_improved_recipe_on_real_data(tmp_path):
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "real" / "results.json").read_text())
     assert results["history"][0]["val_accuracy"] >= 0.80
+
+
+@pytest.mark.parametrize("tool", ["benchmark", "profile"])
+def test_tools_report_missing_data_in_one_line(tool, tmp_path):
+    done = run_experiment(tool, "--data-dir", tmp_path, "--logdir", tmp_path / "out")
+    assert done.returncode == 1
+    assert f"python -m experiments.{tool}: error: {tmp_path}: missing" in done.stderr
+    assert "Traceback" not in done.stderr

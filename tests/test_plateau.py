@@ -1,6 +1,5 @@
 """The plateau reducer and early stopper make Keras's decisions, for any sequence and arguments."""
 
-import types
 
 import keras
 import numpy as np

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from mlp import data as data_lib
 from mlp.config import Config
 from mlp.run import Run
-from mlp.summaries import logged_epochs
 from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
 
 EPOCHS = 4
