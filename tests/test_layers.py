@@ -52,24 +52,25 @@ def test_initializers_have_keras_statistics(initializer, fan_in, fan_out):
     assert abs(ours.mean()) < 0.01 * ours.std() * 10
 
 
-def _keras_batch_norm(ours):
+def _batch_norms(width, rng):
+    """Our BatchNorm with random parameters and statistics, and a Keras one holding the same."""
+    ours = BatchNorm(width)
+    ours.gamma.assign(rng.uniform(0.5, 2, width).astype(np.float32))
+    ours.beta.assign(rng.normal(size=width).astype(np.float32))
+    ours.moving_mean.assign(rng.normal(size=width).astype(np.float32))
+    ours.moving_variance.assign(rng.uniform(0.5, 2, width).astype(np.float32))
     reference = keras.layers.BatchNormalization(momentum=ours.momentum, epsilon=ours.epsilon)
-    reference.build((None, ours.gamma.shape[0]))
+    reference.build((None, width))
     reference.set_weights([v.numpy() for v in (ours.gamma, ours.beta, ours.moving_mean,
                                                ours.moving_variance)])
-    return reference
+    return ours, reference
 
 
 @settings(max_examples=20, deadline=None)
 @given(batch=st.integers(2, 40), width=st.integers(1, 16), seed=st.integers(0, 1000))
 def test_batch_norm_training_and_evaluation_match_keras(batch, width, seed):
     rng = np.random.default_rng(seed)
-    ours = BatchNorm(width)
-    ours.gamma.assign(rng.uniform(0.5, 2, width).astype(np.float32))
-    ours.beta.assign(rng.normal(size=width).astype(np.float32))
-    ours.moving_mean.assign(rng.normal(size=width).astype(np.float32))
-    ours.moving_variance.assign(rng.uniform(0.5, 2, width).astype(np.float32))
-    reference = _keras_batch_norm(ours)
+    ours, reference = _batch_norms(width, rng)
     x = (rng.normal(size=(batch, width)) * 3 + 1).astype(np.float32)
 
     # Evaluation: moving statistics, and nothing changes.
@@ -91,10 +92,7 @@ def test_batch_norm_training_and_evaluation_match_keras(batch, width, seed):
 @given(batch=st.integers(2, 40), width=st.integers(1, 16), seed=st.integers(0, 1000))
 def test_batch_norm_gradients_match_keras(batch, width, seed):
     rng = np.random.default_rng(seed)
-    ours = BatchNorm(width)
-    ours.gamma.assign(rng.uniform(0.5, 2, width).astype(np.float32))
-    ours.beta.assign(rng.normal(size=width).astype(np.float32))
-    reference = _keras_batch_norm(ours)
+    ours, reference = _batch_norms(width, rng)
     x = tf.constant((rng.normal(size=(batch, width)) * 3 + 1).astype(np.float32))
     upstream = tf.constant(rng.normal(size=(batch, width)).astype(np.float32))
 
