@@ -15,7 +15,7 @@ def make_augment(seed, shift=0, flip=False, erase=0.0):
 
     shift: translate each image by up to `shift` pixels in each direction (zeros fill in).
     flip: mirror each image left-right with probability 1/2 (clothes are left-right symmetric
-      enough; the labels do not change).
+      enough; the labels do not change). Applied after the shift.
     erase: with this probability, zero a random rectangle of each image (random erasing, Zhong
       et al. 2017), of 2% to 25% of the area.
     """
@@ -30,19 +30,26 @@ def make_augment(seed, shift=0, flip=False, erase=0.0):
             return tf.random.stateless_uniform(
                 shape, tf.random.experimental.stateless_fold_in(key, stream), low, high)
 
-        pictures = tf.reshape(images, [batch, SIDE, SIDE, 1])
-        if shift:
-            offsets = tf.round(uniform(1, [batch, 2], -shift - 0.5, shift + 0.5))
-            ones, zeros = tf.ones([batch, 1]), tf.zeros([batch, 1])
-            # Each row maps output (x, y) to input (x - dx, y - dy).
-            transforms = tf.concat([ones, zeros, -offsets[:, :1], zeros, ones, -offsets[:, 1:],
-                                    zeros, zeros], axis=1)
-            pictures = tf.raw_ops.ImageProjectiveTransformV3(
-                images=pictures, transforms=transforms, output_shape=[SIDE, SIDE],
-                fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT")
-        if flip:
-            mirrored = uniform(2, [batch, 1, 1, 1]) < 0.5
-            pictures = tf.where(mirrored, tf.reverse(pictures, axis=[2]), pictures)
+        coordinates = tf.range(SIDE, dtype=tf.float32)[None, :]  # [1, 28]
+        if shift or flip:
+            # Shift and flip only move pixels: one gather per image, from the image with a zero
+            # appended (index SIDE*SIDE) for the pixels that come from outside it.
+            source_rows = tf.tile(coordinates, [batch, 1])
+            source_cols = tf.tile(coordinates, [batch, 1])
+            if flip:
+                mirrored = uniform(2, [batch, 1]) < 0.5
+                source_cols = tf.where(mirrored, SIDE - 1 - source_cols, source_cols)
+            if shift:
+                # Output pixel (row, col) shows input pixel (row - dy, col - dx).
+                offsets = tf.round(uniform(1, [batch, 2], -shift - 0.5, shift + 0.5))
+                source_cols -= offsets[:, :1]
+                source_rows -= offsets[:, 1:]
+            inside = ((source_rows >= 0) & (source_rows < SIDE))[:, :, None] & \
+                     ((source_cols >= 0) & (source_cols < SIDE))[:, None, :]
+            flat_index = tf.cast(source_rows[:, :, None] * SIDE + source_cols[:, None, :], tf.int32)
+            flat_index = tf.where(inside, flat_index, SIDE * SIDE)
+            padded = tf.concat([images, tf.zeros([batch, 1], images.dtype)], axis=1)
+            images = tf.gather(padded, tf.reshape(flat_index, [batch, SIDE * SIDE]), batch_dims=1)
         if erase:
             area = uniform(3, [batch, 1]) * 0.23 + 0.02
             aspect = tf.exp(uniform(4, [batch, 1], -1.1, 1.1))  # log-uniform in [1/3, 3]
@@ -51,11 +58,15 @@ def make_augment(seed, shift=0, flip=False, erase=0.0):
             top = tf.floor(uniform(5, [batch, 1]) * (SIDE - height + 1))
             left = tf.floor(uniform(6, [batch, 1]) * (SIDE - width + 1))
             chosen = uniform(7, [batch, 1]) < erase
-            rows = tf.range(SIDE, dtype=tf.float32)[None, :]
-            inside_rows = (rows >= top) & (rows < top + height) & chosen  # [B, 28]
-            inside_cols = (rows >= left) & (rows < left + width)
+            inside_rows = (coordinates >= top) & (coordinates < top + height) & chosen  # [B, 28]
+            inside_cols = (coordinates >= left) & (coordinates < left + width)
             hole = inside_rows[:, :, None] & inside_cols[:, None, :]
-            pictures = tf.where(hole[..., None], 0.0, pictures)
-        return tf.reshape(pictures, [batch, SIDE * SIDE])
+            images = tf.where(tf.reshape(hole, [batch, SIDE * SIDE]), 0.0, images)
+        return images
 
     return augment
+
+
+def mirror(images):
+    """Flattened 28x28 images [B, 784], each mirrored left-right."""
+    return tf.reshape(tf.reverse(tf.reshape(images, [-1, SIDE, SIDE]), axis=[2]), [-1, SIDE * SIDE])

@@ -67,6 +67,8 @@ class Config:
                                 "image (random erasing)")
     ema_decay: float = _doc(0.0, "evaluate and keep an exponential moving average of the weights "
                             "with this decay per step (0: off; e.g. 0.999)")
+    test_time_flip: bool = _doc(False, "evaluation (validation and test alike) averages the "
+                                "predicted probabilities of each image and its mirror image")
     # --- execution ---------------------------------------------------------------------------
     seed: int = _doc(0, "seeds initialization, shuffling and dropout")
     precision: str = _doc("float32", "float32, mixed_float16, mixed_bfloat16, or auto "

@@ -118,7 +118,8 @@ class Run:
                                           config.min_learning_rate)
         self.trainer = Trainer(self.model, make_optimizer(self.precision, config.learning_rate),
                                l2=config.l2, label_smoothing=config.label_smoothing,
-                               schedule=schedule, ema_decay=config.ema_decay)
+                               schedule=schedule, ema_decay=config.ema_decay,
+                               test_time_flip=config.test_time_flip)
         self.augment = make_augment(config.seed, config.augment_shift, config.augment_flip,
                                     config.augment_erase)
         self.best_weights = [tf.Variable(v, trainable=False) for v in self.model.variables]
@@ -283,8 +284,10 @@ class Run:
         train = self.trainer.evaluate(data_lib.evaluation_batches(self.train_images, self.train_labels))
         validation = self.trainer.evaluate(data_lib.evaluation_batches(
             self.splits.validation_images, self.splits.validation_labels))
-        test = self.trainer.evaluate(data_lib.evaluation_batches(
-            self.splits.test_images, self.splits.test_labels))
+        test_batches = data_lib.evaluation_batches(self.splits.test_images, self.splits.test_labels)
+        test = self.trainer.evaluate(test_batches)
+        single_view = (self.trainer.evaluate(test_batches, single_view=True)
+                       if config.test_time_flip else test)
         confusion = test["confusion"].numpy()
         per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
         epoch_seconds = [record["seconds"] for record in history]
@@ -297,6 +300,8 @@ class Run:
             "validation_accuracy": float(validation["accuracy"].numpy()),
             "validation_loss": float(validation["loss"].numpy()),
             "train_accuracy": float(train["accuracy"].numpy()),
+            # What the same weights score on the test set without test-time flipping.
+            "test_accuracy_single_view": float(single_view["accuracy"].numpy()),
             "best_epoch": best_epoch,
             "epochs_run": len(history),
             "stopped_early": self.state.stopped_early,

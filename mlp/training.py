@@ -8,6 +8,7 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
+from mlp.augment import mirror
 from mlp.regularization import l2_penalty
 
 NUM_CLASSES = 10
@@ -30,10 +31,12 @@ class Trainer(tf.Module):
       ema_decay: if > 0, keep an exponential moving average of all model variables, updated
         after each step with decay min(ema_decay, (1 + step) / (10 + step)) (see
         `averaged_weights`).
+      test_time_flip: `evaluate` averages the predicted probabilities of each image and its
+        mirror image.
     """
 
     def __init__(self, model, optimizer, l2=0.0, label_smoothing=0.0, schedule=None,
-                 ema_decay=0.0):
+                 ema_decay=0.0, test_time_flip=False):
         super().__init__(name="trainer")
         self.model = model
         self.optimizer = optimizer
@@ -45,6 +48,7 @@ class Trainer(tf.Module):
         # The step whose loss was not finite, or -1.
         self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="nonfinite_step")
         self.schedule = schedule
+        self.test_time_flip = bool(test_time_flip)
         self.ema_decay = float(ema_decay)
         self.ema_variables = ([tf.Variable(v, trainable=False, name="ema") for v in model.variables]
                               if ema_decay else [])
@@ -144,23 +148,33 @@ class Trainer(tf.Module):
         return {"loss": sums["loss"] / n, "data_loss": sums["data_loss"] / n,
                 "l2_penalty": sums["l2_penalty"] / n, "accuracy": sums["correct"] / n}
 
+    def log_probabilities(self, images, single_view=False):
+        """Log of the predicted class probabilities in evaluation mode (with `test_time_flip`
+        and not `single_view`, of the mean of the image's and its mirror image's probabilities)."""
+        log_probs = tf.nn.log_softmax(self.model(images, training=False))
+        if self.test_time_flip and not single_view:
+            mirrored = tf.nn.log_softmax(self.model(mirror(images), training=False))
+            log_probs = tf.reduce_logsumexp(tf.stack([log_probs, mirrored]), 0) - tf.math.log(2.0)
+        return log_probs
+
     @tf.function
-    def evaluate(self, dataset):
+    def evaluate(self, dataset, single_view=False):
         """Loss, accuracy, the confusion matrix (rows: true class) and every example's predicted
-        class and confidence, accumulated in one graph call over `dataset`."""
+        class and confidence, accumulated in one graph call over `dataset`. `single_view` (a
+        Python bool) turns test-time flipping off for this call."""
         loss_sum = tf.constant(0.0, tf.float64)
         confusion = tf.zeros([NUM_CLASSES, NUM_CLASSES], tf.int64)
         predictions = tf.TensorArray(tf.int32, size=0, dynamic_size=True, infer_shape=False)
         confidences = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
         index = 0
         for images, labels in dataset:
-            logits = self.model(images, training=False)
-            loss_sum += tf.reduce_sum(tf.cast(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits), tf.float64))
-            predicted = tf.argmax(logits, 1, output_type=tf.int32)
+            log_probs = self.log_probabilities(images, single_view)
+            loss_sum -= tf.reduce_sum(tf.cast(
+                tf.gather(log_probs, labels, batch_dims=1), tf.float64))
+            predicted = tf.argmax(log_probs, 1, output_type=tf.int32)
             confusion += tf.math.confusion_matrix(labels, predicted, NUM_CLASSES, dtype=tf.int64)
             predictions = predictions.write(index, predicted)
-            confidences = confidences.write(index, tf.reduce_max(tf.nn.softmax(logits), 1))
+            confidences = confidences.write(index, tf.exp(tf.reduce_max(log_probs, 1)))
             index += 1
         examples = tf.reduce_sum(confusion)
         return {"loss": loss_sum / tf.cast(examples, tf.float64),

@@ -11,13 +11,13 @@ FLAGS = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size"
 def test_summary_means_stds_and_sorting():
     records = {
         FULL: [{"seed": 0, "test_accuracy": 0.90, "validation_accuracy": 0.91, "epochs_run": 10,
-                "train_seconds": 5.0},
+                "train_seconds": 5.0, "test_accuracy_single_view": 0.89},
                {"seed": 1, "test_accuracy": 0.92, "validation_accuracy": 0.93, "epochs_run": 12,
-                "train_seconds": 7.0}],
+                "train_seconds": 7.0, "test_accuracy_single_view": 0.91}],
         "worse": [{"seed": 0, "test_accuracy": 0.80, "validation_accuracy": 0.8, "epochs_run": 3,
-                   "train_seconds": 1.0}],
+                   "train_seconds": 1.0, "test_accuracy_single_view": 0.79}],
         "better": [{"seed": 0, "test_accuracy": 0.95, "validation_accuracy": 0.9, "epochs_run": 3,
-                    "train_seconds": 1.0}],
+                    "train_seconds": 1.0, "test_accuracy_single_view": 0.95}],
     }
     rows = summarize(records)
     assert [row["variant"] for row in rows] == [FULL, "worse", "better"]
@@ -26,7 +26,8 @@ def test_summary_means_stds_and_sorting():
     assert math.isclose(full["test_accuracy"]["std"], math.sqrt(2) * 0.01)
     assert math.isclose(rows[1]["change_vs_full"], -0.11)
     table = markdown(rows, "note")
-    assert "| worse | 0.8000 ± 0.0000 | -11.00 pt |" in table
+    assert "| worse | 0.8000 ± 0.0000 | -11.00 pt | 0.7900 ± 0.0000 |" in table
+    assert f"| {FULL} | 0.9100 ± 0.0141 | — | 0.9000 ± 0.0141 |" in table
 
 
 def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):

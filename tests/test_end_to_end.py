@@ -65,6 +65,23 @@ def test_baseline_runs_with_its_own_architecture(small_data, tmp_path):
     assert config["l2"] == 0 and config["dropout"] == 0 and results["epochs_run"] == 2
 
 
+def test_best_runs_its_recipe_and_reports_the_single_view_accuracy(small_data, tmp_path):
+    done = run_experiment("best", "--data-dir", small_data, "--logdir", tmp_path,
+                          "--run-name", "best", "--epochs", "4", "--warmup-epochs", "2",
+                          *SMALL_RUN_FLAGS)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "best" / "results.json").read_text())
+    config = results["experiment_config"]
+    assert config["hidden_sizes"] == [1024, 512, 256] and config["lr_schedule"] == "cosine"
+    assert config["test_time_flip"] and config["augment_flip"] and config["augment_shift"] == 1
+    rates = [record["learning_rate"] for record in results["history"]]
+    # half-way through the warm-up, its end, then the cosine decay
+    assert rates[0] == pytest.approx(5e-4, rel=1e-3) and rates[1] == pytest.approx(1e-3, rel=1e-3)
+    assert rates[1] > rates[2] > rates[3]
+    assert results["precision"] == "mixed_bfloat16"
+    assert results["test_accuracy"] > 0.3 and results["test_accuracy_single_view"] > 0.3
+
+
 def test_help_explains_every_flag():
     done = run_experiment("improved", "--help")
     assert done.returncode == 0

@@ -1,0 +1,176 @@
+"""The switches experiments.best turns on: augmentation, label smoothing, the cosine schedule,
+weight averaging and test-time flipping, each checked against an independent computation."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlp import MLP, Trainer
+from mlp.augment import SIDE, make_augment, mirror
+from mlp.optim import make_optimizer
+from mlp.schedules import cosine_with_warmup
+
+
+def random_images(batch, seed):
+    # Strictly positive pixels, so a zero in the output can only come from outside the image
+    # or from an erased rectangle.
+    return np.random.default_rng(seed).uniform(0.1, 1.0, (batch, SIDE * SIDE)).astype(np.float32)
+
+
+def shifted(picture, dy, dx):
+    """Reference shift with zero fill: output (r, c) = input (r - dy, c - dx)."""
+    out = np.zeros_like(picture)
+    for r in range(SIDE):
+        for c in range(SIDE):
+            if 0 <= r - dy < SIDE and 0 <= c - dx < SIDE:
+                out[r, c] = picture[r - dy, c - dx]
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(shift=st.integers(1, 3), flip=st.booleans(), batch=st.integers(1, 9),
+       batch_number=st.integers(0, 10**6), seed=st.integers(0, 2**31 - 1))
+def test_shift_and_flip_move_each_image_by_one_allowed_transform(shift, flip, batch, batch_number,
+                                                                 seed):
+    images = random_images(batch, seed % 1000)
+    augment = make_augment(seed, shift=shift, flip=flip)
+    out = augment(tf.constant(images), tf.constant(batch_number, tf.int64)).numpy()
+    assert out.shape == images.shape
+    np.testing.assert_array_equal(
+        out, augment(tf.constant(images), tf.constant(batch_number, tf.int64)).numpy())
+    for image, result in zip(images.reshape(-1, SIDE, SIDE), out.reshape(-1, SIDE, SIDE)):
+        candidates = [shifted(image, dy, dx)[:, ::-1] if mirrored else shifted(image, dy, dx)
+                      for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)
+                      for mirrored in ([False, True] if flip else [False])]
+        assert any(np.array_equal(result, c) for c in candidates)
+
+
+def test_shifts_cover_every_offset_and_flips_half_the_images():
+    images = random_images(2000, 0)
+    out = make_augment(7, shift=1, flip=True)(tf.constant(images), tf.constant(3, tf.int64))
+    out = out.numpy().reshape(-1, SIDE, SIDE)
+    seen = {}
+    for image, result in zip(images.reshape(-1, SIDE, SIDE), out):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                for mirrored in (False, True):
+                    candidate = shifted(image, dy, dx)
+                    if np.array_equal(result, candidate[:, ::-1] if mirrored else candidate):
+                        seen[(dy, dx, mirrored)] = seen.get((dy, dx, mirrored), 0) + 1
+    assert len(seen) == 18  # all 9 offsets, each mirrored and not
+    flipped = sum(n for (_, _, mirrored), n in seen.items() if mirrored)
+    assert 900 < flipped < 1100
+
+
+def test_random_erasing_zeros_one_rectangle_of_the_promised_size():
+    images = random_images(500, 1)
+    out = make_augment(3, erase=0.5)(tf.constant(images), tf.constant(0, tf.int64)).numpy()
+    erased = 0
+    for image, result in zip(images.reshape(-1, SIDE, SIDE), out.reshape(-1, SIDE, SIDE)):
+        hole = result == 0
+        np.testing.assert_array_equal(result[~hole], image[~hole])
+        if hole.any():
+            erased += 1
+            rows, cols = np.nonzero(hole)
+            height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+            assert hole.sum() == height * width  # one filled rectangle
+            assert 0.005 < hole.sum() / SIDE**2 < 0.35  # 2% to 25% of the area, rounded
+    assert 200 < erased < 300
+
+
+def test_nothing_switched_on_means_no_augmentation():
+    assert make_augment(0) is None
+
+
+def test_mirror_reverses_each_row():
+    images = random_images(3, 2)
+    np.testing.assert_array_equal(
+        mirror(tf.constant(images)).numpy().reshape(-1, SIDE, SIDE),
+        images.reshape(-1, SIDE, SIDE)[:, :, ::-1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(smoothing=st.floats(0.0, 0.5), seed=st.integers(0, 1000))
+def test_label_smoothing_loss_matches_keras(smoothing, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(16, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 16).astype(np.int32)
+    trainer = Trainer(MLP(hidden_sizes=(4,), input_size=3), make_optimizer("float32", 1e-3),
+                      label_smoothing=smoothing)
+    ours = tf.reduce_mean(trainer.data_loss(tf.constant(logits), tf.constant(labels))).numpy()
+    keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
+    expected = float(keras_loss(tf.one_hot(labels, 10), logits))
+    assert ours == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(total=st.integers(10, 5000), warmup_fraction=st.floats(0.0, 0.5),
+       base=st.floats(1e-4, 1e-1), floor_fraction=st.floats(0.0, 0.5))
+def test_cosine_schedule_warms_up_then_decays_to_the_floor(total, warmup_fraction, base,
+                                                           floor_fraction):
+    warmup = int(total * warmup_fraction)
+    floor = base * floor_fraction
+    schedule = cosine_with_warmup(base, total, warmup, floor)
+    rates = schedule(tf.range(total + 5)).numpy()
+    for step in range(warmup):
+        assert rates[step] == pytest.approx(base * (step + 1) / warmup, rel=1e-5)
+    decay = rates[warmup:total + 1]
+    assert decay[0] == pytest.approx(base, rel=1e-5)
+    assert np.all(np.diff(decay) <= 1e-6 * base)  # never rises after the warm-up
+    middle = warmup + (total - warmup) // 2
+    expected_middle = floor + 0.5 * (base - floor) * (
+        1 + math.cos(math.pi * (middle - warmup) / max(total - warmup, 1)))
+    assert rates[middle] == pytest.approx(expected_middle, rel=1e-4)
+    np.testing.assert_allclose(rates[total:], floor, rtol=1e-4, atol=1e-9)
+
+
+def test_weight_average_follows_its_formula_and_is_swapped_in_and_out():
+    model = MLP(hidden_sizes=(5,), input_size=4, seed=1)
+    trainer = Trainer(model, make_optimizer("float32", 1e-2), ema_decay=0.9)
+    rng = np.random.default_rng(0)
+    dataset = tf.data.Dataset.from_tensors(
+        (tf.constant(rng.normal(size=(8, 4)), tf.float32),
+         tf.constant(rng.integers(0, 10, 8), tf.int32))).repeat()
+    iterator = iter(dataset)
+    expected = [v.numpy().copy() for v in model.variables]
+    for step in range(6):
+        trainer.train_loop(iterator, tf.constant(1))
+        decay = min(0.9, (1 + step) / (10 + step))
+        expected = [decay * e + (1 - decay) * v.numpy() for e, v in zip(expected, model.variables)]
+    trained = [v.numpy().copy() for v in model.variables]
+    with trainer.averaged_weights():
+        for e, v in zip(expected, model.variables):
+            np.testing.assert_allclose(v.numpy(), e, rtol=1e-5, atol=1e-6)
+    for t, v in zip(trained, model.variables):
+        np.testing.assert_array_equal(v.numpy(), t)
+
+
+def test_test_time_flip_averages_the_probabilities_of_image_and_mirror():
+    model = MLP(hidden_sizes=(16,), seed=2)
+    images = random_images(40, 3)
+    labels = np.random.default_rng(4).integers(0, 10, 40).astype(np.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    plain_trainer = Trainer(model, make_optimizer("float32", 1e-3))
+    flip_trainer = Trainer(model, make_optimizer("float32", 1e-3), test_time_flip=True)
+    plain, flipped = plain_trainer.evaluate(dataset), flip_trainer.evaluate(dataset)
+
+    def probabilities(x):
+        return tf.nn.softmax(model(tf.constant(x), training=False)).numpy()
+
+    mirrored = images.reshape(-1, SIDE, SIDE)[:, :, ::-1].reshape(len(images), -1)
+    for result, probs in ((plain, probabilities(images)),
+                          (flipped, (probabilities(images) + probabilities(mirrored)) / 2)):
+        np.testing.assert_array_equal(result["predictions"].numpy(), probs.argmax(1))
+        np.testing.assert_allclose(result["confidences"].numpy(), probs.max(1), rtol=1e-5)
+        expected_loss = -np.mean(np.log(probs[np.arange(len(labels)), labels]))
+        assert float(result["loss"].numpy()) == pytest.approx(expected_loss, rel=1e-5)
+        assert float(result["accuracy"].numpy()) == pytest.approx(
+            np.mean(probs.argmax(1) == labels))
+    assert not np.array_equal(plain["confidences"].numpy(), flipped["confidences"].numpy())
+    single_view = flip_trainer.evaluate(dataset, single_view=True)
+    np.testing.assert_array_equal(single_view["confidences"].numpy(), plain["confidences"].numpy())
