@@ -15,6 +15,7 @@ over seeds, change against the full recipe, sorted by effect) and prints the tab
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import statistics
@@ -200,7 +201,8 @@ def main(argv=None):
             if not (run_dir / "config.json").exists():
                 atomic_write_json(run_dir / "config.json", config.to_dict())
             try:
-                Run(config, run_dir, resume=resume, splits=splits, out=_Quiet()).train()
+                # The study prints one line per run; a run's per-epoch lines go nowhere.
+                Run(config, run_dir, resume=resume, splits=splits, out=io.StringIO()).train()
             except Interrupted as e:
                 print(f"{parser.prog}: {e.args[0].split(';')[0]}; run the same command again to "
                       "continue the study", file=sys.stderr)
@@ -231,19 +233,6 @@ def main(argv=None):
     print(f"wrote {study_dir / 'ablation.json'} and ablation.md in "
           f"{time.perf_counter() - started:.0f}s")
     return 0
-
-
-class _Quiet:
-    """Swallows a run's per-epoch lines, so the study prints one line per run."""
-
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
-
-    def isatty(self):
-        return False
 
 
 if __name__ == "__main__":

@@ -113,19 +113,15 @@ class Config:
         for name in ("l2", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
                      "min_learning_rate", "early_stopping_patience", "early_stopping_min_delta",
                      "early_stopping_start_epoch", "train_subset", "steps_per_loop",
-                     "dropout_layers"):
+                     "dropout_layers", "augment_shift", "warmup_epochs"):
             non_negative(name)
         if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
             bad("hidden_sizes", f"need one or more positive widths, got {self.hidden_sizes}")
-        for name in ("label_smoothing", "augment_erase", "ema_decay"):
+        for name in ("dropout", "label_smoothing", "augment_erase", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, f"must be in [0, 1), got {getattr(self, name)}")
-        for name in ("augment_shift", "warmup_epochs"):
-            non_negative(name)
         if self.warmup_epochs >= self.epochs and self.lr_schedule == "cosine":
             bad("warmup_epochs", f"must be shorter than --epochs ({self.epochs})")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", f"must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.plateau_factor < 1.0:
             bad("plateau_factor", f"must be in (0, 1), got {self.plateau_factor}")
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
