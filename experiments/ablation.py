@@ -1,66 +1,44 @@
 """Ablation: what each technique of a recipe is worth, over several seeds.
 
---study improved (default): the improved recipe, and one variant per technique removed (batch
-norm, dropout, L2, He init, plateau LR reduction, early stopping), plus the baseline.
---study best: experiments.best, and one variant per ingredient removed.
+--study NAME takes the recipe experiments/NAME.py (its CONFIG) and the variants defined beside it
+(its `variants()`): improved (one technique removed at a time, plus the baseline) or best (one
+ingredient removed at a time).
 
 Every run is an ordinary run directory under <logdir>/<study-name>/ (TensorBoard scalars,
-hparams, images, results.json). Re-running the same command skips finished runs and resumes
-interrupted ones from their last checkpoint. Model selection uses validation data only; each
-run touches the test set once, at its end. Writes ablation.json and ablation.md (mean +- std
+hparams, images, results.json), trained by the same code path as the experiments. Re-running the
+same command skips finished runs and resumes interrupted ones from their last checkpoint, after
+checking that their saved config is the one planned. Model selection uses validation data only;
+each run touches the test set once, at its end. Writes ablation.json and ablation.md (mean +- std
 over seeds, change against the full recipe, sorted by effect) and prints the table.
+
+Sweeps on many machines: --list-commands prints one command per (variant, seed) run for any job
+scheduler; each run locks its directory while it trains, so two workers never train the same run
+(the second skips it); --report-only aggregates whatever has finished.
 
     python -m experiments.ablation [--study improved|best] [--seeds 3] [--quick] [--help]
 """
 
 import argparse
+import contextlib
 import dataclasses
+import importlib
 import io
 import json
 import math
+import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from experiments.baseline import CONFIG as BASELINE
-from experiments.best import CONFIG as BEST
-from experiments.improved import CONFIG as IMPROVED
-
 FULL = "full recipe"
+STUDIES = ("improved", "best")
 
 
-def improved_variants():
-    return {
-        FULL: IMPROVED,
-        "no batch norm": dataclasses.replace(IMPROVED, batch_norm=False),
-        "no dropout": dataclasses.replace(IMPROVED, dropout=0.0),
-        "no L2": dataclasses.replace(IMPROVED, l2=0.0),
-        "Glorot init": dataclasses.replace(IMPROVED, initializer="glorot_uniform"),
-        "constant LR": dataclasses.replace(IMPROVED, lr_schedule="constant"),
-        # fixed epochs: the improved recipe's maximum
-        "no early stopping": dataclasses.replace(IMPROVED, early_stopping=False),
-        "baseline": BASELINE,
-    }
-
-
-def best_variants():
-    return {
-        FULL: BEST,
-        "no augmentation (flip, shift)": dataclasses.replace(BEST, augment_flip=False,
-                                                             augment_shift=0),
-        "no flip": dataclasses.replace(BEST, augment_flip=False),
-        "no shift": dataclasses.replace(BEST, augment_shift=0),
-        "no label smoothing": dataclasses.replace(BEST, label_smoothing=0.0),
-        "plateau LR + early stopping instead of cosine": dataclasses.replace(
-            BEST, lr_schedule="plateau", early_stopping=True, warmup_epochs=0.0),
-        "improved widths (512-256-50), dropout 0.2 x2": dataclasses.replace(
-            BEST, hidden_sizes=IMPROVED.hidden_sizes, dropout=IMPROVED.dropout,
-            dropout_layers=IMPROVED.dropout_layers),
-    }
-
-
-STUDIES = {"improved": improved_variants, "best": best_variants}
+def study_variants(study):
+    """{variant name: Config}: the full recipe first, then the variants defined beside it."""
+    module = importlib.import_module(f"experiments.{study}")
+    return {FULL: module.CONFIG, **module.variants()}
 
 
 def slug(name):
@@ -105,9 +83,10 @@ def markdown(rows, note):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m experiments.ablation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", choices=sorted(STUDIES), default="improved",
+    parser.add_argument("--study", choices=STUDIES, default="improved",
                         help="which recipe to take apart (default: improved)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant: 0..N-1 (default: 3)")
     parser.add_argument("--quick", action="store_true",
@@ -119,6 +98,16 @@ def main(argv=None):
                         help="override every variant's precision")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                         help="run only these variants (by name, as in the table)")
+    parser.add_argument("--runs", nargs="+", default=None, metavar="RUN",
+                        help="run only these runs, by run directory name (<variant>-seed<N>, as "
+                             "--list-commands prints them)")
+    parser.add_argument("--list-commands", action="store_true",
+                        help="print one command per run of the study (for a job scheduler) and "
+                             "exit; the runs can go in any order, on any machines that share "
+                             "--logdir")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write and print the table of the runs that have "
+                             "finished")
     parser.add_argument("--data-dir", default=None, help="directory of the four IDX files")
     parser.add_argument("--no-verify-checksums", action="store_true",
                         help="accept IDX files other than the published ones (tests)")
@@ -134,10 +123,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.study_name is not None and (not args.study_name or "/" in args.study_name
+                                        or args.study_name in (".", "..")):
+        parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
 
+    from mlp.cli import execute, prepare_run_dir
     from mlp.config import ConfigError, check_writable_dir
+    from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text
 
-    variants = STUDIES[args.study]()
+    variants = study_variants(args.study)
     if args.variants:
         unknown = set(args.variants) - set(variants)
         if unknown:
@@ -175,42 +169,65 @@ def main(argv=None):
     except ConfigError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
+    if args.runs:
+        unknown = set(args.runs) - {config.run_name for _, _, config in plan}
+        if unknown:
+            parser.error(f"unknown runs {sorted(unknown)}; --list-commands lists them")
+        plan = [entry for entry in plan if entry[2].run_name in args.runs]
+    if args.list_commands:
+        base = [word for word in argv if word != "--list-commands"]
+        for _, _, config in plan:
+            print(shlex.join(["python", "-m", "experiments.ablation", *base, "--runs",
+                              config.run_name]))
+        return 0
 
     from mlp import data as data_lib
-    from mlp.io import atomic_write_json, atomic_write_text
-    from mlp.run import Interrupted, NonFiniteLoss, Run
 
-    try:
-        first = plan[0][2]
-        splits = data_lib.load(first.data_dir, first.verify_checksums, first.validation_size)
-    except data_lib.DataError as e:
-        print(f"{parser.prog}: data error: {e}", file=sys.stderr)
-        return 1
+    splits = None
     started = time.perf_counter()
     records = {}
     for index, (name, seed, config) in enumerate(plan, 1):
-        run_dir = study_dir / config.run_name
-        results_path = run_dir / "results.json"
         label = f"[{index}/{len(plan)}] {name}, seed {seed}"
-        if results_path.exists():
-            print(f"{label}: finished before, skipped", flush=True)
-        else:
-            resume = (run_dir / "checkpoints" / "checkpoint").exists()
-            print(f"{label}: {'resuming' if resume else 'training'} in {run_dir}", flush=True)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if not (run_dir / "config.json").exists():
+        run_dir = study_dir / config.run_name
+        lock = contextlib.nullcontext()
+        try:
+            if not args.report_only:
+                # Lock first, then look: what another worker finished meanwhile is not redone.
+                check_writable_dir(run_dir, "logdir")
+                lock = RunLock(run_dir)
+            # As `--resume` of an experiment: a saved config must be the planned one.
+            exists = (run_dir / "config.json").exists()
+            config, run_dir, finished = prepare_run_dir(
+                "ablation", config, exists, set(config.result_fields()))
+            if not exists and not args.report_only:
                 atomic_write_json(run_dir / "config.json", config.to_dict())
-            try:
+        except RunInUse:
+            print(f"{label}: in use by another process, skipped", flush=True)
+            continue
+        except ConfigError as e:
+            lock.__exit__(None, None, None)
+            print(f"{parser.prog}: error: {label}: {e}", file=sys.stderr)
+            return 2
+        with lock:
+            if finished:
+                print(f"{label}: finished before, skipped", flush=True)
+            elif args.report_only:
+                print(f"{label}: not finished", flush=True)
+                continue
+            else:
+                print(f"{label}: {'resuming' if exists else 'training'} in {run_dir}", flush=True)
+                try:
+                    splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
+                                                     config.validation_size)
+                except data_lib.DataError as e:
+                    print(f"{parser.prog}: data error: {e}", file=sys.stderr)
+                    return 1
                 # The study prints one line per run; a run's per-epoch lines go nowhere.
-                Run(config, run_dir, resume=resume, splits=splits, out=io.StringIO()).train()
-            except Interrupted as e:
-                print(f"{parser.prog}: {e.args[0].split(';')[0]}; run the same command again to "
-                      "continue the study", file=sys.stderr)
-                return e.exit_code
-            except NonFiniteLoss as e:
-                print(f"{parser.prog}: {label} diverged: {e}", file=sys.stderr)
-                return 1
-        results = json.loads(results_path.read_text())
+                code, _ = execute("ablation", config, run_dir, resume=exists, splits=splits,
+                                  out=io.StringIO(), continue_with="the same ablation command")
+                if code:
+                    return code
+        results = json.loads((run_dir / "results.json").read_text())
         records.setdefault(name, []).append({"seed": seed, **{k: results[k] for k in (
             "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
             # Runs from before test-time flipping existed were all single-view.
@@ -220,11 +237,17 @@ def main(argv=None):
               f"{results['validation_accuracy']:.4f}  epochs {results['epochs_run']}  "
               f"training {results['train_seconds']:.1f}s", flush=True)
 
+    finished_runs = sum(len(runs) for runs in records.values())
+    if not records:
+        print(f"no finished runs in {study_dir} yet")
+        return 0
     rows = summarize(records)
     shortened = " (shortened schedule)" if (args.quick or args.epochs) else ""
+    partial = (f" {finished_runs} of {len(plan)} runs finished." if finished_runs < len(plan)
+               else "")
     note = (f"Ablation of `{args.study}`{shortened}: mean ± std over seeds "
             f"{', '.join(map(str, range(args.seeds)))}; test accuracy measured once per run at its "
-            f"end; overrides {overrides}.")
+            f"end; overrides {overrides}.{partial}")
     atomic_write_json(study_dir / "ablation.json", {"study": args.study, "overrides": overrides,
                                                     "seeds": args.seeds, "rows": rows})
     table = markdown(rows, note)

@@ -24,33 +24,44 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def cpu_model():
+    """The CPU's model name, as lscpu shows it (figures are only comparable on one machine)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class OurLoop:
-    """One epoch of our training loop per call (the training part of Run.train, no evaluation)."""
+    """One epoch of our training loop per call (the controller's training calls, no evaluation),
+    on parts from mlp.build under `strategy`."""
 
-    def __init__(self, config, splits, run_dir):
+    def __init__(self, config, splits, strategy=None):
         import tensorflow as tf
-        from mlp import data as data_lib
-        from mlp.run import Run
+        from mlp.build import build
 
         self.tf = tf
-        self.run = Run(config, run_dir, splits=splits, out=open(os.devnull, "w"))
-        self.test = data_lib.evaluation_batches(splits.test_images, splits.test_labels)
-        self.iterator = iter(data_lib.training_batches(
-            self.run.train_images, self.run.train_labels, config.batch_size, config.seed))
+        self.parts = build(config, strategy, splits)
+        self.test = self.parts.evaluation_batches(splits.test_images, splits.test_labels)
+        self.iterator = iter(self.parts.training_batches())
 
     def epoch(self):
-        steps = self.tf.constant(self.run.steps_per_epoch)
+        trainer = self.parts.trainer
+        steps = self.tf.constant(self.parts.steps_per_epoch)
         started = time.perf_counter()
-        self.run.trainer.train_loop(self.iterator, steps)
-        self.run.trainer.step.numpy()  # wait for the graph call to finish
+        trainer.train_loop(self.iterator, steps)
+        trainer.step.numpy()  # wait for the graph call to finish
         return time.perf_counter() - started
 
     def test_accuracy(self):
-        return float(self.run.trainer.evaluate(self.test)["accuracy"].numpy())
+        return float(self.parts.evaluator.evaluate(self.test)["accuracy"].numpy())
 
 
 def keras_model(config):
@@ -146,6 +157,13 @@ def main(argv=None):
                         help="precisions of our loop to time (default: float32 mixed_bfloat16)")
     parser.add_argument("--steps-per-execution", type=int, default=64,
                         help="the tuned model.fit setting (default: 64)")
+    parser.add_argument("--strategies", nargs="+", default=["one_device"],
+                        choices=["one_device", "mirrored"],
+                        help="strategies of our loop to time, each in every precision (default: "
+                             "one_device)")
+    parser.add_argument("--cpu-devices", type=int, default=None,
+                        help="logical CPU devices for mirrored (default: 2 when mirrored is timed, "
+                             "else the CPU is left whole)")
     parser.add_argument("--skip-keras", action="store_true", help="do not time model.fit")
     parser.add_argument("--data-dir", default=None, help="directory of the four IDX files "
                         "(default: as the experiments look for them)")
@@ -156,25 +174,36 @@ def main(argv=None):
     if args.repeats < 1 or args.batch_size < 1 or args.steps_per_execution < 1:
         parser.error("--repeats, --batch-size and --steps-per-execution must be positive")
 
+    from mlp.distribute import make_strategy, split_cpu
+
+    cpu_devices = args.cpu_devices if args.cpu_devices is not None else (
+        2 if "mirrored" in args.strategies else 0)
+    split_cpu(cpu_devices)  # before TensorFlow starts
     import tensorflow as tf
 
+    from experiments.improved import CONFIG
     from mlp.cli import ToolError, output_dir_and_data
-    from mlp.config import Config
 
     try:
         out_dir, splits = output_dir_and_data(args.logdir, "benchmark", args.data_dir)
     except ToolError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return e.exit_code
-    config = Config(batch_size=args.batch_size, epochs=args.repeats + 1, lr_schedule="constant",
-                    early_stopping=False, histograms=False, data_dir=args.data_dir)
+    config = dataclasses.replace(CONFIG, batch_size=args.batch_size, epochs=args.repeats + 1,
+                                 lr_schedule="constant", early_stopping=False, histograms=False,
+                                 data_dir=args.data_dir)
     n = len(splits.train_labels)
     rows = {}
 
     contenders = {}
-    for precision in args.precisions:
-        contenders[f"ours {precision}"] = OurLoop(
-            dataclasses.replace(config, precision=precision), splits, out_dir / precision)
+    for strategy_name in args.strategies:
+        strategy = make_strategy(strategy_name)
+        where = ("" if strategy_name == "one_device"
+                 else f" {strategy_name} x{strategy.num_replicas_in_sync}")
+        for precision in args.precisions:
+            contenders[f"ours {precision}{where}"] = OurLoop(
+                dataclasses.replace(config, precision=precision, strategy=strategy_name),
+                splits, strategy)
     contenders["matmul floor float32"] = MatmulFloor(config, n, tf.float32)
     contenders["matmul floor bfloat16"] = MatmulFloor(config, n, tf.bfloat16)
     if not args.skip_keras:
@@ -182,8 +211,8 @@ def main(argv=None):
         contenders[f"keras fit spe={args.steps_per_execution}"] = KerasFit(
             config, splits, args.steps_per_execution)
     print(f"benchmark: {n} images, batch {args.batch_size}; {args.repeats} rounds after a warm-up "
-          f"round, each round one epoch of every contender in turn; TensorFlow {tf.__version__}",
-          flush=True)
+          f"round, each round one epoch of every contender in turn; TensorFlow {tf.__version__}; "
+          f"{cpu_model()}; CPU split into {max(cpu_devices, 1)} logical device(s)", flush=True)
     seconds = {name: [] for name in contenders}
     peak = {}
     for round_number in range(args.repeats + 1):
@@ -219,7 +248,8 @@ def main(argv=None):
     from mlp.io import atomic_write_json
     atomic_write_json(out_dir / "benchmark.json", {
         "batch_size": args.batch_size, "repeats": args.repeats, "examples": n,
-        "tensorflow": tf.__version__, "cpu_count": os.cpu_count(), "rows": rows, "table": table})
+        "tensorflow": tf.__version__, "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+        "cpu_devices": cpu_devices, "rows": rows, "table": table})
     print(f"\nwrote {out_dir / 'benchmark.json'}")
     return 0
 

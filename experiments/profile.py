@@ -11,7 +11,6 @@ self time per op type per step.
 import argparse
 import collections
 import dataclasses
-import io
 import json
 import os
 import sys
@@ -55,9 +54,8 @@ def main(argv=None):
     import tensorflow as tf
 
     from experiments.improved import CONFIG
-    from mlp import data as data_lib
+    from mlp.build import build
     from mlp.cli import ToolError, output_dir_and_data
-    from mlp.run import Run
 
     try:
         out_dir, splits = output_dir_and_data(args.logdir, f"profile-{args.precision}",
@@ -67,14 +65,13 @@ def main(argv=None):
         return e.exit_code
     config = dataclasses.replace(CONFIG, precision=args.precision, epochs=1, histograms=False,
                                  early_stopping=False, lr_schedule="constant")
-    run = Run(config, out_dir / "run", splits=splits, out=io.StringIO())
-    iterator = iter(data_lib.training_batches(run.train_images, run.train_labels,
-                                              config.batch_size, config.seed))
-    run.trainer.train_loop(iterator, tf.constant(run.steps_per_epoch))  # warm-up: tracing
+    parts = build(config, splits=splits)
+    iterator = iter(parts.training_batches())
+    parts.trainer.train_loop(iterator, tf.constant(parts.steps_per_epoch))  # warm-up: tracing
     tf.profiler.experimental.start(str(out_dir))
     started = time.perf_counter()
-    run.trainer.train_loop(iterator, tf.constant(args.steps))
-    run.trainer.step.numpy()
+    parts.trainer.train_loop(iterator, tf.constant(args.steps))
+    parts.trainer.step.numpy()
     seconds = time.perf_counter() - started
     tf.profiler.experimental.stop()
     print(f"traced {args.steps} steps ({args.precision}) in {seconds:.2f}s, "

@@ -17,6 +17,8 @@ _EXPORTS = {
     "EarlyStopper": "mlp.plateau", "PlateauLRReducer": "mlp.plateau",
     "l2_penalty": "mlp.regularization",
     "Trainer": "mlp.training", "weights_digest": "mlp.training",
+    "Evaluator": "mlp.evaluation", "build": "mlp.build", "Parts": "mlp.build",
+    "Controller": "mlp.controller", "train_and_report": "mlp.experiment",
 }
 __all__ = sorted(_EXPORTS)
 

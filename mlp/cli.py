@@ -1,11 +1,13 @@
 """The command line every experiment shares: flags from the Config, the run directory, --resume,
 and turning failures into one clear line and an exit code instead of a traceback.
 
-Exit codes: 0 done (or nothing left to do), 1 the run failed (data, divergence, disk),
-2 bad arguments, 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint.
+Exit codes: 0 done (or nothing left to do), 1 the run failed (data, divergence, disk, a lost
+worker), 2 bad arguments (or the run directory is in use), 130 / 143 stopped by SIGINT / SIGTERM
+after saving a checkpoint.
 """
 
 import argparse
+import os
 import dataclasses
 import json
 import sys
@@ -13,7 +15,8 @@ import time
 from pathlib import Path
 
 from mlp.config import Config, ConfigError, add_arguments, check_writable_dir, from_arguments
-from mlp.io import atomic_write_json
+from mlp.distribute import StrategyError, WorkerRole, worker_role
+from mlp.io import RunInUse, RunLock, atomic_write_json
 
 
 def build_parser(name, defaults, description):
@@ -33,17 +36,21 @@ def explicit_fields(parser, argv):
     return set(vars(parser.parse_args(argv))) - {"resume"}
 
 
-def prepare_run_dir(name, config, resume, explicit):
-    """Return (config, run_dir, finished) for a new run or a resumed one, or raise ConfigError."""
+def prepare_run_dir(name, config, resume, explicit, role=WorkerRole()):
+    """Return (config, run_dir, finished) for a new run or a resumed one, or raise ConfigError.
+
+    A new run's directory is made here (so two runs never get the same default name); a worker
+    that is not the chief only reads: the chief makes and writes the run directory."""
     logdir = Path(config.logdir)
+    if config.strategy == "multi_worker" and not config.run_name:
+        raise ConfigError("--run-name: multi_worker runs need one, the same on every worker")
     if not resume:
-        run_name = config.run_name or f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_name = config.run_name or _new_run_name(logdir, name)
         run_dir = logdir / run_name
-        if (run_dir / "config.json").exists():
+        if role.is_chief and (run_dir / "config.json").exists():
             raise ConfigError(f"--run-name: {run_dir} already holds a run; pass --resume to "
                               "continue it or choose another --run-name")
-        config = dataclasses.replace(config, run_name=run_name)
-        return config, run_dir, False
+        return dataclasses.replace(config, run_name=run_name), run_dir, False
     if config.run_name:
         run_dir = logdir / config.run_name
     else:
@@ -70,60 +77,136 @@ def prepare_run_dir(name, config, resume, explicit):
     return Config(**merged), run_dir, (run_dir / "results.json").exists()
 
 
+def _new_run_name(logdir, name):
+    """<name>-<timestamp>, with -2, -3, ... when runs start in the same second: the directory is
+    made here, and mkdir fails for all but one of the processes that race for a name."""
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    logdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_name = stem if attempt == 1 else f"{stem}-{attempt}"
+        try:
+            (logdir / run_name).mkdir()
+            return run_name
+        except FileExistsError:
+            continue
+    raise ConfigError(f"--run-name: too many runs named {stem}* in {logdir}; choose a --run-name")
+
+
+def claim(config, run_dir, resume, role):
+    """Check the run directory can be written, lock it for this process (the chief's), and write
+    a new run's config.json. Returns the lock, or None for a worker that is not the chief."""
+    if not role.is_chief:
+        return None
+    check_writable_dir(run_dir, "logdir")
+    try:
+        lock = RunLock(run_dir)
+    except RunInUse as e:
+        raise ConfigError(str(e)) from None
+    if not resume:
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+    return lock
+
+
+def execute(name, config, run_dir, resume=False, role=WorkerRole(), strategy=None, splits=None,
+            out=sys.stdout, continue_with=None):
+    """Train and report one prepared run. Returns (exit code, results or None); failures are
+    printed as one line on stderr (see the module docstring for the codes). `continue_with`
+    says how to continue after an interruption (default: this run's --resume command)."""
+    import tensorflow as tf
+
+    from mlp.controller import Interrupted, NonFiniteLoss
+    from mlp.data import DataError
+    from mlp.distribute import StrategyError, setup
+    from mlp.experiment import train_and_report
+
+    prog = f"python -m experiments.{name}"
+    hint = f"--resume --run-name {run_dir.name} --logdir {run_dir.parent}"
+    continue_with = continue_with or f"the same command plus {hint}"
+    try:
+        strategy = strategy or setup(config)
+        return 0, train_and_report(config, run_dir, strategy, resume=resume, splits=splits,
+                                   out=out, role=role, name=name, resume_hint=continue_with)
+    except (ConfigError, StrategyError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2, None
+    except DataError as e:
+        print(f"{prog}: data error: {e}", file=sys.stderr)
+        return 1, None
+    except NonFiniteLoss as e:
+        print(f"{prog}: diverged: {e}", file=sys.stderr)
+        return 1, None
+    except Interrupted as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return e.exit_code, None
+    except tf.errors.OpError as e:
+        # What a collective whose peer died or timed out raises (see --collective-timeout).
+        peer_errors = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                       tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError)
+        if config.strategy == "multi_worker" and isinstance(e, peer_errors):
+            print(f"{prog}: lost another worker ({type(e).__name__}: {_peer_line(e)}); the last "
+                  f"checkpoint is in "
+                  f"{run_dir / 'checkpoints'}: start every worker again with {continue_with}",
+                  file=sys.stderr)
+            return 1, None
+        return _cannot_write(prog, e, run_dir), None
+    except OSError as e:
+        return _cannot_write(prog, e, run_dir), None
+
+
+def _peer_line(error):
+    """The line of a collective's error that says what happened to the peer."""
+    lines = [line.strip() for line in (getattr(error, "message", "") or "").splitlines()]
+    for marker in ("unhealthy", "timed out", "Deadline", "Connection", "aborted"):
+        for line in lines:
+            if marker in line:
+                return line.split("] ")[-1][:200]
+    return "a collective operation failed"
+
+
+def _first_line(error):
+    message = getattr(error, "message", None) or str(error)
+    return message.splitlines()[0] if message else repr(error)
+
+
+def _cannot_write(prog, error, run_dir):
+    print(f"{prog}: cannot write: {_first_line(error)}; free space or fix permissions under "
+          f"{run_dir}, then continue with --resume", file=sys.stderr)
+    return 1
+
+
 def main(name, defaults, description, argv=None):
     """Parse the command line, train, report. Returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(name, defaults, description)
     args = parser.parse_args(argv)
     explicit = explicit_fields(build_parser(name, defaults, description), argv)
-    prog = parser.prog
     try:
         config = from_arguments(args)
-        config, run_dir, finished = prepare_run_dir(name, config, args.resume, explicit)
+        config.validate()
+        role = worker_role(config.strategy)
+        config, run_dir, finished = prepare_run_dir(name, config, args.resume, explicit, role)
         config.validate()
         if finished:
             results = json.loads((run_dir / "results.json").read_text())
             print(f"{run_dir} already finished (test accuracy {results['test_accuracy']:.4f}); "
                   "nothing to resume")
             return 0
-        check_writable_dir(run_dir, "logdir")
-        if not args.resume:
-            atomic_write_json(run_dir / "config.json", config.to_dict())
-    except ConfigError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        lock = claim(config, run_dir, args.resume, role)
+    except (ConfigError, StrategyError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-
-    import tensorflow as tf  # only now: bad arguments are answered without waiting for it
-
-    from mlp.data import DataError
-    from mlp.run import Interrupted, NonFiniteLoss, Run
-
-    try:
-        started = time.perf_counter()
-        run = Run(config, run_dir, resume=args.resume)
-        verb = "resuming" if args.resume and run.state.history else "training"
-        print(f"{verb} {name} -> {run_dir} ({run.precision}, {len(run.train_labels)} training "
-              f"images, {run.steps_per_epoch} steps per epoch)", flush=True)
-        results = run.train()
-    except DataError as e:
-        print(f"{prog}: data error: {e}", file=sys.stderr)
-        return 1
-    except NonFiniteLoss as e:
-        print(f"{prog}: diverged: {e}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return e.exit_code
-    except (OSError, tf.errors.OpError) as e:
-        message = getattr(e, "message", None) or str(e)
-        print(f"{prog}: cannot write: {message.splitlines()[0] if message else e!r}; free space or "
-              f"fix permissions under {run_dir}, then continue with --resume", file=sys.stderr)
-        return 1
-    print(f"done: {results['epochs_run']} epochs, best epoch {results['best_epoch']}; accuracy "
-          f"train {results['train_accuracy']:.4f}, validation {results['validation_accuracy']:.4f}, "
-          f"test {results['test_accuracy']:.4f}; training {results['train_seconds']:.1f}s, this "
-          f"process {time.perf_counter() - started:.1f}s; run dir {run_dir}")
-    return 0
+    started = time.perf_counter()
+    code, results = execute(name, config, run_dir, args.resume, role)
+    if lock:
+        lock.release()
+    if results is not None:
+        print(f"done: {results['epochs_run']} epochs, best epoch {results['best_epoch']}; "
+              f"accuracy train {results['train_accuracy']:.4f}, validation "
+              f"{results['validation_accuracy']:.4f}, test {results['test_accuracy']:.4f}; "
+              f"training {results['train_seconds']:.1f}s, this process "
+              f"{time.perf_counter() - started:.1f}s; weights {results['weights_digest'][:16]}; "
+              f"run dir {run_dir}")
+    return code
 
 
 class ToolError(Exception):
@@ -150,4 +233,10 @@ def output_dir_and_data(logdir, prefix, data_dir):
 
 
 def run_experiment(name, defaults, description):
-    sys.exit(main(name, defaults, description))
+    code = main(name, defaults, description)
+    # Everything is written and closed by now. Exit without tearing down TensorFlow's runtime:
+    # its input-pipeline and collective threads can take minutes to join, and nothing is left
+    # for them to do.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

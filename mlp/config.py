@@ -1,8 +1,10 @@
 """One flat config for a run: every field a documented default the command line can override.
 
-An experiment is a `Config` value (see experiments/); `add_arguments` turns each field into a
-flag whose --help text is the field's doc, and `Config.validate` rejects bad values before any
-training starts.
+An experiment is a recipe: a `Config` made by `recipe(...)`, which must name every field of the
+model, optimization and regularization sections, so that changing a default here never silently
+changes an experiment (see experiments/). `add_arguments` turns each field into a flag whose
+--help text is the field's doc, and `Config.validate` rejects bad values before any training
+starts.
 """
 
 import argparse
@@ -26,6 +28,7 @@ def _doc(default, help_text, **extra):
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 LR_SCHEDULES = ("plateau", "constant", "cosine")
 INITIALIZERS = ("he_normal", "glorot_uniform")
+STRATEGIES = ("one_device", "mirrored", "multi_worker")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,17 @@ class Config:
                                "call, or 50 when the progress bar is shown")
     deterministic: bool = _doc(False, "turn on TensorFlow op determinism, so two runs with the "
                                "same arguments give bit-identical weights")
+    # --- distribution ------------------------------------------------------------------------
+    strategy: str = _doc("one_device", "one_device: this process's first device; mirrored: "
+                         "every GPU of this machine, else the logical CPU devices of "
+                         "--cpu-devices; multi_worker: one process per machine, the cluster "
+                         "read from $TF_CONFIG (MultiWorkerMirroredStrategy)", choices=STRATEGIES)
+    cpu_devices: int = _doc(0, "split the CPU into N logical devices (mirrored without GPUs; "
+                            "0: leave it whole)")
+    sync_batch_norm: bool = _doc(False, "batch norm takes its statistics over the global batch "
+                                 "(all-reduced across replicas) instead of each replica's part")
+    collective_timeout: float = _doc(60.0, "multi_worker: seconds a collective may wait for the "
+                                     "other workers before the run stops with an error")
     # --- data --------------------------------------------------------------------------------
     data_dir: str = _doc(None, "directory with the four IDX files (default: $FASHION_MNIST_DIR, "
                          "the cache, /usr/share/datasets/fashion-mnist, else download)")
@@ -91,7 +105,8 @@ class Config:
     histograms: bool = _doc(True, "write per-layer weight histograms each epoch")
 
     # Fields that do not change what a run computes: they may differ on --resume.
-    NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms")
+    NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
+                         "collective_timeout")
 
     def validate(self):
         """Raise ConfigError naming the first bad value."""
@@ -108,12 +123,13 @@ class Config:
             if not (math.isfinite(value) and value >= 0):
                 bad(name, f"must be zero or more, got {value}")
 
-        for name in ("epochs", "batch_size", "learning_rate", "validation_size"):
+        for name in ("epochs", "batch_size", "learning_rate", "validation_size",
+                     "collective_timeout"):
             positive(name)
         for name in ("l2", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
                      "min_learning_rate", "early_stopping_patience", "early_stopping_min_delta",
                      "early_stopping_start_epoch", "train_subset", "steps_per_loop",
-                     "dropout_layers", "augment_shift", "warmup_epochs"):
+                     "dropout_layers", "augment_shift", "warmup_epochs", "cpu_devices"):
             non_negative(name)
         if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
             bad("hidden_sizes", f"need one or more positive widths, got {self.hidden_sizes}")
@@ -124,6 +140,11 @@ class Config:
             bad("warmup_epochs", f"must be shorter than --epochs ({self.epochs})")
         if not 0.0 < self.plateau_factor < 1.0:
             bad("plateau_factor", f"must be in (0, 1), got {self.plateau_factor}")
+        if self.strategy not in STRATEGIES:
+            bad("strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.cpu_devices and self.strategy == "multi_worker":
+            bad("cpu_devices", "applies to one_device and mirrored only; multi_worker runs one "
+                "replica per worker process")
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
             bad("data_dir", f"{self.data_dir} is not a directory")
         if self.run_name is not None and (not self.run_name or "/" in self.run_name
@@ -139,6 +160,24 @@ class Config:
     def result_fields(self):
         """The fields that change what a run computes (compared on --resume)."""
         return {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
+
+
+# The fields a recipe must state: what the model is and how it is trained and regularized.
+RECIPE_FIELDS = (
+    "hidden_sizes", "batch_norm", "dropout", "dropout_layers", "l2", "initializer",
+    "epochs", "batch_size", "learning_rate", "lr_schedule", "warmup_epochs", "plateau_factor",
+    "plateau_patience", "plateau_min_delta", "plateau_cooldown", "min_learning_rate",
+    "early_stopping", "early_stopping_patience", "early_stopping_min_delta",
+    "early_stopping_start_epoch", "label_smoothing", "augment_shift", "augment_flip",
+    "augment_erase", "ema_decay", "test_time_flip", "precision")
+
+
+def recipe(**values):
+    """A Config that states every field of RECIPE_FIELDS; TypeError names any it leaves out."""
+    missing = [name for name in RECIPE_FIELDS if name not in values]
+    if missing:
+        raise TypeError(f"a recipe must state {', '.join(missing)}")
+    return Config(**values)
 
 
 def check_writable_dir(path, flag):

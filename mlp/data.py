@@ -260,7 +260,8 @@ def epoch_permutation(num_examples, seed, epoch):
         seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]))
 
 
-def training_batches(images, labels, batch_size, seed, start_step=0, augment=None):
+def training_batches(images, labels, batch_size, seed, start_step=0, augment=None,
+                     input_context=None):
     """An endless dataset of shuffled training batches, epoch after epoch.
 
     Each epoch visits every example once in the order `epoch_permutation(seed, epoch)`; its last
@@ -268,6 +269,13 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
     any global step `start_step`, which is how an interrupted run resumes mid-epoch. The images
     stay in memory once; batches are gathered from them by index. `augment`, if given, maps a
     batch of images (and the batch's int64 index) to augmented images.
+
+    `batch_size` is the global batch. With an `input_context` of K > 1 replicas in sync (from
+    `strategy.distribute_datasets_from_function`), this pipeline yields, for each global batch,
+    the parts that belong to its own replicas, one element per replica in replica order: replica
+    r gets rows [r*n/K, (r+1)*n/K) of the n-example global batch, as (images, labels, n). The
+    global batch is gathered and augmented whole first, so every strategy trains on the same
+    batches in the same order.
     """
     images = tf.constant(images)
     labels = tf.constant(labels)
@@ -289,14 +297,52 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
                .flat_map(epoch_indices)
                .skip(skip))
     step_numbers = tf.data.Dataset.range(int(start_step), np.iinfo(np.int64).max)
-    return (tf.data.Dataset.zip(step_numbers, batches)
-            .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    batches = (tf.data.Dataset.zip(step_numbers, batches)
+               .map(gather, num_parallel_calls=PARALLEL_BATCHES, deterministic=True))
+    return _without_autotune(_replica_parts(batches, input_context, with_count=True)
+                             .prefetch(PARALLEL_BATCHES))
 
 
-def evaluation_batches(images, labels, batch_size=1000):
-    """The examples once, in order, batched: for validation and test."""
-    return (tf.data.Dataset.from_tensor_slices((images, labels))
-            .batch(batch_size)
-            .cache()
-            .prefetch(tf.data.AUTOTUNE))
+def evaluation_batches(images, labels, batch_size=1000, input_context=None):
+    """The examples once, in order, batched: for validation and test. With an `input_context`
+    of K > 1 replicas, each batch is cut into the replicas' parts as in `training_batches`, so
+    gathering the replicas' outputs in replica order restores the example order."""
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size).cache()
+    return _without_autotune(_replica_parts(batches, input_context, with_count=False)
+                             .prefetch(PARALLEL_BATCHES))
+
+
+# Batches prepared ahead, and in parallel, of the training step. Fixed rather than tf.data's
+# autotuning: its background optimization thread can keep an iterator's destructor waiting for
+# minutes (seen at exit after SIGTERM, and under multi-worker training, where the waiting worker
+# stalls the others' collectives), and a fixed depth was as fast here (tests/test_data.py).
+PARALLEL_BATCHES = 2
+
+
+def _without_autotune(dataset):
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def _replica_parts(batches, input_context, with_count):
+    """Cut each (images, labels) batch into this input pipeline's replicas' parts (see
+    `training_batches`); the batches unchanged for a single replica."""
+    if input_context is None or input_context.num_replicas_in_sync == 1:
+        return batches
+    replicas = input_context.num_replicas_in_sync
+    local = replicas // input_context.num_input_pipelines
+    first = input_context.input_pipeline_id * local
+
+    def parts(batch_images, batch_labels):
+        n = tf.shape(batch_labels)[0]
+
+        def part(j):
+            replica = tf.cast(j, tf.int32) + first
+            begin, end = replica * n // replicas, (replica + 1) * n // replicas
+            sliced = (batch_images[begin:end], batch_labels[begin:end])
+            return (*sliced, n) if with_count else sliced
+
+        return tf.data.Dataset.range(local).map(part)
+
+    return batches.flat_map(parts)

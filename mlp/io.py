@@ -30,3 +30,39 @@ def _umask():
 
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class RunInUse(RuntimeError):
+    """Another process holds the run directory's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory for as long as this process holds it (the kernel
+    releases it on any exit, SIGKILL included), so two processes never train one run."""
+
+    def __init__(self, run_dir):
+        import fcntl
+
+        self.path = Path(run_dir) / ".lock"
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise RunInUse(f"{run_dir} is in use by another process (pid {holder}); wait for it "
+                           "to finish or stop it first") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+
+    def release(self):
+        self.file.close()  # closing the last descriptor releases the lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

@@ -62,16 +62,27 @@ class BatchNorm(tf.Module):
     statistics toward them: moving = momentum * moving + (1 - momentum) * batch. In evaluation it
     normalizes with the moving statistics and changes nothing. Same defaults as Keras
     (momentum 0.99, epsilon 1e-3, moving mean 0 and variance 1 to start).
+
+    Under a tf.distribute strategy "the batch" is each replica's part of it, and the moving
+    statistics move toward the replicas' mean batch statistic; unless `synchronized`: then the
+    statistics (and the gradient's sums) are all-reduced across replicas, so K replicas compute
+    what one device computes on the whole global batch.
     """
 
-    def __init__(self, size, momentum=0.99, epsilon=1e-3, name=None):
+    def __init__(self, size, momentum=0.99, epsilon=1e-3, synchronized=False, name=None):
         super().__init__(name=name)
         self.momentum = momentum
         self.epsilon = epsilon
+        self.synchronized = synchronized
         self.gamma = tf.Variable(tf.ones([size]), name="gamma")
         self.beta = tf.Variable(tf.zeros([size]), name="beta")
-        self.moving_mean = tf.Variable(tf.zeros([size]), trainable=False, name="moving_mean")
-        self.moving_variance = tf.Variable(tf.ones([size]), trainable=False, name="moving_variance")
+        # Under several replicas an update is averaged over them (one all-reduce), so every
+        # replica and worker keeps the same moving statistics; on one device it is a plain assign.
+        self.moving_mean = tf.Variable(tf.zeros([size]), trainable=False, name="moving_mean",
+                                       aggregation=tf.VariableAggregation.MEAN)
+        self.moving_variance = tf.Variable(tf.ones([size]), trainable=False,
+                                           name="moving_variance",
+                                           aggregation=tf.VariableAggregation.MEAN)
 
     def __call__(self, x, training):
         x32 = tf.cast(x, tf.float32)
@@ -79,7 +90,8 @@ class BatchNorm(tf.Module):
             y = (x32 - self.moving_mean) * (self.gamma * tf.math.rsqrt(self.moving_variance
                                                                       + self.epsilon)) + self.beta
             return tf.cast(y, x.dtype)
-        y, mean, variance = _normalize_batch(x32, self.gamma, self.beta, self.epsilon)
+        normalize = _normalize_global_batch if self.synchronized else _normalize_batch
+        y, mean, variance = normalize(x32, self.gamma, self.beta, self.epsilon)
         self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
         self.moving_variance.assign(
             self.momentum * self.moving_variance + (1 - self.momentum) * variance)
@@ -106,6 +118,33 @@ def _normalize_batch(x, gamma, beta, epsilon):
         dbeta = tf.reduce_sum(dy, axis=0)
         dgamma = tf.reduce_sum(dy * normalized, axis=0)
         dx = (gamma * inv_std) * (dy - (dbeta + normalized * dgamma) / count)
+        return dx, dgamma, dbeta, tf.zeros_like(epsilon)
+
+    return (y, mean, variance), gradient
+
+
+def _all_replicas_sum(value):
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+@tf.custom_gradient
+def _normalize_global_batch(x, gamma, beta, epsilon):
+    """`_normalize_batch` over the global batch: each replica holds rows of it, and every sum over
+    rows is all-reduced across replicas. The returned dgamma and dbeta are this replica's parts:
+    the optimizer sums gradients across replicas."""
+    count = _all_replicas_sum(tf.cast(tf.shape(x)[0], x.dtype))
+    mean = _all_replicas_sum(tf.reduce_sum(x, axis=0)) / count
+    centered = x - mean
+    variance = _all_replicas_sum(tf.reduce_sum(tf.square(centered), axis=0)) / count
+    inv_std = tf.math.rsqrt(variance + epsilon)
+    y = centered * (gamma * inv_std) + beta
+
+    def gradient(dy, _dmean, _dvariance):
+        normalized = centered * inv_std
+        dbeta = tf.reduce_sum(dy, axis=0)
+        dgamma = tf.reduce_sum(dy * normalized, axis=0)
+        global_dbeta, global_dgamma = tf.unstack(_all_replicas_sum(tf.stack([dbeta, dgamma])))
+        dx = (gamma * inv_std) * (dy - (global_dbeta + normalized * global_dgamma) / count)
         return dx, dgamma, dbeta, tf.zeros_like(epsilon)
 
     return (y, mean, variance), gradient

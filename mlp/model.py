@@ -1,4 +1,21 @@
-"""The MLP: hidden blocks of Dense+ReLU -> [BatchNorm] -> [Dropout], then a Dense logits layer."""
+"""The MLP: hidden blocks of Dense+ReLU -> [BatchNorm] -> [Dropout], then a Dense logits layer.
+
+The interface the rest of the library relies on (the trainer, the evaluator, the L2 penalty,
+checkpoints and summaries), and so what any other model given to them must provide:
+
+  model(images, training, step=0, replica=None) -> logits
+      images: [batch, 784] float32 in [0, 1]. training: a Python bool (batch statistics and
+      dropout on). step: the optimizer step, an int scalar tensor; with `replica` (the replica's
+      index in sync, under a strategy of several replicas) it seeds the dropout masks, so a
+      mask is a function of (seed, step, replica). Returns float32 logits [batch, 10] whatever
+      the compute dtype. Training mode may update non-trainable state (moving statistics).
+  model.kernels            the variables the L2 penalty covers (dense kernels only).
+  model.trainable_variables, model.variables
+                           what the optimizer updates; what checkpoints, best weights, weight
+                           averages and the weights digest hold (tf.Module's, fixed order).
+  model.histogram_variables()
+                           {tag: variable} written as TensorBoard histograms each epoch.
+"""
 
 import tensorflow as tf
 
@@ -17,11 +34,13 @@ class MLP(tf.Module):
       seed: fixes the initial weights and, with the step, every dropout mask.
       compute_dtype: dtype of the matrix products (float32, float16 or bfloat16); variables are
         float32 whatever it is, and the logits come back as float32.
+      sync_batch_norm: batch statistics over the global batch under a strategy of several
+        replicas (see BatchNorm).
     """
 
     def __init__(self, hidden_sizes=(512, 256, 50), batch_norm=True, dropout=0.2,
                  dropout_layers=2, initializer="he_normal", seed=0, compute_dtype=tf.float32,
-                 input_size=784, num_classes=10, name=None):
+                 input_size=784, num_classes=10, sync_batch_norm=False, name=None):
         super().__init__(name=name)
         self.seed = int(seed)
         self.compute_dtype = tf.as_dtype(compute_dtype)
@@ -32,7 +51,8 @@ class MLP(tf.Module):
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             self.hidden.append(Dense(fan_in, fan_out, "relu", initializer, seed=(self.seed, i),
                                      name=f"dense_{i}"))
-            self.norms.append(BatchNorm(fan_out, name=f"batch_norm_{i}") if batch_norm else None)
+            self.norms.append(BatchNorm(fan_out, synchronized=sync_batch_norm,
+                                        name=f"batch_norm_{i}") if batch_norm else None)
             use_dropout = dropout > 0 and i < dropout_layers
             self.dropouts.append(Dropout(dropout, name=f"dropout_{i}") if use_dropout else None)
         self.logits_layer = Dense(sizes[-1], num_classes, None, "glorot_uniform",
@@ -42,7 +62,8 @@ class MLP(tf.Module):
     def from_config(cls, config, compute_dtype=tf.float32):
         return cls(hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm,
                    dropout=config.dropout, dropout_layers=config.dropout_layers,
-                   initializer=config.initializer, seed=config.seed, compute_dtype=compute_dtype)
+                   initializer=config.initializer, seed=config.seed, compute_dtype=compute_dtype,
+                   sync_batch_norm=config.sync_batch_norm)
 
     @property
     def dense_layers(self):
@@ -53,13 +74,16 @@ class MLP(tf.Module):
         """The dense kernels: what L2 regularizes (not biases, not batch-norm parameters)."""
         return [layer.kernel for layer in self.dense_layers]
 
-    def __call__(self, images, training, step=0):
-        """Logits for a batch of flattened images.
+    def histogram_variables(self):
+        return {f"weights/{layer.name}/{part}": getattr(layer, part)
+                for layer in self.dense_layers for part in ("kernel", "bias")}
 
-        `step` (an int scalar, the optimizer step) seeds this call's dropout masks in training.
-        """
+    def __call__(self, images, training, step=0, replica=None):
+        """Logits for a batch of flattened images (see the module's docstring)."""
         x = tf.cast(images, self.compute_dtype)
         step_seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        if replica is not None:
+            step_seed = tf.random.experimental.stateless_fold_in(step_seed, replica)
         for i, (dense, norm, dropout) in enumerate(zip(self.hidden, self.norms, self.dropouts)):
             x = dense(x)
             if norm is not None:

@@ -15,30 +15,29 @@ import tensorflow as tf
 
 
 class FusedAdam(keras.optimizers.Adam):
-    def apply(self, grads, trainable_variables=None):
-        # The step's scalars (bias-corrected powers, learning rate) are made once per step here,
-        # not once per variable as Keras's update_step does: each is an op to dispatch.
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        # Keras calls this once per step, after summing the replicas' gradients; the step's
+        # scalars (bias-corrected powers, learning rate) are made here once, not once per
+        # variable as Keras's update_step does: each is an op to dispatch.
         step = tf.cast(self.iterations + 1, tf.float32)
-        self._scalars = {"beta1_power": tf.pow(tf.constant(self.beta_1, tf.float32), step),
-                         "beta2_power": tf.pow(tf.constant(self.beta_2, tf.float32), step),
-                         "beta1": tf.constant(self.beta_1, tf.float32),
-                         "beta2": tf.constant(self.beta_2, tf.float32),
-                         "epsilon": tf.constant(self.epsilon, tf.float32)}
-        try:
-            return super().apply(grads, trainable_variables)
-        finally:
-            self._scalars = None
+        scalars = {"beta1_power": tf.pow(tf.constant(self.beta_1, tf.float32), step),
+                   "beta2_power": tf.pow(tf.constant(self.beta_2, tf.float32), step),
+                   "beta1": tf.constant(self.beta_1, tf.float32),
+                   "beta2": tf.constant(self.beta_2, tf.float32),
+                   "epsilon": tf.constant(self.epsilon, tf.float32),
+                   "lr": tf.cast(learning_rate, tf.float32)}
 
-    def update_step(self, gradient, variable, learning_rate):
-        scalars = getattr(self, "_scalars", None)
-        if (self.amsgrad or scalars is None or not isinstance(variable, tf.Variable)
-                or variable.dtype != tf.float32):
-            return super().update_step(gradient, variable, learning_rate)
-        index = self._get_variable_index(variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].value.handle,
-            v=self._velocities[index].value.handle, lr=tf.cast(learning_rate, tf.float32),
-            grad=tf.cast(gradient, tf.float32), **scalars)
+        def update(variable, gradient):
+            if self.amsgrad or variable.dtype != tf.float32:
+                return self.update_step(gradient, variable, learning_rate)
+            index = self._get_variable_index(variable)
+            return tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=self._momentums[index].value.handle,
+                v=self._velocities[index].value.handle, grad=tf.cast(gradient, tf.float32),
+                **scalars)
+
+        for gradient, variable in grads_and_vars:
+            distribution.extended.update(variable, update, args=(gradient,), group=False)
 
 
 def make_optimizer(precision, learning_rate):

@@ -1,58 +1,88 @@
-"""What a finished run shows about its errors: the confusion matrix and the test images it got
-most confidently wrong, as arrays TensorBoard can show and as text naming the classes."""
+"""The final report of a run: the chosen weights evaluated on the training, validation and test
+sets (the test set once, here), written as results.json and as TensorBoard test summaries,
+images and hparams."""
 
 import numpy as np
 
-from mlp.data import CLASS_NAMES
+from mlp import data as data_lib
+from mlp import figures
+from mlp.training import weights_digest
 
-CELL = 24  # pixels per confusion-matrix cell
-
-
-def confusion_image(confusion):
-    """A heat map of the row-normalized confusion matrix (rows: true class, columns: predicted),
-    as a uint8 RGB image [1, H, W, 3]: white is 0, dark blue is 1; the diagonal is outlined."""
-    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    white, blue = np.array([255, 255, 255]), np.array([8, 48, 107])
-    cells = white + (blue - white) * rates[..., None]  # [10, 10, 3]
-    image = np.kron(cells, np.ones((CELL, CELL, 1)))
-    n = len(confusion)
-    for i in range(n):  # a grey frame around each diagonal cell
-        block = image[i * CELL:(i + 1) * CELL, i * CELL:(i + 1) * CELL]
-        block[[0, -1], :] = 128
-        block[:, [0, -1]] = 128
-    return image.astype(np.uint8)[None]
+# What the HParams dashboard shows for each run.
+HPARAMS_METRICS = ("test_accuracy", "validation_accuracy", "test_loss", "epochs_run",
+                   "train_seconds")
 
 
-def confusion_markdown(confusion):
-    """The confusion matrix as a markdown table with class names, per-class accuracy last."""
-    names = [name.split("/")[0] for name in CLASS_NAMES]
-    accuracy = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-    lines = ["| true \\ predicted | " + " | ".join(names) + " | accuracy |",
-             "|---" * (len(names) + 2) + "|"]
-    for name, row, acc in zip(names, confusion, accuracy):
-        lines.append(f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + f" | {acc:.3f} |")
-    return "\n".join(lines)
+def evaluate(parts):
+    """The current weights on the three splits; evaluation runs on every worker (its reductions
+    are collectives)."""
+    evaluator, splits = parts.evaluator, parts.splits
+    train = evaluator.evaluate(parts.evaluation_batches(parts.train_images, parts.train_labels))
+    validation = evaluator.evaluate(parts.evaluation_batches(splits.validation_images,
+                                                             splits.validation_labels))
+    test_batches = parts.evaluation_batches(splits.test_images, splits.test_labels)
+    test = evaluator.evaluate(test_batches)
+    single_view = (evaluator.evaluate(test_batches, single_view=True)
+                   if parts.config.test_time_flip else test)
+    return train, validation, test, single_view
 
 
-def most_confident_mistakes(labels, predictions, confidences, count=32):
-    """Indices of the wrongly classified examples, most confident first."""
-    wrong = np.flatnonzero(predictions != labels)
-    return wrong[np.argsort(-confidences[wrong], kind="stable")][:count]
+def results(parts, state, best_epoch, workers=1):
+    """(the results dict, the test evaluation) of a finished run whose chosen weights are in the
+    model."""
+    train, validation, test, single_view = evaluate(parts)
+    history = state.history
+    confusion = test["confusion"].numpy()
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    epoch_seconds = [record["seconds"] for record in history]
+    train_seconds = float(sum(epoch_seconds))
+    return {
+        "experiment_config": parts.config.to_dict(),
+        "precision": parts.precision,
+        "strategy": parts.config.strategy,
+        "replicas": parts.replicas,
+        "workers": workers,
+        "test_accuracy": float(test["accuracy"].numpy()),
+        "test_loss": float(test["loss"].numpy()),
+        "validation_accuracy": float(validation["accuracy"].numpy()),
+        "validation_loss": float(validation["loss"].numpy()),
+        "train_accuracy": float(train["accuracy"].numpy()),
+        # What the same weights score on the test set without test-time flipping.
+        "test_accuracy_single_view": float(single_view["accuracy"].numpy()),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "stopped_early": state.stopped_early,
+        "train_seconds": train_seconds,
+        "epoch_seconds": epoch_seconds,
+        "samples_per_second": (len(parts.train_labels) * len(history) / train_seconds
+                               if train_seconds else 0.0),
+        "steps": int(parts.trainer.step.numpy()),
+        "weights_digest": weights_digest(parts.model),
+        "confusion_matrix": confusion.tolist(),
+        "per_class_accuracy": dict(zip(data_lib.CLASS_NAMES, map(float, per_class))),
+        "history": history,
+    }, test
 
 
-def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8, scale=2):
-    """The `count` most confidently misclassified images in a grid, as uint8 [1, H, W, 1], and a
-    markdown list (row by row) of what each was and what it was taken for."""
-    chosen = most_confident_mistakes(labels, predictions, confidences, count)
-    rows = max(1, -(-len(chosen) // columns))
-    side = 28 * scale + 2
-    grid = np.full((rows * side, columns * side), 255, np.uint8)
-    lines = ["| cell | true | predicted | confidence |", "|---|---|---|---|"]
-    for k, index in enumerate(chosen):
-        picture = (images[index].reshape(28, 28) * 255).astype(np.uint8)
-        picture = np.kron(picture, np.ones((scale, scale), np.uint8))
-        r, c = divmod(k, columns)
-        grid[r * side + 1:r * side + 1 + 28 * scale, c * side + 1:c * side + 1 + 28 * scale] = picture
-        lines.append(f"| {r + 1},{c + 1} | {CLASS_NAMES[labels[index]]} | "
-                     f"{CLASS_NAMES[predictions[index]]} | {confidences[index]:.3f} |")
-    return grid[None, :, :, None], "\n".join(lines)
+def write(summaries, results, test, splits):
+    """The test summaries, images and hparams of `results`, with the test evaluation `test`
+    for the most confident mistakes."""
+    final_step = max(results["epochs_run"], 1)
+    confusion = np.asarray(results["confusion_matrix"])
+    summaries.scalars("test", final_step, {"accuracy": results["test_accuracy"],
+                                           "loss": results["test_loss"]})
+    summaries.image("test", "confusion_matrix", figures.confusion_image(confusion), final_step,
+                    "rows: true class, columns: predicted, in the order of the class names")
+    summaries.text("test", "confusion_matrix_table", figures.confusion_markdown(confusion),
+                   final_step)
+    grid, listing = figures.mistakes_grid(splits.test_images, splits.test_labels,
+                                          test["predictions"].numpy(), test["confidences"].numpy())
+    summaries.image("test", "most_confident_mistakes", grid, final_step,
+                    "row by row; the text most_confident_mistakes_list names their classes")
+    # Distinct tags: TensorBoard's fast loader drops a tag written by two plugins.
+    summaries.text("test", "most_confident_mistakes_list", listing, final_step)
+    hparams = {**results["experiment_config"], "replicas": results["replicas"],
+               "workers": results["workers"]}
+    summaries.hparams(hparams, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS},
+                      final_step)
+    summaries.flush()

@@ -20,11 +20,11 @@ class Summaries:
             for tag, value in values.items():
                 tf.summary.scalar(tag, value)
 
-    def histograms(self, epoch, model):
+    def histograms(self, epoch, variables):
+        """{tag: variable} as histograms under train/."""
         with self.writers["train"].as_default(step=epoch):
-            for layer in model.dense_layers:
-                tf.summary.histogram(f"weights/{layer.name}/kernel", layer.kernel)
-                tf.summary.histogram(f"weights/{layer.name}/bias", layer.bias)
+            for tag, variable in variables.items():
+                tf.summary.histogram(tag, variable)
 
     def image(self, split, tag, image, step, description=None):
         with self.writers[split].as_default(step=step):

@@ -1,5 +1,6 @@
 """The graph side of training: the train step on a GradientTape, many steps per tf.function call,
-and in-graph evaluation. Python decides between calls (see mlp/run.py).
+under any tf.distribute strategy. Python decides between calls (see mlp/controller.py);
+evaluation is mlp/evaluation.py.
 """
 
 import contextlib
@@ -8,7 +9,6 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
-from mlp.augment import mirror
 from mlp.regularization import l2_penalty
 
 NUM_CLASSES = 10
@@ -20,10 +20,11 @@ TRAIN_SUMS = ("loss", "data_loss", "l2_penalty", "correct", "examples")
 class Trainer(tf.Module):
     """Owns everything a training step changes: model, optimizer, the step counter and this
     epoch's running sums. Checkpointing this module (with the loop's small Python state) is
-    enough to continue a run exactly.
+    enough to continue a run exactly. Create it, and the model and optimizer, inside
+    `strategy.scope()`.
 
     Args:
-      model: an MLP (or any module called as model(images, training, step) -> float32 logits).
+      model: an MLP, or any model with the interface written down in mlp/model.py.
       optimizer: a Keras optimizer; wrap it in keras.optimizers.LossScaleOptimizer for float16.
       l2: factor of the L2 penalty on the model's kernels.
       label_smoothing: mixes the one-hot targets with the uniform distribution by this much.
@@ -31,13 +32,16 @@ class Trainer(tf.Module):
       ema_decay: if > 0, keep an exponential moving average of all model variables, updated
         after each step with decay min(ema_decay, (1 + step) / (10 + step)) (see
         `averaged_weights`).
-      test_time_flip: `evaluate` averages the predicted probabilities of each image and its
-        mirror image.
+      strategy: the tf.distribute strategy the variables were made under (default: the current
+        one). Each replica's loss is its examples' summed loss over the *global* batch's size,
+        plus the L2 penalty / replicas, so that the optimizer's sum of the replicas' gradients is
+        the gradient of the global batch's mean loss plus the penalty once.
     """
 
     def __init__(self, model, optimizer, l2=0.0, label_smoothing=0.0, schedule=None,
-                 ema_decay=0.0, test_time_flip=False):
+                 ema_decay=0.0, strategy=None):
         super().__init__(name="trainer")
+        self.strategy = strategy or tf.distribute.get_strategy()
         self.model = model
         self.optimizer = optimizer
         self.l2 = float(l2)
@@ -48,7 +52,6 @@ class Trainer(tf.Module):
         # The step whose loss was not finite, or -1.
         self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="nonfinite_step")
         self.schedule = schedule
-        self.test_time_flip = bool(test_time_flip)
         self.ema_decay = float(ema_decay)
         self.ema_variables = ([tf.Variable(v, trainable=False, name="ema") for v in model.variables]
                               if ema_decay else [])
@@ -72,35 +75,49 @@ class Trainer(tf.Module):
         targets = targets * (1.0 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
         return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
 
-    def _train_step(self, images, labels):
+    def _train_step(self, batch):
+        """One replica's step on its part of the global batch: (images, labels) on one replica,
+        (images, labels, global batch size) on several. Returns its float64 sums (TRAIN_SUMS)."""
+        images, labels, *global_size = batch
+        replicas = self.strategy.num_replicas_in_sync
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        global_count = tf.cast(global_size[0], tf.float32) if global_size else count
+        replica = (tf.distribute.get_replica_context().replica_id_in_sync_group
+                   if replicas > 1 else None)
         variables = self.model.trainable_variables
-        if self.schedule is not None:
-            self.optimizer.learning_rate.assign(self.schedule(self.step))
         with tf.GradientTape() as tape:
-            logits = self.model(images, training=True, step=self.step)
-            data_loss = tf.reduce_mean(self.data_loss(logits, labels))
+            logits = self.model(images, training=True, step=self.step, replica=replica)
             penalty = l2_penalty(self.model.kernels, self.l2)
+            if replicas == 1:
+                data_loss = tf.reduce_mean(self.data_loss(logits, labels))
+            else:
+                data_loss = tf.reduce_sum(self.data_loss(logits, labels)) / global_count
+                penalty = penalty / replicas
             loss = data_loss + penalty
             target = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
         gradients = tape.gradient(target, variables)
         self.optimizer.apply(gradients, variables)
-        if self.ema_variables:
-            # Early on the average forgets faster, so it is not dominated by the initial weights.
-            step = tf.cast(self.step, tf.float32)
-            decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
-            for average, variable in zip(self.ema_variables, self.model.variables):
-                average.assign(decay * average + (1.0 - decay) * variable)
-        self.step.assign_add(1)
-        batch = tf.cast(tf.shape(labels)[0], tf.float64)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                  labels), tf.float64))
-        sums = tf.stack([tf.cast(loss, tf.float64) * batch, tf.cast(data_loss, tf.float64) * batch,
-                         tf.cast(penalty, tf.float64) * batch, correct, batch])
-        return loss, sums
+        # Summed over the global batch, these give the step's loss, data loss and penalty times
+        # the global batch size.
+        weight = tf.cast(global_count, tf.float64)
+        return tf.stack([tf.cast(loss, tf.float64) * weight,
+                         tf.cast(data_loss, tf.float64) * weight,
+                         tf.cast(penalty, tf.float64) * weight, correct,
+                         tf.cast(count, tf.float64)])
+
+    def _update_averages(self):
+        # Early on the average forgets faster, so it is not dominated by the initial weights.
+        step = tf.cast(self.step, tf.float32)
+        decay = tf.minimum(self.ema_decay, (1.0 + step) / (10.0 + step))
+        for average, variable in zip(self.ema_variables, self.model.variables):
+            average.assign(decay * average + (1.0 - decay) * variable)
 
     @tf.function
     def train_loop(self, iterator, num_steps):
-        """Run up to `num_steps` optimizer steps on batches from `iterator`, in one graph call.
+        """Run up to `num_steps` optimizer steps on batches from `iterator` (a distributed
+        iterator under several replicas), in one graph call.
 
         Stops early at a step whose loss is not finite, recording it in `nonfinite_step`.
         Returns the number of steps run.
@@ -108,10 +125,17 @@ class Trainer(tf.Module):
         sums = tf.zeros([len(TRAIN_SUMS)], tf.float64)
         done = tf.constant(0, tf.int32)
         for _ in tf.range(num_steps):
-            images, labels = next(iterator)
-            loss, step_sums = self._train_step(images, labels)
+            batch = next(iterator)
+            if self.schedule is not None:
+                self.optimizer.learning_rate.assign(self.schedule(self.step))
+            step_sums = self.strategy.reduce(
+                tf.distribute.ReduceOp.SUM, self.strategy.run(self._train_step, args=(batch,)),
+                axis=None)
+            if self.ema_variables:
+                self._update_averages()
+            self.step.assign_add(1)
             done += 1
-            if not tf.math.is_finite(loss):
+            if not tf.math.is_finite(step_sums[0]):
                 self.nonfinite_step.assign(self.step - 1)
                 break
             sums += step_sums
@@ -147,42 +171,6 @@ class Trainer(tf.Module):
         n = max(sums["examples"], 1.0)
         return {"loss": sums["loss"] / n, "data_loss": sums["data_loss"] / n,
                 "l2_penalty": sums["l2_penalty"] / n, "accuracy": sums["correct"] / n}
-
-    def log_probabilities(self, images, single_view=False):
-        """Log of the predicted class probabilities in evaluation mode (with `test_time_flip`
-        and not `single_view`, of the mean of the image's and its mirror image's probabilities)."""
-        log_probs = tf.nn.log_softmax(self.model(images, training=False))
-        if self.test_time_flip and not single_view:
-            mirrored = tf.nn.log_softmax(self.model(mirror(images), training=False))
-            log_probs = tf.reduce_logsumexp(tf.stack([log_probs, mirrored]), 0) - tf.math.log(2.0)
-        return log_probs
-
-    @tf.function
-    def evaluate(self, dataset, single_view=False):
-        """Loss, accuracy, the confusion matrix (rows: true class) and every example's predicted
-        class and confidence, accumulated in one graph call over `dataset`. `single_view` (a
-        Python bool) turns test-time flipping off for this call."""
-        loss_sum = tf.constant(0.0, tf.float64)
-        confusion = tf.zeros([NUM_CLASSES, NUM_CLASSES], tf.int64)
-        predictions = tf.TensorArray(tf.int32, size=0, dynamic_size=True, infer_shape=False)
-        confidences = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
-        index = 0
-        for images, labels in dataset:
-            log_probs = self.log_probabilities(images, single_view)
-            loss_sum -= tf.reduce_sum(tf.cast(
-                tf.gather(log_probs, labels, batch_dims=1), tf.float64))
-            predicted = tf.argmax(log_probs, 1, output_type=tf.int32)
-            confusion += tf.math.confusion_matrix(labels, predicted, NUM_CLASSES, dtype=tf.int64)
-            predictions = predictions.write(index, predicted)
-            confidences = confidences.write(index, tf.exp(tf.reduce_max(log_probs, 1)))
-            index += 1
-        examples = tf.reduce_sum(confusion)
-        return {"loss": loss_sum / tf.cast(examples, tf.float64),
-                "accuracy": tf.cast(tf.linalg.trace(confusion), tf.float64)
-                / tf.cast(examples, tf.float64),
-                "confusion": confusion,
-                "predictions": predictions.concat(),
-                "confidences": confidences.concat()}
 
 
 def weights_digest(model):

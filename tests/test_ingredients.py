@@ -10,7 +10,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlp import MLP, Trainer
+from mlp import MLP, Evaluator, Trainer
 from mlp.augment import SIDE, make_augment, mirror
 from mlp.optim import make_optimizer
 from mlp.schedules import cosine_with_warmup
@@ -155,9 +155,9 @@ def test_test_time_flip_averages_the_probabilities_of_image_and_mirror():
     images = random_images(40, 3)
     labels = np.random.default_rng(4).integers(0, 10, 40).astype(np.int32)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
-    plain_trainer = Trainer(model, make_optimizer("float32", 1e-3))
-    flip_trainer = Trainer(model, make_optimizer("float32", 1e-3), test_time_flip=True)
-    plain, flipped = plain_trainer.evaluate(dataset), flip_trainer.evaluate(dataset)
+    plain_evaluator = Evaluator(model)
+    flip_evaluator = Evaluator(model, test_time_flip=True)
+    plain, flipped = plain_evaluator.evaluate(dataset), flip_evaluator.evaluate(dataset)
 
     def probabilities(x):
         return tf.nn.softmax(model(tf.constant(x), training=False)).numpy()
@@ -172,5 +172,5 @@ def test_test_time_flip_averages_the_probabilities_of_image_and_mirror():
         assert float(result["accuracy"].numpy()) == pytest.approx(
             np.mean(probs.argmax(1) == labels))
     assert not np.array_equal(plain["confidences"].numpy(), flipped["confidences"].numpy())
-    single_view = flip_trainer.evaluate(dataset, single_view=True)
+    single_view = flip_evaluator.evaluate(dataset, single_view=True)
     np.testing.assert_array_equal(single_view["confidences"].numpy(), plain["confidences"].numpy())

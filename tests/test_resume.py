@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from mlp import data as data_lib
 from mlp.config import Config
-from mlp.run import Run
+from mlp.controller import NonFiniteLoss
+from mlp.experiment import assemble, finish
 from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
 
 EPOCHS = 4
@@ -160,7 +161,7 @@ def test_divergence_stops_cleanly_and_keeps_the_last_good_checkpoint(data_dir, t
 def _trainer_run(splits, run_dir):
     config = Config(hidden_sizes=(16, 8), batch_size=32, validation_size=100, epochs=2,
                     verify_checksums=False, histograms=False, seed=5)
-    return Run(config, run_dir, resume=True, splits=splits, out=io.StringIO())
+    return assemble(config, run_dir, resume=True, splits=splits, out=io.StringIO())
 
 
 @settings(max_examples=8, deadline=None)
@@ -171,54 +172,62 @@ def test_save_and_restore_at_any_step_continues_identically(first, then, tmp_pat
     run_dir = tmp_path_factory.mktemp("run")
 
     def stream(run):
-        return iter(data_lib.training_batches(run.train_images, run.train_labels, 32, 5,
-                                              start_step=int(run.trainer.step.numpy())))
+        return iter(run.parts.training_batches(int(run.parts.trainer.step.numpy())))
 
     original = _trainer_run(splits, run_dir)
-    original.trainer.train_loop(stream(original), tf.constant(first))
-    original.save_checkpoint()
-    original.trainer.train_loop(stream(original), tf.constant(then))
+    original_trainer = original.parts.trainer
+    original_trainer.train_loop(stream(original), tf.constant(first))
+    original.controller.save_checkpoint()
+    original_trainer.train_loop(stream(original), tf.constant(then))
 
     restored = _trainer_run(splits, run_dir)
-    assert int(restored.trainer.step.numpy()) == first
-    restored.trainer.train_loop(stream(restored), tf.constant(then))
-    for a, b in zip(original.model.variables, restored.model.variables):
+    trainer = restored.parts.trainer
+    assert int(trainer.step.numpy()) == first
+    trainer.train_loop(stream(restored), tf.constant(then))
+    for a, b in zip(original.parts.model.variables, restored.parts.model.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    for a, b in zip(original.trainer.optimizer.variables, restored.trainer.optimizer.variables):
+    for a, b in zip(original_trainer.optimizer.variables, trainer.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    np.testing.assert_array_equal(original.trainer.epoch_sums.numpy(),
-                                  restored.trainer.epoch_sums.numpy())
+    np.testing.assert_array_equal(original_trainer.epoch_sums.numpy(), trainer.epoch_sums.numpy())
 
 
 def test_divergence_after_good_epochs_keeps_their_checkpoint(tmp_path):
-    from mlp.run import NonFiniteLoss
-
     splits = data_lib.load(write_dataset(tmp_path / "d", 400, 50), verify_checksums=False,
                            validation_size=100)
 
-    class DivergesAfterFirstEpoch(Run):
-        def _end_epoch(self, *args):
-            super()._end_epoch(*args)
-            self.trainer.learning_rate = 1e30
+    class Explode:
+        """A decision action that sets an absurd learning rate after the first epoch."""
+        name = "explode"
+
+        def end_of_epoch(self, epoch, record):
+            trainer.learning_rate = 1e30
+
+        def state(self):
+            return None
+
+        def load_state(self, state):
+            pass
 
     config = Config(hidden_sizes=(16, 8), batch_norm=False, dropout=0.0, l2=0.0, batch_size=32,
                     validation_size=100, epochs=3, verify_checksums=False, histograms=False)
-    run = DivergesAfterFirstEpoch(config, tmp_path / "run", splits=splits, out=io.StringIO())
+    run = assemble(config, tmp_path / "run", splits=splits, out=io.StringIO())
+    trainer = run.parts.trainer
+    run.controller.decisions.append(Explode())
     with pytest.raises(NonFiniteLoss, match="not finite at epoch 2, step"):
-        run.train()
-    steps_per_epoch = run.steps_per_epoch
+        finish(run)
+    steps_per_epoch = run.parts.steps_per_epoch
     latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
     assert latest.endswith(f"ckpt-{steps_per_epoch}")
-    restored = Run(config, tmp_path / "run", resume=True, splits=splits, out=io.StringIO())
-    assert int(restored.trainer.step.numpy()) == steps_per_epoch
-    assert all(np.isfinite(v.numpy()).all() for v in restored.model.variables)
-    assert restored.state.epochs_done == 1
+    restored = assemble(config, tmp_path / "run", resume=True, splits=splits, out=io.StringIO())
+    assert int(restored.parts.trainer.step.numpy()) == steps_per_epoch
+    assert all(np.isfinite(v.numpy()).all() for v in restored.parts.model.variables)
+    assert restored.controller.state.epochs_done == 1
 
 
 def test_second_interrupt_exits_at_once():
     script = ("import os, signal, time\n"
-              "from mlp.run import _SignalGuard\n"
-              "with _SignalGuard() as guard:\n"
+              "from mlp.controller import SignalGuard\n"
+              "with SignalGuard() as guard:\n"
               "    os.kill(os.getpid(), signal.SIGINT)\n"
               "    time.sleep(0.2)\n"
               "    assert guard.signum == signal.SIGINT, 'first signal only noted'\n"

@@ -10,7 +10,7 @@ from mlp import MLP, Config, Trainer
 from mlp import data as data_lib
 from mlp.optim import make_optimizer
 from mlp.precision import resolve
-from mlp.run import Run
+from mlp.experiment import assemble, finish
 
 SMALL = Config(hidden_sizes=(32, 16), epochs=3, batch_size=50, validation_size=100,
                verify_checksums=False, histograms=False, lr_schedule="constant",
@@ -25,18 +25,17 @@ def splits(small_data):
 def test_each_function_traces_once_over_epochs_with_a_learning_rate_change(splits, tmp_path):
     config = dataclasses.replace(SMALL, epochs=4, steps_per_loop=3, lr_schedule="plateau",
                                  plateau_patience=0, plateau_min_delta=10.0)  # reduce every epoch
-    run = Run(config, tmp_path / "run", splits=splits, out=io.StringIO())
-    results = run.train()
+    run = assemble(config, tmp_path / "run", splits=splits, out=io.StringIO())
+    results = finish(run)
     rates = [record["learning_rate"] for record in results["history"]]
     assert rates[1] > rates[2] > rates[3]  # the learning rate did change between calls
-    assert run.trainer.train_loop.experimental_get_tracing_count() == 1
+    assert run.parts.trainer.train_loop.experimental_get_tracing_count() == 1
     # validation, training-set, test evaluation: same element spec, one trace
-    assert run.trainer.evaluate.experimental_get_tracing_count() == 1
+    assert run.parts.evaluator.evaluate.experimental_get_tracing_count() == 1
 
 
 def test_training_lowers_the_loss_and_counts_steps(splits, tmp_path):
-    run = Run(SMALL, tmp_path / "run", splits=splits, out=io.StringIO())
-    results = run.train()
+    results = finish(assemble(SMALL, tmp_path / "run", splits=splits, out=io.StringIO()))
     losses = [record["data_loss"] for record in results["history"]]
     assert losses[-1] < losses[0]
     assert results["steps"] == 3 * 10  # 500 images, batch 50
@@ -93,7 +92,7 @@ def test_dynamic_loss_scale_grows_after_finite_steps():
 
 def test_bfloat16_training_learns(splits, tmp_path):
     config = dataclasses.replace(SMALL, precision="mixed_bfloat16")
-    run = Run(config, tmp_path / "run", splits=splits, out=io.StringIO())
-    results = run.train()
-    assert run.model.hidden[0].kernel.dtype == tf.float32
+    run = assemble(config, tmp_path / "run", splits=splits, out=io.StringIO())
+    results = finish(run)
+    assert run.parts.model.hidden[0].kernel.dtype == tf.float32
     assert results["history"][-1]["data_loss"] < results["history"][0]["data_loss"]

@@ -1,0 +1,102 @@
+"""The builder: everything a run trains with, made from a Config inside a strategy's scope.
+
+    parts = build(config, strategy)
+
+Experiments (through mlp/experiment.py), the benchmark, the profiler and the tests all get their
+model, optimizer, schedule, trainer, evaluator and pipelines here; nothing else constructs them.
+"""
+
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from mlp import data as data_lib
+from mlp.augment import make_augment
+from mlp.config import ConfigError
+from mlp.evaluation import Evaluator
+from mlp.model import MLP
+from mlp.optim import make_optimizer
+from mlp.precision import COMPUTE_DTYPES, resolve
+from mlp.schedules import cosine_with_warmup
+from mlp.training import Trainer
+
+
+@dataclass
+class Parts:
+    """What `build` makes. `train_images`/`train_labels` are the training examples after
+    --train-subset; `steps_per_epoch` counts global batches."""
+    config: object
+    strategy: tf.distribute.Strategy
+    precision: str
+    splits: data_lib.Splits
+    train_images: object
+    train_labels: object
+    steps_per_epoch: int
+    model: MLP
+    optimizer: object
+    schedule: object
+    trainer: Trainer
+    evaluator: Evaluator
+
+    @property
+    def replicas(self):
+        return self.strategy.num_replicas_in_sync
+
+    def training_batches(self, start_step=0):
+        """The training stream from global step `start_step`, distributed over the replicas."""
+        config = self.config
+        augment = make_augment(config.seed, config.augment_shift, config.augment_flip,
+                               config.augment_erase)
+        return self._distribute(lambda context: data_lib.training_batches(
+            self.train_images, self.train_labels, config.batch_size, config.seed,
+            start_step=start_step, augment=augment, input_context=context))
+
+    def evaluation_batches(self, images, labels):
+        """`images`, `labels` once in order, distributed over the replicas."""
+        return self._distribute(lambda context: data_lib.evaluation_batches(
+            images, labels, input_context=context))
+
+    def _distribute(self, dataset_fn):
+        if self.replicas == 1:
+            return dataset_fn(None)  # the plain tf.data pipeline, as without a strategy
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def build(config, strategy=None, splits=None):
+    """The parts of a run of `config` under `strategy` (default: the current one), on `splits`
+    (default: loaded as the config says). Raises ConfigError when the global batch cannot be
+    split over the replicas, and mlp.data.DataError for bad data."""
+    strategy = strategy or tf.distribute.get_strategy()
+    precision = resolve(config.precision)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
+                                     config.validation_size)
+    train_images, train_labels = splits.train_images, splits.train_labels
+    if config.train_subset:
+        train_images, train_labels = train_images[:config.train_subset], train_labels[:config.train_subset]
+    steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
+    replicas = strategy.num_replicas_in_sync
+    last_batch = len(train_images) - (steps_per_epoch - 1) * config.batch_size
+    if replicas > 1 and (config.batch_size < replicas or last_batch < replicas):
+        raise ConfigError(f"--batch-size: a global batch of {config.batch_size} (and an epoch's "
+                          f"last batch of {last_batch}) must give each of the {replicas} replicas "
+                          "an example; use a larger batch or fewer replicas")
+
+    with strategy.scope():
+        model = MLP.from_config(config, COMPUTE_DTYPES[precision])
+        schedule = None
+        if config.lr_schedule == "cosine":
+            schedule = cosine_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
+                                          round(config.warmup_epochs * steps_per_epoch),
+                                          config.min_learning_rate)
+        optimizer = make_optimizer(precision, config.learning_rate)
+        trainer = Trainer(model, optimizer, l2=config.l2, label_smoothing=config.label_smoothing,
+                          schedule=schedule, ema_decay=config.ema_decay, strategy=strategy)
+        evaluator = Evaluator(model, l2=config.l2, test_time_flip=config.test_time_flip,
+                              strategy=strategy)
+    return Parts(config=config, strategy=strategy, precision=precision, splits=splits,
+                 train_images=train_images, train_labels=train_labels,
+                 steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
+                 schedule=schedule, trainer=trainer, evaluator=evaluator)

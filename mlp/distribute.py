@@ -1,0 +1,107 @@
+"""Where a run's replicas live: one device, several devices of one machine, or several workers.
+
+All of it is TensorFlow's own `tf.distribute`; this module only picks and creates the strategy,
+in the order TensorFlow needs:
+  1. `split_cpu(n)` before TensorFlow initializes its runtime (logical CPU devices can only be
+     configured then),
+  2. `make_strategy(...)` before any other TensorFlow work (MultiWorkerMirroredStrategy sets up
+     collective ops, and reads $TF_CONFIG, at creation),
+  3. everything with variables is created inside `strategy.scope()` (see mlp/build.py).
+
+The worker's role (`worker_role`) is read from $TF_CONFIG without TensorFlow, so the command line
+can decide who writes the run directory before it imports TensorFlow.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+
+
+class StrategyError(RuntimeError):
+    """The strategy cannot be set up as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place in the cluster: `index` among `count` workers; the chief (worker 0,
+    or the task of type "chief") writes the run directory, the others only train."""
+    index: int = 0
+    count: int = 1
+    is_chief: bool = True
+
+
+def worker_role(strategy_name, environ=os.environ):
+    """The role $TF_CONFIG gives this process under `strategy_name` (a single worker for
+    one_device and mirrored). Raises StrategyError for a missing or malformed TF_CONFIG."""
+    if strategy_name != "multi_worker":
+        return WorkerRole()
+    text = environ.get("TF_CONFIG")
+    if not text:
+        raise StrategyError("--strategy multi_worker needs TF_CONFIG, e.g. TF_CONFIG='{\"cluster\": "
+                            "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": "
+                            "{\"type\": \"worker\", \"index\": 0}}'")
+    try:
+        tf_config = json.loads(text)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        task_type, task_index = task["type"], int(task["index"])
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        if task_type not in ("chief", "worker"):
+            raise ValueError(f"task type {task_type!r} is neither chief nor worker")
+        if not 0 <= task_index < len(cluster[task_type]):
+            raise ValueError(f"task index {task_index} is outside the cluster's {task_type} list")
+    except (ValueError, KeyError, TypeError) as e:
+        raise StrategyError(f"TF_CONFIG is not a usable cluster description ({e}); see the README's "
+                            "multi-worker section") from None
+    tasks = [("chief", i) for i in range(len(chiefs))] + [("worker", i) for i in range(len(workers))]
+    index = tasks.index((task_type, task_index))
+    return WorkerRole(index=index, count=len(tasks), is_chief=index == 0)
+
+
+def split_cpu(count):
+    """Split the CPU into `count` logical devices (nothing for 0 or 1). Must run before
+    TensorFlow initializes its runtime; raises StrategyError after."""
+    if count <= 1:
+        return
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != count:
+            raise StrategyError("--cpu-devices must be set before TensorFlow starts; it is "
+                                "already running with "
+                                f"{len(tf.config.list_logical_devices('CPU'))} CPU devices") from None
+
+
+def make_strategy(name, collective_timeout=60.0):
+    """The tf.distribute strategy for `name`:
+
+    one_device: TensorFlow's default strategy, the code path of a run without distribution
+      (no replica machinery in the graph at all).
+    mirrored: MirroredStrategy over every GPU, else over every logical CPU device.
+    multi_worker: MultiWorkerMirroredStrategy from $TF_CONFIG; a collective that waits longer
+      than `collective_timeout` seconds for a peer (a dead worker) fails instead of hanging.
+    """
+    import tensorflow as tf
+
+    if name == "one_device":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        worker_role(name)  # a clear error for a missing or bad TF_CONFIG
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING,
+            timeout_seconds=collective_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    raise StrategyError(f"unknown strategy {name!r}")
+
+
+def setup(config):
+    """Split the CPU, then make the strategy, for `config` (the order TensorFlow requires)."""
+    split_cpu(config.cpu_devices)
+    return make_strategy(config.strategy, config.collective_timeout)

@@ -1,0 +1,79 @@
+"""Evaluation, in one graph call per dataset: loss (with and without the L2 term), accuracy, the
+confusion matrix and every example's prediction, reduced across replicas under any strategy.
+"""
+
+import tensorflow as tf
+
+from mlp.augment import mirror
+from mlp.regularization import l2_penalty
+from mlp.training import NUM_CLASSES
+
+
+class Evaluator(tf.Module):
+    """Evaluates a model in inference mode (moving batch-norm statistics, no dropout).
+
+    Args:
+      model: the model (interface in mlp/model.py).
+      l2: the training L2 factor, so `loss_with_l2` is what Keras reports as val_loss: the data
+        loss plus the L2 term of the current weights.
+      test_time_flip: average the predicted probabilities of each image and its mirror image.
+      strategy: the strategy the model's variables were made under (default: the current one);
+        datasets given to `evaluate` are then distributed datasets cut by
+        mlp.data.evaluation_batches, and the replicas' outputs are reduced in the graph.
+    """
+
+    def __init__(self, model, l2=0.0, test_time_flip=False, strategy=None):
+        super().__init__(name="evaluator")
+        self.model = model
+        self.l2 = float(l2)
+        self.test_time_flip = bool(test_time_flip)
+        self.strategy = strategy or tf.distribute.get_strategy()
+
+    def log_probabilities(self, images, single_view=False):
+        """Log of the predicted class probabilities in evaluation mode (with `test_time_flip`
+        and not `single_view`, of the mean of the image's and its mirror image's probabilities)."""
+        log_probs = tf.nn.log_softmax(self.model(images, training=False))
+        if self.test_time_flip and not single_view:
+            mirrored = tf.nn.log_softmax(self.model(mirror(images), training=False))
+            log_probs = tf.reduce_logsumexp(tf.stack([log_probs, mirrored]), 0) - tf.math.log(2.0)
+        return log_probs
+
+    def _replica_step(self, batch, single_view):
+        images, labels = batch
+        log_probs = self.log_probabilities(images, single_view)
+        loss_sum = -tf.reduce_sum(tf.cast(tf.gather(log_probs, labels, batch_dims=1), tf.float64))
+        predicted = tf.argmax(log_probs, 1, output_type=tf.int32)
+        confusion = tf.math.confusion_matrix(labels, predicted, NUM_CLASSES, dtype=tf.int64)
+        return loss_sum, confusion, predicted, tf.exp(tf.reduce_max(log_probs, 1))
+
+    @tf.function
+    def evaluate(self, dataset, single_view=False):
+        """Over `dataset` of (images, labels) batches: "loss" (mean data loss), "loss_with_l2",
+        "accuracy", "confusion" (rows: true class), and each example's "predictions" and
+        "confidences" in the dataset's order. `single_view` (a Python bool) turns test-time
+        flipping off for this call."""
+        strategy = self.strategy
+        total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+        loss_sum = tf.constant(0.0, tf.float64)
+        confusion = tf.zeros([NUM_CLASSES, NUM_CLASSES], tf.int64)
+        predictions = tf.TensorArray(tf.int32, size=0, dynamic_size=True, infer_shape=False)
+        confidences = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
+        index = 0
+        for batch in dataset:
+            parts = strategy.run(lambda b: self._replica_step(b, single_view), args=(batch,))
+            loss_sum += total(parts[0])
+            confusion += total(parts[1])
+            # The replicas hold consecutive rows of the batch: gathered in replica order they
+            # are the batch's rows in order.
+            predictions = predictions.write(index, strategy.gather(parts[2], axis=0))
+            confidences = confidences.write(index, strategy.gather(parts[3], axis=0))
+            index += 1
+        examples = tf.cast(tf.reduce_sum(confusion), tf.float64)
+        loss = loss_sum / examples
+        penalty = tf.cast(l2_penalty(self.model.kernels, self.l2), tf.float64)
+        return {"loss": loss,
+                "loss_with_l2": loss + penalty,
+                "accuracy": tf.cast(tf.linalg.trace(confusion), tf.float64) / examples,
+                "confusion": confusion,
+                "predictions": predictions.concat(),
+                "confidences": confidences.concat()}

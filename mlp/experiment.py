@@ -1,0 +1,94 @@
+"""One run, start to end: build the parts, give them to a controller with the recipe's
+end-of-epoch actions, train, pick the weights, write the report. Every experiment and the
+ablation's runs go through `train_and_report`; tests use its two halves, `assemble` and `finish`.
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlp import report
+from mlp.build import Parts, build
+from mlp.controller import (Checkpoints, Controller, EarlyStopping, EpochSummaries, PrintEpoch,
+                            ReduceLROnPlateau, Validate)
+from mlp.distribute import WorkerRole
+from mlp.io import atomic_write_json
+from mlp.plateau import EarlyStopper, PlateauLRReducer
+
+
+@dataclass
+class Run:
+    """An assembled run: its parts, the controller driving them, and what the end needs."""
+    run_dir: Path
+    parts: Parts
+    controller: Controller
+    stopping: object  # the EarlyStopping action, or None
+    summaries: object  # mlp.summaries.Summaries on the chief, else None
+    role: WorkerRole
+    resumed: bool
+
+
+def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.stdout,
+             role=WorkerRole(), resume_hint=""):
+    """Build `config`'s parts under `strategy` and a controller with the recipe's actions,
+    restored from `run_dir`'s last checkpoint if `resume`."""
+    from mlp.summaries import Summaries
+
+    run_dir = Path(run_dir)
+    parts = build(config, strategy, splits)
+    with parts.strategy.scope():
+        decisions = [Validate(parts.evaluator, parts.evaluation_batches(
+            parts.splits.validation_images, parts.splits.validation_labels))]
+        stopping = None
+        if config.early_stopping:
+            stopping = EarlyStopping(parts.model, EarlyStopper(
+                config.early_stopping_patience, config.early_stopping_min_delta,
+                config.early_stopping_start_epoch, restore_best_weights=True))
+            decisions.append(stopping)
+        if config.lr_schedule == "plateau":
+            decisions.append(ReduceLROnPlateau(parts.trainer, PlateauLRReducer(
+                config.plateau_factor, config.plateau_patience, config.plateau_min_delta,
+                config.plateau_cooldown, config.min_learning_rate)))
+    trackables = {"trainer": parts.trainer}
+    if stopping:
+        trackables["best_weights"] = stopping.best_weights
+    # Outside the scope: the loop's state is a string, which a strategy cannot mirror.
+    checkpoints = Checkpoints(run_dir / "checkpoints", role.is_chief, **trackables)
+    summaries = Summaries(run_dir) if role.is_chief else None
+    records = [EpochSummaries(summaries, parts.model, config.histograms)] if summaries else []
+    records.append(PrintEpoch(config.epochs, out))
+    controller = Controller(parts.trainer, parts.training_batches, parts.steps_per_epoch,
+                            config.epochs, checkpoints, decisions, records, out,
+                            config.steps_per_loop, resume_hint,
+                            keep_iterator=config.strategy == "multi_worker")
+    resumed = bool(resume and controller.restore())
+    return Run(run_dir, parts, controller, stopping, summaries, role, resumed)
+
+
+def finish(run):
+    """Train the assembled run to its end, put the chosen weights (the best epoch's with early
+    stopping, else the last, averaged if EMA is on) in the model, and report; returns the
+    results dict. The chief writes results.json last, so its presence means a finished run."""
+    state = run.controller.train()
+    best_epoch = run.stopping.restore_best() if run.stopping else None
+    if best_epoch is None:
+        best_epoch = len(state.history)
+        run.parts.trainer.use_averaged_weights()
+    results, test = report.results(run.parts, state, best_epoch, run.role.count)
+    if run.summaries:
+        report.write(run.summaries, results, test, run.parts.splits)
+        run.summaries.close()
+        atomic_write_json(run.run_dir / "results.json", results)
+    return results
+
+
+def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, out=sys.stdout,
+                     role=WorkerRole(), name="run", resume_hint=""):
+    """`assemble`, say what is about to happen, `finish`."""
+    run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint)
+    parts = run.parts
+    print(f"{'resuming' if run.resumed else 'training'} {name} -> {run.run_dir} "
+          f"({parts.precision}, {config.strategy} x{parts.replicas}, "
+          f"{len(parts.train_labels)} training images, {parts.steps_per_epoch} steps per epoch)",
+          file=out, flush=True)
+    return finish(run)
