@@ -54,9 +54,11 @@ SMALL_RUN_FLAGS = ["--no-verify-checksums", "--validation-size", "100", "--batch
                    "--no-histograms"]
 
 
-def run_experiment(module, *args, timeout=300, **kwargs):
-    """Run `python -m experiments.<module> args` in the repo; returns the CompletedProcess."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+def run_experiment(module, *args, timeout=300, env=None, **kwargs):
+    """Run `python -m experiments.<module> args` in the repo (with `env`, default this process's
+    environment); returns the CompletedProcess."""
+    env = {**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", f"experiments.{module}", *map(str, args)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
                           **kwargs)

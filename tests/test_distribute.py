@@ -1,0 +1,267 @@
+"""Distribution on this CPU: the per-replica input split, the worker role from TF_CONFIG, one step
+under MirroredStrategy on 2 logical CPU devices against one device, and real multi-worker runs of
+2 processes on 127.0.0.1 (both finish; a dead worker stops the other; resuming continues)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlp import data as data_lib
+from mlp.distribute import StrategyError, WorkerRole, worker_role
+from mlp.model import MLP
+from tests.conftest import REAL_DATA, REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
+
+WORKER_TIMEOUT = 240  # seconds before a stuck worker fails the test instead of hanging CI
+
+
+class FakeContext:
+    """What tf.distribute.InputContext tells an input pipeline."""
+
+    def __init__(self, replicas, pipelines, pipeline_id):
+        self.num_replicas_in_sync = replicas
+        self.num_input_pipelines = pipelines
+        self.input_pipeline_id = pipeline_id
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(20, 120), batch_size=st.integers(8, 40), workers=st.sampled_from([1, 2]),
+       local=st.integers(1, 3), seed=st.integers(0, 5))
+def test_replica_parts_put_together_are_the_global_batches(n, batch_size, workers, local, seed):
+    images = np.arange(n * 784, dtype=np.float32).reshape(n, 784) / (n * 784)
+    labels = (np.arange(n) % 10).astype(np.int32)
+    replicas = workers * local
+    whole = list(data_lib.training_batches(images, labels, batch_size, seed).take(6))
+    streams = [list(data_lib.training_batches(images, labels, batch_size, seed,
+                                              input_context=FakeContext(replicas, workers, w))
+                    .take(6 * local)) for w in range(workers)]
+    for step, (global_images, global_labels) in enumerate(whole):
+        parts = [stream[step * local + j] for stream in streams for j in range(local)]
+        if replicas == 1:
+            np.testing.assert_array_equal(parts[0][0], global_images)
+            continue
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), global_images)
+        np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), global_labels)
+        assert {int(p[2]) for p in parts} == {len(global_labels)}  # each knows the global size
+        sizes = [len(p[1]) for p in parts]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_evaluation_parts_keep_the_example_order():
+    images = np.random.default_rng(0).random((250, 784), dtype=np.float32)
+    labels = np.arange(250, dtype=np.int32) % 10
+    parts = list(data_lib.evaluation_batches(images, labels, 100, FakeContext(2, 1, 0)))
+    assert [len(p[1]) for p in parts] == [50, 50, 50, 50, 25, 25]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
+
+
+def test_dropout_masks_depend_on_the_replica():
+    model = MLP(hidden_sizes=(64,), batch_norm=False, dropout=0.5, dropout_layers=1, seed=1)
+    images = tf.ones([4, 784])
+    one = model(images, training=True, step=3, replica=0)
+    np.testing.assert_array_equal(one, model(images, training=True, step=3, replica=0))
+    assert not np.array_equal(one, model(images, training=True, step=3, replica=1))
+
+
+def _tf_config(ports, index):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def test_worker_role_reads_tf_config():
+    assert worker_role("mirrored", {}) == WorkerRole()
+    role = worker_role("multi_worker", {"TF_CONFIG": _tf_config([1, 2, 3], 2)})
+    assert role == WorkerRole(index=2, count=3, is_chief=False)
+    chief = json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+                        "task": {"type": "chief", "index": 0}})
+    assert worker_role("multi_worker", {"TF_CONFIG": chief}) == WorkerRole(0, 2, True)
+
+
+@pytest.mark.parametrize("tf_config,complaint", [
+    (None, "needs TF_CONFIG"), ("{not json", "not a usable cluster"),
+    (json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}),
+     "outside the cluster"),
+    (json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}),
+     "neither chief nor worker")])
+def test_bad_tf_config_is_a_clear_error(tf_config, complaint):
+    with pytest.raises(StrategyError, match=complaint):
+        worker_role("multi_worker", {} if tf_config is None else {"TF_CONFIG": tf_config})
+
+
+def test_multi_worker_without_tf_config_or_run_name_exits_2_in_one_line(small_data, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    cluster = {**env, "TF_CONFIG": _tf_config([1, 2], 0)}
+    for flags, env, complaint in ((["--run-name", "x"], env, "needs TF_CONFIG"),
+                                  ([], cluster, "need one")):
+        done = run_experiment("improved", "--strategy", "multi_worker", "--data-dir", small_data,
+                              "--logdir", tmp_path, *flags, *SMALL_RUN_FLAGS, env=env)
+        assert done.returncode == 2, done.stderr
+        assert complaint in done.stderr and "Traceback" not in done.stderr
+
+
+def _mirrored_step(data_dir, sync):
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "mirrored_step.py"),
+                           str(data_dir), "3", "sync" if sync else "local"],
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=WORKER_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
+    # 3 steps of the same global batches (augmented, L2 on, dropout off) from the same weights.
+    result = _mirrored_step(small_data, sync=True)
+    assert result["replicas"] == 2
+    assert result["max_weight_difference"] < 1e-4  # weights and moving statistics
+    assert result["loss_difference"] < 1e-5 and result["accuracy_difference"] == 0
+    assert result["eval_confusion_equal"] and result["eval_predictions_equal"]
+    assert result["eval_loss_difference"] < 1e-5
+    # Per-replica statistics are a different computation: the comparison can tell them apart.
+    local = _mirrored_step(small_data, sync=False)
+    assert local["max_weight_difference"] > 100 * result["max_weight_difference"]
+
+
+@pytest.mark.parametrize("flags", [
+    # best's machinery: bfloat16, cosine with warm-up, augmentation, test-time flip
+    ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "0.5",
+     "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--label-smoothing", "0.1"],
+    ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]])
+def test_mirrored_runs_every_ingredient_through_the_command_line(small_data, tmp_path, flags):
+    done = run_experiment("improved", "--strategy", "mirrored", "--cpu-devices", "2",
+                          "--data-dir", small_data, "--logdir", tmp_path, "--run-name", "m",
+                          "--epochs", "2", *SMALL_RUN_FLAGS, *flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "m" / "results.json").read_text())
+    assert (results["strategy"], results["replicas"], results["workers"]) == ("mirrored", 2, 1)
+    assert results["test_accuracy"] > 0.5  # learnable data; chance is 0.1
+    assert "mirrored x2" in done.stdout
+
+
+# -- multi-worker: real processes on 127.0.0.1 ----------------------------------------------------
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(args, count=2):
+    ports = _free_ports(count)
+    processes = []
+    for index in range(count):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
+               "TF_CONFIG": _tf_config(ports, index)}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "experiments.improved", "--strategy", "multi_worker",
+             *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
+    return processes
+
+
+def _finish(processes, timeout=WORKER_TIMEOUT):
+    """(exit code, stdout, stderr) of each worker; kills them all if one is stuck."""
+    outcomes = []
+    deadline = time.time() + timeout
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=max(deadline - time.time(), 1))
+            outcomes.append((process.returncode, out, err))
+    finally:
+        for process in processes:
+            process.kill()
+    return outcomes
+
+
+def _digest(stdout):
+    return stdout.strip().splitlines()[-1].split("weights ")[1].split(";")[0]
+
+
+MULTI_WORKER_FLAGS = ["--epochs", 30, "--seed", 3, "--deterministic", "--collective-timeout", 20,
+                      *SMALL_RUN_FLAGS]
+
+
+@pytest.fixture(scope="module")
+def multi_worker_data(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("mw-data"), n_train=600, n_test=200)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_multi_worker(multi_worker_data, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("mw")
+    outcomes = _finish(_start_workers(["--data-dir", multi_worker_data, "--logdir", logdir,
+                                       "--run-name", "whole", *MULTI_WORKER_FLAGS]))
+    return logdir / "whole", outcomes
+
+
+def test_two_workers_train_one_model_and_only_the_chief_writes(uninterrupted_multi_worker):
+    run_dir, outcomes = uninterrupted_multi_worker
+    for code, out, err in outcomes:
+        assert code == 0, err[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert (results["strategy"], results["replicas"], results["workers"]) == ("multi_worker", 2, 2)
+    # The same weights on both workers, and the chief's are the ones it reported.
+    assert _digest(outcomes[0][1]) == _digest(outcomes[1][1]) == results["weights_digest"][:16]
+    assert results["experiment_config"]["strategy"] == "multi_worker"
+    # The other worker wrote nothing: one set of event files, checkpoints only from the chief.
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert len(list((run_dir / "validation").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_dead_worker_stops_the_other_and_resuming_both_continues_exactly(
+        multi_worker_data, uninterrupted_multi_worker, tmp_path):
+    args = ["--data-dir", multi_worker_data, "--logdir", tmp_path, "--run-name", "whole",
+            *MULTI_WORKER_FLAGS]
+    processes = _start_workers(args)
+    checkpoints = tmp_path / "whole" / "checkpoints"
+    deadline = time.time() + WORKER_TIMEOUT
+    while time.time() < deadline and not list(checkpoints.glob("ckpt-*.index")):
+        assert processes[0].poll() is None, processes[0].communicate()[1][-3000:]
+        time.sleep(0.05)
+    processes[1].kill()
+    killed_at = time.time()
+    (code, _, err), _ = _finish(processes)
+    assert code == 1, err[-3000:]
+    assert time.time() - killed_at < 120  # the collective timeout / health check, not a hang
+    last_line = err.strip().splitlines()[-1]
+    assert "lost another worker" in last_line and "--resume" in last_line
+    assert "Traceback" not in err
+    assert not (tmp_path / "whole" / "results.json").exists()
+
+    resumed = _finish(_start_workers([*args, "--resume"]))
+    for code, out, err in resumed:
+        assert code == 0, err[-3000:]
+        assert out.startswith("resuming")
+    expected = json.loads((uninterrupted_multi_worker[0] / "results.json").read_text())
+    results = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert results["weights_digest"] == expected["weights_digest"]
+    assert _digest(resumed[1][1]) == expected["weights_digest"][:16]
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real Fashion-MNIST is not installed "
+                    "(apt-get install dataset-fashion-mnist)")
+def test_multi_worker_accuracy_matches_one_device_on_real_data(tmp_path):
+    flags = ["--data-dir", REAL_DATA, "--logdir", tmp_path, "--epochs", 2, "--train-subset", 6000,
+             "--batch-size", 100, "--sync-batch-norm", "--dropout", 0, "--no-histograms",
+             "--collective-timeout", 30]
+    single = run_experiment("improved", *flags, "--run-name", "one")
+    assert single.returncode == 0, single.stderr[-3000:]
+    outcomes = _finish(_start_workers([*flags, "--run-name", "two"]))
+    for code, _, err in outcomes:
+        assert code == 0, err[-3000:]
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["workers"] == 2 and one["workers"] == 1
+    assert one["test_accuracy"] > 0.75
+    assert abs(one["test_accuracy"] - two["test_accuracy"]) < 0.01
