@@ -1,5 +1,6 @@
 import json
 import math
+import shlex
 
 from experiments.ablation import FULL, markdown, summarize
 from tests.conftest import run_experiment
@@ -53,3 +54,63 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     assert "baseline, seed 1: resuming" in second.stdout
     again = json.loads((study / "ablation.json").read_text())
     assert again["rows"] == report["rows"]  # the resumed run finished with the same numbers
+
+
+SWEEP = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size", "100",
+         "--train-subset", "300", "--variants", FULL, "no L2", "--study-name", "sweep"]
+
+
+def test_sweep_lists_one_command_per_run_and_reports_what_finished(small_data, tmp_path):
+    args = ["--data-dir", small_data, "--logdir", tmp_path, *SWEEP]
+    listed = run_experiment("ablation", *args, "--list-commands")
+    assert listed.returncode == 0, listed.stderr
+    commands = listed.stdout.strip().splitlines()
+    assert len(commands) == 4
+    assert all(c.startswith("python -m experiments.ablation ") and "--list-commands" not in c
+               for c in commands)
+    assert sorted(shlex.split(c)[-1] for c in commands) == [
+        "full-recipe-seed0", "full-recipe-seed1", "no-l2-seed0", "no-l2-seed1"]
+
+    # A scheduler runs one of them: only that run trains.
+    one = run_experiment("ablation", *shlex.split(commands[1])[3:])
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.count("training in") == 1
+    study = tmp_path / "sweep"
+    finished = sorted(p.parent.name for p in study.glob("*/results.json"))
+    assert finished == [shlex.split(commands[1])[-1]]
+
+    # The report aggregates what finished and trains nothing.
+    report = run_experiment("ablation", *args, "--report-only")
+    assert report.returncode == 0, report.stderr
+    assert "training in" not in report.stdout and report.stdout.count("not finished") == 3
+    assert "1 of 4 runs finished" in (study / "ablation.md").read_text()
+
+
+def test_a_run_locked_by_another_process_is_skipped(small_data, tmp_path):
+    from mlp.io import RunLock
+
+    run_dir = tmp_path / "locked" / "no-l2-seed0"
+    run_dir.mkdir(parents=True)
+    with RunLock(run_dir):
+        done = run_experiment("ablation", "--data-dir", small_data, "--logdir", tmp_path,
+                              *SWEEP[:-1], "locked", "--runs", "no-l2-seed0", "full-recipe-seed0")
+    assert done.returncode == 0, done.stderr
+    assert "no L2, seed 0: in use by another process, skipped" in done.stdout
+    assert not (run_dir / "results.json").exists()
+    assert (tmp_path / "locked" / "full-recipe-seed0" / "results.json").exists()
+
+
+def test_a_saved_run_with_other_settings_is_not_reused(small_data, tmp_path):
+    args = ["--data-dir", small_data, "--logdir", tmp_path, *SWEEP, "--runs", "no-l2-seed0"]
+    assert run_experiment("ablation", *args).returncode == 0
+    config_path = tmp_path / "sweep" / "no-l2-seed0" / "config.json"
+    saved = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**saved, "learning_rate": 0.5}))
+    done = run_experiment("ablation", *args)
+    assert done.returncode == 2
+    assert "--learning-rate" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_study_name_must_be_a_plain_name(tmp_path):
+    done = run_experiment("ablation", "--logdir", tmp_path, "--study-name", "../elsewhere")
+    assert done.returncode == 2 and "plain directory name" in done.stderr
