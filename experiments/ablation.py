@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import importlib
 import io
-import json
 import math
 import shlex
 import statistics
@@ -127,7 +126,7 @@ def main(argv=None):
                                         or args.study_name in (".", "..")):
         parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
 
-    from mlp.cli import execute, prepare_run_dir
+    from mlp.cli import execute, prepare_run_dir, read_json
     from mlp.config import ConfigError, check_writable_dir
     from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text
 
@@ -227,7 +226,14 @@ def main(argv=None):
                                   out=io.StringIO(), continue_with="the same ablation command")
                 if code:
                     return code
-        results = json.loads((run_dir / "results.json").read_text())
+        try:
+            results = read_json(run_dir / "results.json")
+            test_accuracy = results["test_accuracy"]
+        except (ConfigError, KeyError, TypeError) as e:
+            print(f"{parser.prog}: error: {label}: {run_dir / 'results.json'} is damaged "
+                  f"({e}); delete it and run the same command to report the run again",
+                  file=sys.stderr)
+            return 2
         records.setdefault(name, []).append({"seed": seed, **{k: results[k] for k in (
             "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
             # Runs from before test-time flipping existed were all single-view.

@@ -61,7 +61,10 @@ def prepare_run_dir(name, config, resume, explicit, role=WorkerRole()):
         run_dir = candidates[-1]
     if not (run_dir / "config.json").exists():
         raise ConfigError(f"--resume: no run to resume in {run_dir}")
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_json(run_dir / "config.json")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{run_dir / 'config.json'}: not a JSON object of settings; restore "
+                          "it or start a new run")
     saved["run_name"] = run_dir.name
     given = config.to_dict()
     differ = [key for key in sorted(explicit) if key in Config().result_fields()
@@ -72,9 +75,28 @@ def prepare_run_dir(name, config, resume, explicit, role=WorkerRole()):
         raise ConfigError(f"--resume: the run in {run_dir} was made with other settings: "
                           f"{details}; resume with its settings or start a new run")
     merged = {**saved, **{key: given[key] for key in explicit if key in given}}
-    merged["hidden_sizes"] = tuple(merged["hidden_sizes"])
     merged["logdir"] = config.logdir
-    return Config(**merged), run_dir, (run_dir / "results.json").exists()
+    return (Config.from_dict(merged, run_dir / "config.json"), run_dir,
+            (run_dir / "results.json").exists())
+
+
+def read_json(path):
+    """The JSON in `path`, or ConfigError naming the file (never a traceback)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as JSON ({e}); restore it or start a new "
+                          "run") from None
+
+
+def finished_line(run_dir):
+    """What to say about a finished run (its results.json read strictly)."""
+    results = read_json(run_dir / "results.json")
+    accuracy = results.get("test_accuracy") if isinstance(results, dict) else None
+    if not isinstance(accuracy, (int, float)):
+        raise ConfigError(f"{run_dir / 'results.json'}: has no test_accuracy; it was edited or "
+                          "damaged: restore it, or delete it and resume to report again")
+    return f"{run_dir} already finished (test accuracy {accuracy:.4f}); nothing to resume"
 
 
 def _new_run_name(logdir, name):
@@ -187,9 +209,7 @@ def main(name, defaults, description, argv=None):
         config, run_dir, finished = prepare_run_dir(name, config, args.resume, explicit, role)
         config.validate()
         if finished:
-            results = json.loads((run_dir / "results.json").read_text())
-            print(f"{run_dir} already finished (test accuracy {results['test_accuracy']:.4f}); "
-                  "nothing to resume")
+            print(finished_line(run_dir))
             return 0
         lock = claim(config, run_dir, args.resume, role)
     except (ConfigError, StrategyError) as e:

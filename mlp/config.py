@@ -108,10 +108,51 @@ class Config:
     NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
                          "collective_timeout")
 
+    @classmethod
+    def from_dict(cls, values, source):
+        """The Config a saved dict (config.json) describes, every field present and nothing else;
+        ConfigError naming `source` otherwise. Types and ranges are checked by `validate`."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: not a JSON object of settings; restore the file or "
+                              "start a new run")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(values) - names), sorted(names - set(values))
+        if unknown or missing:
+            what = "; ".join(part for part in (
+                f"unknown settings {', '.join(unknown)}" if unknown else "",
+                f"missing settings {', '.join(missing)}" if missing else "") if part)
+            raise ConfigError(f"{source}: {what}; it was edited or written by another version: "
+                              "restore it or start a new run")
+        if isinstance(values["hidden_sizes"], list):
+            values = {**values, "hidden_sizes": tuple(values["hidden_sizes"])}
+        return cls(**values)
+
     def validate(self):
         """Raise ConfigError naming the first bad value."""
         def bad(name, why):
             raise ConfigError(f"--{name.replace('_', '-')}: {why}")
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            if f.type is tuple:
+                ok = isinstance(value, tuple) and all(
+                    isinstance(h, int) and not isinstance(h, bool) for h in value)
+            elif f.type is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif f.type is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, f.type)
+            if not ok:
+                bad(f.name, f"must be {f.type.__name__ if f.type is not tuple else 'widths'}, "
+                            f"got {value!r}")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                bad(f.name, f"must be one of {', '.join(choices)}, got {value!r}")
+        if not 0 <= self.seed < 2**31:
+            bad("seed", f"must be in [0, 2^31), got {self.seed}")
 
         def positive(name):
             value = getattr(self, name)
@@ -140,8 +181,6 @@ class Config:
             bad("warmup_epochs", f"must be shorter than --epochs ({self.epochs})")
         if not 0.0 < self.plateau_factor < 1.0:
             bad("plateau_factor", f"must be in (0, 1), got {self.plateau_factor}")
-        if self.strategy not in STRATEGIES:
-            bad("strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.cpu_devices and self.strategy == "multi_worker":
             bad("cpu_devices", "applies to one_device and mirrored only; multi_worker runs one "
                 "replica per worker process")
