@@ -136,7 +136,7 @@ def execute(name, config, run_dir, resume=False, role=WorkerRole(), strategy=Non
     says how to continue after an interruption (default: this run's --resume command)."""
     import tensorflow as tf
 
-    from mlp.controller import Interrupted, NonFiniteLoss
+    from mlp.controller import CheckpointError, Interrupted, NonFiniteLoss
     from mlp.data import DataError
     from mlp.distribute import StrategyError, setup
     from mlp.experiment import train_and_report
@@ -156,6 +156,9 @@ def execute(name, config, run_dir, resume=False, role=WorkerRole(), strategy=Non
         return 1, None
     except NonFiniteLoss as e:
         print(f"{prog}: diverged: {e}", file=sys.stderr)
+        return 1, None
+    except CheckpointError as e:
+        print(f"{prog}: cannot resume: {e}", file=sys.stderr)
         return 1, None
     except Interrupted as e:
         print(f"{prog}: {e}", file=sys.stderr)

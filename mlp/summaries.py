@@ -60,10 +60,13 @@ class Summaries:
 def logged_epochs(run_dir, split="validation", tag="loss"):
     """The epochs for which `split`/`tag` is in the run's event files (to resume without gaps or
     duplicates)."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
     epochs = set()
     for path in sorted((Path(run_dir) / split).glob("events.out.tfevents.*")):
         try:
-            for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for record in tf.data.TFRecordDataset(str(path)):
+                event = Event.FromString(record.numpy())
                 if any(value.tag == tag for value in event.summary.value):
                     epochs.add(int(event.step))
         except tf.errors.DataLossError:

@@ -92,3 +92,83 @@ def test_a_run_name_that_is_not_a_plain_name_is_refused_before_anything_is_read(
 def test_the_python_api_validates_like_the_command_line(changes, flag):
     with pytest.raises(ConfigError, match=flag):
         dataclasses.replace(Config(), **changes).validate()
+
+
+# -- damaged checkpoints --------------------------------------------------------------------------
+
+RUN_FLAGS = ["--epochs", 3, "--deterministic", "--seed", 4, *SMALL_RUN_FLAGS]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, small_data):
+    """A finished 3-epoch run: its results, and a copy of its checkpoints directory."""
+    logdir = tmp_path_factory.mktemp("ck")
+    done = run_experiment("improved", "--data-dir", small_data, "--logdir", logdir,
+                          "--run-name", "whole", *RUN_FLAGS)
+    assert done.returncode == 0, done.stderr
+    return logdir / "whole"
+
+
+def _interrupted_copy(finished_run, tmp_path):
+    """The finished run as if killed after its last checkpoint (no results.json yet)."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "results.json").unlink()
+    return run_dir
+
+
+def _newest(run_dir):
+    return max(int(p.name[5:-6]) for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+
+
+def _damage(path, how):
+    content = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(content[:len(content) // 2]))
+    else:
+        content[len(content) // 2] ^= 0xFF
+        path.write_bytes(bytes(content))
+
+
+def _resume_run(run_dir):
+    return run_experiment("improved", "--logdir", run_dir.parent, "--run-name", run_dir.name,
+                          "--resume")
+
+
+@pytest.mark.parametrize("part,how", [("data-00000-of-00001", "truncate"),
+                                      ("data-00000-of-00001", "flip"), ("index", "truncate")])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
+                                                                    part, how):
+    run_dir = _interrupted_copy(finished_run, tmp_path)
+    newest = _newest(run_dir)
+    _damage(run_dir / "checkpoints" / f"ckpt-{newest}.{part}", how)
+    done = _resume_run(run_dir)
+    assert done.returncode == 0, done.stderr
+    damaged = [line for line in done.stderr.splitlines() if "is damaged" in line]
+    assert len(damaged) == 1 and f"ckpt-{newest}" in damaged[0]
+    assert "continuing from the previous one" in damaged[0]
+    assert "epoch   3/3" in done.stdout and "epoch   2/3" not in done.stdout  # redid the last
+    expected = json.loads((finished_run / "results.json").read_text())["weights_digest"]
+    assert json.loads((run_dir / "results.json").read_text())["weights_digest"] == expected
+
+
+def test_a_damaged_index_file_never_restarts_from_step_0(finished_run, tmp_path):
+    run_dir = _interrupted_copy(finished_run, tmp_path)
+    (run_dir / "checkpoints" / "checkpoint").write_text("garbage {{{")
+    done = _resume_run(run_dir)
+    assert done.returncode == 0, done.stderr
+    # all 3 epochs were done: nothing to train again
+    assert not [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert json.loads((run_dir / "results.json").read_text())["epochs_run"] == 3
+
+
+def test_no_usable_checkpoint_is_one_line_naming_the_file_and_exit_1(finished_run, tmp_path):
+    run_dir = _interrupted_copy(finished_run, tmp_path)
+    for data in (run_dir / "checkpoints").glob("ckpt-*.data-*"):
+        _damage(data, "flip")
+    done = _resume_run(run_dir)
+    _one_line(done, 1, "cannot resume", f"ckpt-{_newest(run_dir)}")
+    assert "cannot write" not in done.stderr
+    assert not (run_dir / "results.json").exists()
