@@ -126,9 +126,7 @@ def main(argv=None):
                                         or args.study_name in (".", "..")):
         parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
 
-    from mlp.cli import execute, prepare_run_dir, read_json
     from mlp.config import ConfigError, check_writable_dir
-    from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text
 
     variants = study_variants(args.study)
     if args.variants:
@@ -180,12 +178,28 @@ def main(argv=None):
                               config.run_name]))
         return 0
 
+    from mlp.signals import Interrupted, SignalGuard
+
+    with SignalGuard() as guard:
+        try:
+            return _run_study(args, parser, plan, study_dir, overrides, guard)
+        except Interrupted as e:
+            print(f"{parser.prog}: {e}", file=sys.stderr)
+            return e.exit_code
+
+
+def _run_study(args, parser, plan, study_dir, overrides, guard):
     from mlp import data as data_lib
+    from mlp.cli import execute, prepare_run_dir, read_json
+    from mlp.config import ConfigError, check_writable_dir
+    from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text
 
     splits = None
     started = time.perf_counter()
     records = {}
     for index, (name, seed, config) in enumerate(plan, 1):
+        guard.check("stopped between runs; every finished run is kept",
+                    "the same ablation command")
         label = f"[{index}/{len(plan)}] {name}, seed {seed}"
         run_dir = study_dir / config.run_name
         lock = contextlib.nullcontext()
@@ -228,8 +242,8 @@ def main(argv=None):
                     return code
         try:
             results = read_json(run_dir / "results.json")
-            test_accuracy = results["test_accuracy"]
-        except (ConfigError, KeyError, TypeError) as e:
+            float(results["test_accuracy"])
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
             print(f"{parser.prog}: error: {label}: {run_dir / 'results.json'} is damaged "
                   f"({e}); delete it and run the same command to report the run again",
                   file=sys.stderr)

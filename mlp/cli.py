@@ -17,6 +17,7 @@ from pathlib import Path
 from mlp.config import Config, ConfigError, add_arguments, check_writable_dir, from_arguments
 from mlp.distribute import StrategyError, WorkerRole, worker_role
 from mlp.io import RunInUse, RunLock, atomic_write_json
+from mlp.signals import Interrupted, SignalGuard
 
 
 def build_parser(name, defaults, description):
@@ -134,48 +135,49 @@ def execute(name, config, run_dir, resume=False, role=WorkerRole(), strategy=Non
     """Train and report one prepared run. Returns (exit code, results or None); failures are
     printed as one line on stderr (see the module docstring for the codes). `continue_with`
     says how to continue after an interruption (default: this run's --resume command)."""
-    import tensorflow as tf
-
-    from mlp.controller import CheckpointError, Interrupted, NonFiniteLoss
-    from mlp.data import DataError
-    from mlp.distribute import StrategyError, setup
-    from mlp.experiment import train_and_report
-
     prog = f"python -m experiments.{name}"
     hint = f"--resume --run-name {run_dir.name} --logdir {run_dir.parent}"
     continue_with = continue_with or f"the same command plus {hint}"
-    try:
-        strategy = strategy or setup(config)
-        return 0, train_and_report(config, run_dir, strategy, resume=resume, splits=splits,
-                                   out=out, role=role, name=name, resume_hint=continue_with)
-    except (ConfigError, StrategyError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2, None
-    except DataError as e:
-        print(f"{prog}: data error: {e}", file=sys.stderr)
-        return 1, None
-    except NonFiniteLoss as e:
-        print(f"{prog}: diverged: {e}", file=sys.stderr)
-        return 1, None
-    except CheckpointError as e:
-        print(f"{prog}: cannot resume: {e}", file=sys.stderr)
-        return 1, None
-    except Interrupted as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return e.exit_code, None
-    except tf.errors.OpError as e:
-        # What a collective whose peer died or timed out raises (see --collective-timeout).
-        peer_errors = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                       tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError)
-        if config.strategy == "multi_worker" and isinstance(e, peer_errors):
-            print(f"{prog}: lost another worker ({type(e).__name__}: {_peer_line(e)}); the last "
-                  f"checkpoint is in "
-                  f"{run_dir / 'checkpoints'}: start every worker again with {continue_with}",
-                  file=sys.stderr)
+    with SignalGuard() as guard:  # from here on, a signal is one line and a clean exit
+        import tensorflow as tf
+
+        from mlp.controller import CheckpointError, NonFiniteLoss
+        from mlp.data import DataError
+        from mlp.distribute import setup
+        from mlp.experiment import train_and_report
+
+        try:
+            guard.check("stopped before training started", continue_with)
+            strategy = strategy or setup(config)
+            return 0, train_and_report(config, run_dir, strategy, resume=resume, splits=splits,
+                                       out=out, role=role, name=name, resume_hint=continue_with)
+        except (ConfigError, StrategyError) as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2, None
+        except DataError as e:
+            print(f"{prog}: data error: {e}", file=sys.stderr)
             return 1, None
-        return _cannot_write(prog, e, run_dir), None
-    except OSError as e:
-        return _cannot_write(prog, e, run_dir), None
+        except NonFiniteLoss as e:
+            print(f"{prog}: diverged: {e}", file=sys.stderr)
+            return 1, None
+        except CheckpointError as e:
+            print(f"{prog}: cannot resume: {e}", file=sys.stderr)
+            return 1, None
+        except Interrupted as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return e.exit_code, None
+        except tf.errors.OpError as e:
+            # What a collective whose peer died or timed out raises (see --collective-timeout).
+            peer_errors = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                           tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError)
+            if config.strategy == "multi_worker" and isinstance(e, peer_errors):
+                print(f"{prog}: lost another worker ({type(e).__name__}: {_peer_line(e)}); the "
+                      f"last checkpoint is in {run_dir / 'checkpoints'}: start every worker "
+                      f"again with {continue_with}", file=sys.stderr)
+                return 1, None
+            return _cannot_write(prog, e, run_dir), None
+        except OSError as e:
+            return _cannot_write(prog, e, run_dir), None
 
 
 def _peer_line(error):
@@ -201,6 +203,15 @@ def _cannot_write(prog, error, run_dir):
 
 def main(name, defaults, description, argv=None):
     """Parse the command line, train, report. Returns the process exit code."""
+    with SignalGuard() as guard:
+        try:
+            return _main(name, defaults, description, argv, guard)
+        except Interrupted as e:
+            print(f"python -m experiments.{name}: {e}", file=sys.stderr)
+            return e.exit_code
+
+
+def _main(name, defaults, description, argv, guard):
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(name, defaults, description)
     args = parser.parse_args(argv)
@@ -214,6 +225,7 @@ def main(name, defaults, description, argv=None):
         if finished:
             print(finished_line(run_dir))
             return 0
+        guard.check("stopped before anything was written", "the same command")
         lock = claim(config, run_dir, args.resume, role)
     except (ConfigError, StrategyError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

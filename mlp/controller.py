@@ -22,6 +22,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from mlp.io import atomic_write_text
+from mlp.signals import Interrupted, SignalGuard  # noqa: F401 (Interrupted: re-exported)
 
 PROGRESS_STEPS_PER_LOOP = 50
 
@@ -31,14 +32,6 @@ _KEPT_ITERATORS = []
 
 class NonFiniteLoss(RuntimeError):
     """Training diverged; the message names the epoch and step."""
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM: a checkpoint was saved; `exit_code` is 128 + the signal number."""
-
-    def __init__(self, message, exit_code):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass
@@ -56,33 +49,6 @@ class RunState:
     @classmethod
     def from_json(cls, text):
         return cls(**json.loads(text))
-
-
-class SignalGuard:
-    """First SIGINT/SIGTERM: remember it, so the loop stops at the next step boundary it sees.
-    Second: exit at once."""
-
-    def __init__(self):
-        self.signum = None
-        self.previous = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self.previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            print(f"\nsecond {signal.Signals(signum).name}: exiting without saving", file=sys.stderr,
-                  flush=True)
-            os._exit(128 + signum)
-        self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping at the next step boundary "
-              "(again to exit at once)", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
 
 
 class CheckpointError(RuntimeError):
@@ -240,11 +206,17 @@ class Controller:
         if self.keep_iterator:
             _KEPT_ITERATORS.append(iterator)
         with SignalGuard() as guard:
-            while self.state.epochs_done < self.epochs and not self.state.stopped_early:
-                self._train_epoch(iterator, guard)
-                self._end_epoch()
-                if guard.signum is not None:
-                    self._interrupted(guard.signum)
+            try:
+                while self.state.epochs_done < self.epochs and not self.state.stopped_early:
+                    self._train_epoch(iterator, guard)
+                    self._end_epoch()
+                    if guard.signum is not None:
+                        self._interrupted(guard.signum)
+            except Interrupted:
+                # The process is about to end: do not let the input pipeline's teardown (its
+                # threads) stand between the saved checkpoint and the exit.
+                _KEPT_ITERATORS.append(iterator)
+                raise
         return self.state
 
     def _train_epoch(self, iterator, guard):

@@ -3,6 +3,7 @@ end-of-epoch actions, train, pick the weights, write the report. Every experimen
 ablation's runs go through `train_and_report`; tests use its two halves, `assemble` and `finish`.
 """
 
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from mlp.controller import (Checkpoints, Controller, EarlyStopping, EpochSummari
 from mlp.distribute import WorkerRole
 from mlp.io import atomic_write_json
 from mlp.plateau import EarlyStopper, PlateauLRReducer
+from mlp.signals import SignalGuard
 
 
 @dataclass
@@ -68,8 +70,20 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.
 def finish(run):
     """Train the assembled run to its end, put the chosen weights (the best epoch's with early
     stopping, else the last, averaged if EMA is on) in the model, and report; returns the
-    results dict. The chief writes results.json last, so its presence means a finished run."""
-    state = run.controller.train()
+    results dict. The chief writes results.json last, so its presence means a finished run.
+    A signal during the report lets the report finish (seconds) and is then only noted."""
+    with SignalGuard() as guard:
+        state = run.controller.train()
+        guard.check("the training is finished and checkpointed, the final report not yet "
+                    "written", run.controller.resume_hint)
+        results = _report(run, state)
+    if guard.signum is not None:
+        print(f"{signal.Signals(guard.signum).name} came during the final report, which "
+              "finished first", file=sys.stderr, flush=True)
+    return results
+
+
+def _report(run, state):
     best_epoch = run.stopping.restore_best() if run.stopping else None
     if best_epoch is None:
         best_epoch = len(state.history)
@@ -85,10 +99,12 @@ def finish(run):
 def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, out=sys.stdout,
                      role=WorkerRole(), name="run", resume_hint=""):
     """`assemble`, say what is about to happen, `finish`."""
-    run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint)
-    parts = run.parts
-    print(f"{'resuming' if run.resumed else 'training'} {name} -> {run.run_dir} "
-          f"({parts.precision}, {config.strategy} x{parts.replicas}, "
-          f"{len(parts.train_labels)} training images, {parts.steps_per_epoch} steps per epoch)",
-          file=out, flush=True)
-    return finish(run)
+    with SignalGuard() as guard:
+        run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint)
+        guard.check("stopped before training (re)started, nothing new to save", resume_hint)
+        parts = run.parts
+        print(f"{'resuming' if run.resumed else 'training'} {name} -> {run.run_dir} "
+              f"({parts.precision}, {config.strategy} x{parts.replicas}, "
+              f"{len(parts.train_labels)} training images, {parts.steps_per_epoch} steps per "
+              "epoch)", file=out, flush=True)
+        return finish(run)

@@ -172,3 +172,58 @@ def test_no_usable_checkpoint_is_one_line_naming_the_file_and_exit_1(finished_ru
     _one_line(done, 1, "cannot resume", f"ckpt-{_newest(run_dir)}")
     assert "cannot write" not in done.stderr
     assert not (run_dir / "results.json").exists()
+
+
+# -- stopping is bounded --------------------------------------------------------------------------
+
+def _start_improved(args):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "experiments.improved", *map(str, args)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_signals_at_any_moment_end_the_run_promptly_and_cleanly(small_data, tmp_path):
+    import random
+    import signal
+    import time
+
+    rng = random.Random(1234)  # seeded: the same moments every time
+    flags = ["--data-dir", small_data, "--logdir", tmp_path, "--epochs", 12,
+             "--augment-shift", 1, "--augment-flip", "--test-time-flip", *SMALL_RUN_FLAGS]
+    trials = [(signal.SIGTERM if i % 2 else signal.SIGINT, rng.uniform(0.1, 6.5))
+              for i in range(8)]
+    outcomes = []
+    for pair in range(0, len(trials), 2):  # two at a time: one per core
+        started = [(i, signum, delay, time.time(), _start_improved([*flags, "--run-name", f"run{i}"]))
+                   for i, (signum, delay) in enumerate(trials[pair:pair + 2], pair)]
+        sent = {}
+        for i, signum, delay, at, process in sorted(started, key=lambda s: s[3] + s[2]):
+            time.sleep(max(0.0, at + delay - time.time()))
+            process.send_signal(signum)
+            sent[i] = time.time()
+        for i, signum, delay, at, process in started:
+            out, err = process.communicate(timeout=60)
+            outcomes.append((i, signum, delay, time.time() - sent[i], process.returncode, out, err))
+    for i, signum, delay, seconds, code, out, err in outcomes:
+        where = f"run{i}, {signal.Signals(signum).name} after {delay:.1f}s"
+        assert "Traceback" not in err, where + err[-2000:]
+        assert seconds < 30, where  # bounded: never the minutes of a stuck teardown
+        finished = (tmp_path / f"run{i}" / "results.json").exists()
+        if code == 0:
+            assert finished, where  # the run had finished (or was in its final report)
+        else:
+            assert code == 128 + signum, where + err[-2000:]
+            assert not finished and "continue with" in err.strip().splitlines()[-1], where
+    # Not all trivially at one moment: some stopped, and a stopped run continues with --resume.
+    stopped = [o for o in outcomes if o[4] != 0]
+    assert stopped
+    i = stopped[-1][0]
+    resumed = run_experiment("improved", *flags, "--run-name", f"run{i}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
