@@ -74,13 +74,25 @@ def test_two_deterministic_runs_give_the_same_weights(data_dir, tmp_path, uninte
     assert _results(tmp_path, "again")["weights_digest"] == uninterrupted["weights_digest"]
 
 
-@pytest.mark.parametrize("delay", [0.0, random.Random().uniform(0.05, 0.6)])
-def test_sigkill_then_resume_equals_the_uninterrupted_run(data_dir, tmp_path, uninterrupted, delay):
-    process = _start(_args(data_dir, tmp_path, "killed"))
-    _wait_for_checkpoints(process, tmp_path / "killed", 1)
+def _kill_after_first_checkpoint(args, run_dir, delay):
+    """Start a run, SIGKILL it `delay` seconds after its first checkpoint, and check it died of
+    the kill (not by finishing first)."""
+    process = _start(args)
+    _wait_for_checkpoints(process, run_dir, 1)
     time.sleep(delay)  # anywhere: mid-epoch, mid-save, mid-summary
     process.kill()
     process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before the kill"
+    assert not (run_dir / "results.json").exists()
+
+
+# Seeded, so a failure repeats with the same moments.
+KILL_DELAYS = [0.0] + [round(random.Random(11).uniform(0.05, 0.6), 3)]
+
+
+@pytest.mark.parametrize("delay", KILL_DELAYS)
+def test_sigkill_then_resume_equals_the_uninterrupted_run(data_dir, tmp_path, uninterrupted, delay):
+    _kill_after_first_checkpoint(_args(data_dir, tmp_path, "killed"), tmp_path / "killed", delay)
     resumed = run_experiment("improved", *_args(data_dir, tmp_path, "killed"), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     results = _results(tmp_path, "killed")
@@ -248,3 +260,27 @@ def test_unwritable_checkpoint_directory_is_one_clear_line(data_dir, tmp_path):
     assert done.returncode == 1
     assert "cannot write" in done.stderr and "checkpoints" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flags", [
+    # best's machinery: bfloat16, warm-up then cosine, shifts and flips, test-time flip, smoothing
+    ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+     "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--label-smoothing", "0.1",
+     "--no-early-stopping", "--epochs", "5"],
+    # an early-stopped run: no epoch after the first counts as an improvement
+    ["--early-stopping-patience", "2", "--early-stopping-min-delta", "10", "--epochs", "8"]],
+    ids=["best-machinery", "early-stopped"])
+def test_sigkill_and_resume_is_exact_for_other_machinery(data_dir, tmp_path, flags):
+    whole = run_experiment("improved", *_args(data_dir, tmp_path, "whole"), *flags)
+    assert whole.returncode == 0, whole.stderr
+    _kill_after_first_checkpoint([*_args(data_dir, tmp_path, "killed"), *flags],
+                                 tmp_path / "killed", 0.1)
+    resumed = run_experiment("improved", *_args(data_dir, tmp_path, "killed"), *flags, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, results = _results(tmp_path, "whole"), _results(tmp_path, "killed")
+    assert results["weights_digest"] == expected["weights_digest"]
+    for key in ("best_epoch", "epochs_run", "stopped_early", "test_accuracy",
+                "test_accuracy_single_view"):
+        assert results[key] == expected[key], key
+    if "--early-stopping-min-delta" in flags:
+        assert results["stopped_early"] and results["best_epoch"] == 1

@@ -96,3 +96,66 @@ def test_bfloat16_training_learns(splits, tmp_path):
     results = finish(run)
     assert run.parts.model.hidden[0].kernel.dtype == tf.float32
     assert results["history"][-1]["data_loss"] < results["history"][0]["data_loss"]
+
+
+def test_early_stopping_triggers_and_restores_the_best_epochs_weights(splits, tmp_path):
+    from mlp.training import weights_digest
+
+    # min_delta 10: no epoch after the first counts as an improvement, so with patience 2 the run
+    # stops after epoch 3 and its best epoch is 1.
+    config = dataclasses.replace(SMALL, epochs=10, early_stopping=True, early_stopping_patience=2,
+                                 early_stopping_min_delta=10.0)
+    run = assemble(config, tmp_path / "run", splits=splits, out=io.StringIO())
+
+    class Digests:
+        digests = []
+
+        def end_of_epoch(self, epoch, record):
+            self.digests.append(weights_digest(run.parts.model))
+
+        def resumed(self, history):
+            pass
+
+    run.controller.records.append(Digests())
+    results = finish(run)
+    assert results["stopped_early"] and results["epochs_run"] == 3
+    assert results["best_epoch"] == 1
+    assert results["weights_digest"] == Digests.digests[0] != Digests.digests[-1]
+
+
+def _one_step_update(l2, optimizer, images, labels):
+    model = MLP(hidden_sizes=(5,), batch_norm=False, dropout=0.0, input_size=6, seed=2)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with tf.GradientTape() as tape:
+        data_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels, model(images, training=True)))
+    data_gradients = [g.numpy() for g in tape.gradient(data_loss, model.trainable_variables)]
+    trainer = Trainer(model, optimizer, l2=l2)
+    trainer.train_loop(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()),
+                       tf.constant(1))
+    return model, before, data_gradients
+
+
+def test_the_training_gradient_is_the_data_gradient_plus_2_l2_w():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((8, 6)), tf.float32)
+    labels = tf.constant(rng.integers(0, 10, 8), tf.int32)
+    l2 = 0.05
+    model, before, data_gradients = _one_step_update(l2, keras.optimizers.SGD(1.0), images, labels)
+    kernels = {id(k) for k in model.kernels}
+    for variable, old, gradient in zip(model.trainable_variables, before, data_gradients):
+        expected = gradient + (2 * l2 * old if id(variable) in kernels else 0)
+        np.testing.assert_allclose(old - variable.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_trainer_scales_the_loss_for_a_loss_scale_optimizer():
+    # The optimizer divides the gradients by the scale: the step is the true gradient step only
+    # if the trainer multiplied the loss by it first.
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.random((8, 6)), tf.float32)
+    labels = tf.constant(rng.integers(0, 10, 8), tf.int32)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0),
+                                                    initial_scale=2.0 ** 12)
+    model, before, data_gradients = _one_step_update(0.0, optimizer, images, labels)
+    for variable, old, gradient in zip(model.trainable_variables, before, data_gradients):
+        np.testing.assert_allclose(old - variable.numpy(), gradient, rtol=1e-4, atol=1e-6)
