@@ -44,12 +44,25 @@ def test_dense_matches_keras_dense():
 
 @pytest.mark.parametrize("initializer,fan_in,fan_out", [("he_normal", 400, 300),
                                                         ("glorot_uniform", 400, 300)])
-def test_initializers_have_keras_statistics(initializer, fan_in, fan_out):
+def test_initializers_have_keras_distribution(initializer, fan_in, fan_out):
     ours = initial_kernel((fan_in, fan_out), initializer, seed=(0, 0)).numpy()
     reference = keras.initializers.get(initializer)((fan_in, fan_out)).numpy()
     assert ours.std() == pytest.approx(reference.std(), rel=0.03)
-    assert np.abs(ours).max() <= np.abs(reference).max() * 1.05
-    assert abs(ours.mean()) < 0.01 * ours.std() * 10
+    assert abs(ours.mean()) < 0.1 * ours.std()
+    # The shape of the distribution, not only its scale: the quantiles agree within 5% of a std.
+    assert _quantile_gap(ours, reference) < 0.05
+    # ...which a draw of another shape with the same std fails (the check can fail).
+    other = np.random.default_rng(0).standard_normal(ours.size)
+    if initializer == "he_normal":
+        other = np.random.default_rng(0).uniform(-1, 1, ours.size)
+    other *= ours.std() / other.std()
+    assert _quantile_gap(other, reference) > 0.1
+
+
+def _quantile_gap(sample, reference):
+    """The largest gap between the samples' quantiles, in units of the reference's std."""
+    q = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99]
+    return np.max(np.abs(np.quantile(sample, q) - np.quantile(reference, q))) / reference.std()
 
 
 def _batch_norms(width, rng):
@@ -150,12 +163,22 @@ def test_dropout_rejects_rate_outside_unit_interval():
             Dropout(rate)
 
 
-@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16])
-def test_mixed_precision_keeps_float32_variables_and_logits(dtype):
-    model = MLP(hidden_sizes=(16, 8), compute_dtype=dtype, input_size=12)
-    logits = model(tf.random.normal([5, 12]), training=True, step=0)
+# Largest error of the logits against float32, relative to |logit| + 1: about twice the worst seen
+# over 20 seeds (bfloat16 0.020, float16 0.0022); float32 against itself is exact.
+MIXED_TOLERANCE = {tf.bfloat16: 0.04, tf.float16: 0.005, tf.float32: 0.0}
+
+
+@pytest.mark.parametrize("dtype", [tf.bfloat16, tf.float16, tf.float32])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_mixed_precision_keeps_float32_variables_and_logits(dtype, seed):
+    model = MLP(hidden_sizes=(16, 8), compute_dtype=dtype, input_size=12, seed=seed)
+    # Like with like: the same weights and statistics (same seed, nothing trained yet), the same
+    # inputs, the same (inference) mode.
+    reference = MLP(hidden_sizes=(16, 8), input_size=12, seed=seed)
+    x = tf.random.stateless_normal([64, 12], seed=(seed, 1))
+    tolerance = MIXED_TOLERANCE[dtype]
+    np.testing.assert_allclose(model(x, False), reference(x, False), rtol=tolerance,
+                               atol=tolerance)
+    logits = model(x, training=True, step=0)
     assert logits.dtype == tf.float32
     assert all(v.dtype == tf.float32 for v in model.variables)
-    reference = MLP(hidden_sizes=(16, 8), input_size=12)
-    x = tf.random.normal([5, 12])
-    np.testing.assert_allclose(model(x, False), reference(x, False), rtol=0.1, atol=0.1)
