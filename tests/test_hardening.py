@@ -5,6 +5,8 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlp.config import Config, ConfigError
 from tests.conftest import SMALL_RUN_FLAGS, run_experiment
@@ -227,3 +229,52 @@ def test_signals_at_any_moment_end_the_run_promptly_and_cleanly(small_data, tmp_
     i = stopped[-1][0]
     resumed = run_experiment("improved", *flags, "--run-name", f"run{i}", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+# -- any command line, any bytes ------------------------------------------------------------------
+
+FLAG_VALUES = {
+    "--epochs": ["1", "0", "-3", "x"], "--batch-size": ["50", "0", "big"],
+    "--dropout": ["0.1", "1.5", "nan"], "--precision": ["float32", "fp8", "mixed_bfloat16"],
+    "--hidden-sizes": [["16", "8"], ["0"], ["-1"]], "--learning-rate": ["1e-3", "inf", "abc"],
+    "--seed": ["0", "-1", "99999999999"], "--strategy": ["one_device", "bogus", "mirrored"],
+    "--cpu-devices": ["2", "-1"], "--validation-size": ["100", "100000", "0"],
+    "--train-subset": ["0", "5", "-2"], "--run-name": ["ok", "../bad", ""],
+    "--l2": ["0", "-1"], "--lr-schedule": ["cosine", "linear"], "--warmup-epochs": ["0.5", "9"],
+}
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(flags=st.dictionaries(st.sampled_from(sorted(FLAG_VALUES)), st.integers(0, 2),
+                             max_size=4),
+       resume=st.booleans(),
+       damage=st.sampled_from(["none", "data", "config", "results"]),
+       garbage=st.binary(min_size=0, max_size=300))
+def test_any_flags_and_any_bytes_give_exit_0_1_or_2_and_never_a_traceback(
+        flags, resume, damage, garbage, small_data, tmp_path_factory):
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    data_dir = tmp / "data"
+    shutil.copytree(small_data, data_dir)
+    if damage == "data":
+        (data_dir / "train-labels-idx1-ubyte.gz").write_bytes(garbage)
+    args = ["--data-dir", data_dir, "--logdir", tmp / "logs", "--epochs", "1", *SMALL_RUN_FLAGS]
+    for flag, choice in flags.items():
+        value = FLAG_VALUES[flag][choice % len(FLAG_VALUES[flag])]
+        args += [flag, *([value] if isinstance(value, str) else value)]
+    if "--run-name" not in flags:
+        args += ["--run-name", "fuzz"]
+    if damage in ("config", "results"):
+        run_dir = tmp / "logs" / "fuzz"
+        run_dir.mkdir(parents=True)
+        saved = Config(data_dir=str(data_dir), verify_checksums=False, validation_size=100,
+                       batch_size=50, epochs=1, histograms=False).to_dict()
+        (run_dir / "config.json").write_text(json.dumps(saved))
+        (run_dir / f"{damage}.json").write_bytes(garbage)
+    done = run_experiment("improved", *args, *(["--resume"] if resume else []), timeout=120)
+    assert done.returncode in (0, 1, 2), (args, done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, (args, done.stderr[-3000:])
+    if done.returncode:
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("python -m experiments.improved: "), (args, last)
