@@ -190,7 +190,7 @@ def main(argv=None):
 
 def _run_study(args, parser, plan, study_dir, overrides, guard):
     from mlp import data as data_lib
-    from mlp.cli import execute, prepare_run_dir, read_json
+    from mlp.cli import execute, prepare_run_dir, read_json, remove_leftovers
     from mlp.config import ConfigError, check_writable_dir
     from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text
 
@@ -208,6 +208,7 @@ def _run_study(args, parser, plan, study_dir, overrides, guard):
                 # Lock first, then look: what another worker finished meanwhile is not redone.
                 check_writable_dir(run_dir, "logdir")
                 lock = RunLock(run_dir)
+                remove_leftovers(run_dir)
             # As `--resume` of an experiment: a saved config must be the planned one.
             exists = (run_dir / "config.json").exists()
             config, run_dir, finished = prepare_run_dir(

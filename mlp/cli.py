@@ -7,9 +7,10 @@ after saving a checkpoint.
 """
 
 import argparse
-import os
 import dataclasses
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -125,9 +126,18 @@ def claim(config, run_dir, resume, role):
         lock = RunLock(run_dir)
     except RunInUse as e:
         raise ConfigError(str(e)) from None
+    remove_leftovers(run_dir)
     if not resume:
         atomic_write_json(run_dir / "config.json", config.to_dict())
     return lock
+
+
+def remove_leftovers(run_dir):
+    """Temporary files a killed process left in the run directory (half-written JSON, a
+    checkpoint's unfinished temporary shards). Only call it holding the run's lock."""
+    leftovers = [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob("*_temp*")]
+    for path in leftovers:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def execute(name, config, run_dir, resume=False, role=WorkerRole(), strategy=None, splits=None,

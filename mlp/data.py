@@ -15,6 +15,7 @@ import os
 import shutil
 import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,15 @@ FILES = {
 }
 EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+# HTTPS first; the dataset's own S3 website endpoint speaks plain HTTP only, so it comes last (every
+# file is checked against its SHA-256 whichever way it came).
 MIRRORS = (
     "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    "https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
+# The most an IDX file read without its published checksum may decompress to (other datasets).
+UNVERIFIED_LIMIT = 256 * 2**20
 HOW_TO_GET = ("get the data with 'apt-get install dataset-fashion-mnist' (Debian), or put the four "
               "IDX files in a directory and pass --data-dir DIR or set FASHION_MNIST_DIR")
 
@@ -61,17 +67,23 @@ def cache_dir():
 # IDX files
 
 
-def _read_bytes(path):
+def _read_bytes(path, limit):
+    """The file's content, gunzipped if it is gzipped; never more than `limit` bytes are read or
+    decompressed, so a broken or hostile file cannot exhaust memory before it is checked."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            stream = gzip.open(raw, "rb") if gzipped else raw
+            content = stream.read(limit + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{path}: cannot read ({e}); delete it and {HOW_TO_GET}") from None
+    if len(content) > limit:
+        raise DataError(f"{path}: {'decompresses to' if gzipped else 'holds'} more than {limit} "
+                        f"bytes, more than the file can be; it is damaged or not {path.name}; "
+                        f"delete it and {HOW_TO_GET}")
+    return content
 
 
 def parse_idx(content, name="IDX data"):
@@ -117,7 +129,7 @@ def _find_file(directory, stem):
 def read_file(path, key, verify_checksum=True):
     """Read and validate one of the four files (`key` is a key of FILES)."""
     stem, sha256, size = FILES[key]
-    content = _read_bytes(path)
+    content = _read_bytes(path, size if verify_checksum else UNVERIFIED_LIMIT)
     if verify_checksum:
         digest = hashlib.sha256(content).hexdigest()
         if digest != sha256:
@@ -150,10 +162,24 @@ def download(target, mirrors=MIRRORS):
     or partial download never sits in the cache. Returns `target`; raises DataError when every
     mirror fails, with what each said.
     """
-    import keras  # the download helper only; imported here so reading local data never needs it
+    from mlp.io import RunInUse, RunLock
 
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(target)
+    except RunInUse:
+        raise DataError(f"another process is downloading into {target}; wait for it") from None
+    with lock:
+        # Staging directories of a download that was killed: nobody else is downloading now.
+        for stale in target.glob(".download-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        return _download(target, mirrors)
+
+
+def _download(target, mirrors):
+    import keras  # the download helper only; imported here so reading local data never needs it
+
     errors = []
     for key, (stem, _, _) in FILES.items():
         final = target / f"{stem}.gz"

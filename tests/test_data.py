@@ -173,7 +173,8 @@ def test_download_from_a_mirror_verifies_and_fills_the_cache(mirror, isolated_ca
     assert found == isolated_cache
     for stem, _, _ in data_lib.FILES.values():
         assert (found / f"{stem}.gz").read_bytes() == (served / f"{stem}.gz").read_bytes()
-    assert not [p for p in found.iterdir() if p.name.startswith(".")]  # no staging left behind
+    # no staging left behind (the lock file stays: it is how downloads take turns)
+    assert [p.name for p in found.iterdir() if p.name.startswith(".")] == [".lock"]
 
 
 def test_corrupted_download_never_lands_in_the_cache(mirror, isolated_cache, monkeypatch):
@@ -185,7 +186,7 @@ def test_corrupted_download_never_lands_in_the_cache(mirror, isolated_cache, mon
     with pytest.raises(data_lib.DataError, match="t10k-images-idx3-ubyte.*checksum mismatch"):
         data_lib.locate(mirrors=(url,))
     assert not (isolated_cache / "t10k-images-idx3-ubyte.gz").exists()
-    assert not [p for p in isolated_cache.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in isolated_cache.iterdir() if p.name.startswith(".")] == [".lock"]
 
 
 def _batches(dataset, count):
@@ -241,3 +242,46 @@ def test_real_data_passes_every_check():
     assert len(splits.train_labels) == 55_000 and len(splits.validation_labels) == 5_000
     assert len(splits.test_labels) == 10_000
     assert np.bincount(splits.test_labels).tolist() == [1000] * 10
+
+
+def test_a_decompression_bomb_is_stopped_at_the_files_known_size(tmp_path, monkeypatch):
+    # A label file whose header is right but which inflates to 200 MB: reading stops at the
+    # published file's size (60,008 bytes) instead of filling memory.
+    bomb = tmp_path / "train-labels-idx1-ubyte.gz"
+    with gzip.open(bomb, "wb") as f:
+        f.write(data_lib.encode_idx(np.zeros(60_000, np.uint8))[:8])
+        for _ in range(200):
+            f.write(bytes(2**20))
+    with pytest.raises(data_lib.DataError, match="decompresses to more than 60008 bytes"):
+        data_lib.read_file(bomb, "train_labels")
+    # Without the published checksum the bound is UNVERIFIED_LIMIT (256 MiB; 1 MiB here).
+    monkeypatch.setattr(data_lib, "UNVERIFIED_LIMIT", 2**20)
+    with pytest.raises(data_lib.DataError, match=f"more than {2**20} bytes"):
+        data_lib.read_file(bomb, "train_labels", verify_checksum=False)
+
+
+def test_https_mirrors_come_first():
+    schemes = [url.split(":")[0] for url in data_lib.MIRRORS]
+    assert schemes == sorted(schemes, key=lambda s: s != "https") and schemes[0] == "https"
+
+
+def test_a_killed_downloads_staging_is_removed_by_the_next(mirror, isolated_cache, monkeypatch):
+    served, url = mirror
+    _publish_small_files_as_real(served, monkeypatch)
+    monkeypatch.setattr(data_lib, "DEBIAN_DIR", isolated_cache.parent / "no-debian")
+    stale = isolated_cache / ".download-killed"
+    stale.mkdir(parents=True)
+    (stale / "train-images-idx3-ubyte.gz").write_bytes(b"half a file")
+    data_lib.locate(mirrors=(url,))
+    assert not stale.exists()
+
+
+def test_two_downloads_into_one_cache_take_turns(mirror, isolated_cache, monkeypatch):
+    from mlp.io import RunLock
+
+    served, url = mirror
+    _publish_small_files_as_real(served, monkeypatch)
+    isolated_cache.mkdir(parents=True)
+    with RunLock(isolated_cache):
+        with pytest.raises(data_lib.DataError, match="another process is downloading"):
+            data_lib.download(isolated_cache, (url,))

@@ -73,3 +73,19 @@ def test_recipes_do_not_take_the_library_defaults(module):
     source = Path(module.__file__).read_text()
     for name in RECIPE_FIELDS:
         assert f"    {name}=" in source, f"{module.__name__} does not state {name}"
+
+
+def test_leftovers_of_a_killed_process_are_removed_when_the_run_is_continued(small_data, tmp_path):
+    args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "left", "--epochs", 1,
+            *SMALL_RUN_FLAGS]
+    assert run_experiment("improved", *args).returncode == 0
+    run_dir = tmp_path / "left"
+    (run_dir / "results.json").unlink()
+    half_written = run_dir / ".results.json.x1y2.tmp"
+    half_written.write_text('{"test_acc')
+    shards = run_dir / "checkpoints" / "ckpt-99_temp"
+    shards.mkdir()
+    (shards / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
+    assert run_experiment("improved", *args, "--resume").returncode == 0
+    assert not half_written.exists() and not shards.exists()
+    assert (run_dir / "results.json").exists()
