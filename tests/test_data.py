@@ -252,8 +252,23 @@ def test_a_decompression_bomb_is_stopped_at_the_files_known_size(tmp_path, monke
         f.write(data_lib.encode_idx(np.zeros(60_000, np.uint8))[:8])
         for _ in range(200):
             f.write(bytes(2**20))
+    decompressed = []
+    real_open = gzip.open
+
+    class Counting:
+        def __init__(self, *args, **kwargs):
+            self.stream = real_open(*args, **kwargs)
+
+        def read(self, size=-1):
+            content = self.stream.read(size)
+            decompressed.append(len(content))
+            return content
+
+    monkeypatch.setattr(data_lib.gzip, "open", Counting)
     with pytest.raises(data_lib.DataError, match="decompresses to more than 60008 bytes"):
         data_lib.read_file(bomb, "train_labels")
+    assert sum(decompressed) <= 60_009  # it stopped there, not at 200 MB
+    monkeypatch.setattr(data_lib.gzip, "open", real_open)
     # Without the published checksum the bound is UNVERIFIED_LIMIT (256 MiB; 1 MiB here).
     monkeypatch.setattr(data_lib, "UNVERIFIED_LIMIT", 2**20)
     with pytest.raises(data_lib.DataError, match=f"more than {2**20} bytes"):
