@@ -190,9 +190,9 @@ def main(argv=None):
 
 def _run_study(args, parser, plan, study_dir, overrides, guard):
     from mlp import data as data_lib
-    from mlp.cli import execute, prepare_run_dir, read_json, remove_leftovers
+    from mlp.cli import execute, prepare_run_dir, remove_leftovers
     from mlp.config import ConfigError, check_writable_dir
-    from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text
+    from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text, read_json
 
     splits = None
     started = time.perf_counter()

@@ -1,16 +1,18 @@
-"""Speed of our training loop against Keras model.fit and against the matrix-product floor.
+"""Speed of our training loop against Keras model.fit and against the floor it is judged by.
 
-In one process, on the real data, the same architecture (the improved recipe) and batch size:
-  (a) our loop in each precision,
-  (b) Keras model.fit on the identical architecture, with default settings and with
-      steps_per_execution tuned,
-  (c) the matrix products of an epoch alone (forward and backward), float32 and bfloat16.
+In one process, on the real data, for each setting (a model's widths and a batch size):
+  (a) our loop in each precision (and strategy),
+  (b) Keras model.fit on the identical architecture, with steps_per_execution tuned (and, with
+      --keras-default, with its default),
+  (c) the floor: the epoch's matrix products (forward and backward) plus one fused Adam update of
+      every variable per step, the least a training step with Adam must do; and the matrix
+      products alone, in float32 and bfloat16.
 They are timed in rounds, one epoch of each contender per round, so that a slow spell of the
 machine hits them all alike; the first round (tracing, caches) is not counted, and the median of
-the other --repeats rounds is reported. Prints a table with ratios, writes benchmark.json, and reports
-peak resident memory after each phase.
+the other --repeats rounds is reported. Prints a table per setting with each contender's ratio
+to its floor and to Keras, writes benchmark.json, and reports peak resident memory.
 
-    python -m experiments.benchmark [--help]
+    python -m experiments.benchmark [--sweep] [--help]
 """
 
 import argparse
@@ -25,14 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def cpu_model():
-    """The CPU's model name, as lscpu shows it (figures are only comparable on one machine)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+    from mlp.precision import cpu_model as model_name
+
+    return model_name()
 
 
 def peak_rss_mb():
@@ -112,11 +109,15 @@ class KerasFit:
 
 
 class MatmulFloor:
-    """The forward and backward matrix products of one epoch, nothing else."""
+    """The forward and backward matrix products of one epoch, nothing else; with `adam`, also one
+    fused Adam update (ResourceApplyAdam) of every trainable variable of the model per step: the
+    floor a training step with Adam can approach."""
 
-    def __init__(self, config, num_examples, dtype):
+    def __init__(self, config, num_examples, dtype, adam=False):
         import numpy as np
         import tensorflow as tf
+
+        from mlp.model import MLP
 
         sizes = [784, *config.hidden_sizes, 10]
         batch = config.batch_size
@@ -125,6 +126,10 @@ class MatmulFloor:
         kernels = [tf.constant(rng.normal(size=(a, b)), dtype) for a, b in zip(sizes[:-1], sizes[1:])]
         inputs = [tf.constant(rng.normal(size=(batch, a)), dtype) for a in sizes[:-1]]
         grads = [tf.constant(rng.normal(size=(batch, b)), dtype) for b in sizes[1:]]
+        variables = MLP.from_config(config).trainable_variables if adam else []
+        slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in variables]
+        updates = [tf.constant(rng.normal(size=v.shape) * 1e-3, tf.float32) for v in variables]
+        scalar = lambda x: tf.constant(x, tf.float32)  # noqa: E731
 
         @tf.function
         def epoch():
@@ -136,6 +141,11 @@ class MatmulFloor:
                     if i > 0:                                                     # input grad
                         parts.append(tf.matmul(dy, kernel, transpose_b=True)[0, 0])
                     total = total + tf.add_n(parts) * 0
+                for variable, (m, v), update in zip(variables, slots, updates):
+                    tf.raw_ops.ResourceApplyAdam(
+                        var=variable.handle, m=m.handle, v=v.handle, beta1_power=scalar(0.9),
+                        beta2_power=scalar(0.999), lr=scalar(1e-3), beta1=scalar(0.9),
+                        beta2=scalar(0.999), epsilon=scalar(1e-7), grad=update + tf.cast(total, tf.float32))
             return total
 
         self.function = epoch
@@ -146,17 +156,33 @@ class MatmulFloor:
         return time.perf_counter() - started
 
 
+FLOOR = "floor: matrix products + one Adam pass"
+
+
+WIDTHS = ("improved", "best")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed epochs per measurement, after one warm-up epoch (default: 5)")
-    parser.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128],
+                        help="batch sizes to time, each a setting of its own (default: 128)")
+    parser.add_argument("--widths", nargs="+", default=["improved"], choices=WIDTHS,
+                        help="whose model to time: the improved recipe's (512-256-50) or best's "
+                             "(1024-512-256, dropout on all three); each a setting of its own "
+                             "(default: improved)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="how the cost grows with the work: --batch-sizes 32 128 512 "
+                             "--widths improved best, float32 against the floor and Keras fit")
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
                         choices=["float32", "mixed_bfloat16", "mixed_float16"],
                         help="precisions of our loop to time (default: float32 mixed_bfloat16)")
     parser.add_argument("--steps-per-execution", type=int, default=64,
                         help="the tuned model.fit setting (default: 64)")
+    parser.add_argument("--keras-default", action="store_true",
+                        help="also time model.fit with its default steps_per_execution (1)")
     parser.add_argument("--strategies", nargs="+", default=["one_device"],
                         choices=["one_device", "mirrored"],
                         help="strategies of our loop to time, each in every precision (default: "
@@ -171,8 +197,10 @@ def main(argv=None):
                         help="benchmark.json goes to <logdir>/benchmark-<timestamp>/ (default: "
                              "tensorboard_logs)")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.batch_size < 1 or args.steps_per_execution < 1:
-        parser.error("--repeats, --batch-size and --steps-per-execution must be positive")
+    if args.sweep:
+        args.batch_sizes, args.widths, args.precisions = [32, 128, 512], list(WIDTHS), ["float32"]
+    if args.repeats < 1 or min(args.batch_sizes) < 1 or args.steps_per_execution < 1:
+        parser.error("--repeats, --batch-sizes and --steps-per-execution must be positive")
 
     from mlp.distribute import make_strategy, split_cpu
 
@@ -181,7 +209,8 @@ def main(argv=None):
     split_cpu(cpu_devices)  # before TensorFlow starts
     import tensorflow as tf
 
-    from experiments.improved import CONFIG
+    from experiments.best import CONFIG as BEST
+    from experiments.improved import CONFIG as IMPROVED
     from mlp.cli import ToolError, output_dir_and_data
 
     try:
@@ -189,67 +218,87 @@ def main(argv=None):
     except ToolError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return e.exit_code
-    config = dataclasses.replace(CONFIG, batch_size=args.batch_size, epochs=args.repeats + 1,
-                                 lr_schedule="constant", early_stopping=False, histograms=False,
-                                 data_dir=args.data_dir)
     n = len(splits.train_labels)
-    rows = {}
-
-    contenders = {}
-    for strategy_name in args.strategies:
-        strategy = make_strategy(strategy_name)
-        where = ("" if strategy_name == "one_device"
-                 else f" {strategy_name} x{strategy.num_replicas_in_sync}")
-        for precision in args.precisions:
-            contenders[f"ours {precision}{where}"] = OurLoop(
-                dataclasses.replace(config, precision=precision, strategy=strategy_name),
-                splits, strategy)
-    contenders["matmul floor float32"] = MatmulFloor(config, n, tf.float32)
-    contenders["matmul floor bfloat16"] = MatmulFloor(config, n, tf.bfloat16)
-    if not args.skip_keras:
-        contenders["keras fit"] = KerasFit(config, splits, 1)
-        contenders[f"keras fit spe={args.steps_per_execution}"] = KerasFit(
-            config, splits, args.steps_per_execution)
-    print(f"benchmark: {n} images, batch {args.batch_size}; {args.repeats} rounds after a warm-up "
-          f"round, each round one epoch of every contender in turn; TensorFlow {tf.__version__}; "
-          f"{cpu_model()}; CPU split into {max(cpu_devices, 1)} logical device(s)", flush=True)
-    seconds = {name: [] for name in contenders}
+    models = {"improved": IMPROVED, "best": dataclasses.replace(
+        IMPROVED, hidden_sizes=BEST.hidden_sizes, dropout=BEST.dropout,
+        dropout_layers=BEST.dropout_layers, l2=BEST.l2)}
+    settings = [(widths, batch) for widths in args.widths for batch in args.batch_sizes]
+    contenders = {}  # (setting, name) -> contender
+    for widths, batch in settings:
+        config = dataclasses.replace(models[widths], batch_size=batch, epochs=args.repeats + 1,
+                                     lr_schedule="constant", early_stopping=False,
+                                     histograms=False, data_dir=args.data_dir)
+        setting = (widths, batch)
+        for strategy_name in args.strategies:
+            strategy = make_strategy(strategy_name)
+            where = ("" if strategy_name == "one_device"
+                     else f" {strategy_name} x{strategy.num_replicas_in_sync}")
+            for precision in args.precisions:
+                contenders[setting, f"ours {precision}{where}"] = OurLoop(
+                    dataclasses.replace(config, precision=precision, strategy=strategy_name),
+                    splits, strategy)
+        contenders[setting, FLOOR] = MatmulFloor(config, n, tf.float32, adam=True)
+        contenders[setting, "matmul floor float32"] = MatmulFloor(config, n, tf.float32)
+        if "mixed_bfloat16" in args.precisions:
+            contenders[setting, "matmul floor bfloat16"] = MatmulFloor(config, n, tf.bfloat16)
+        if not args.skip_keras:
+            if args.keras_default:
+                contenders[setting, "keras fit"] = KerasFit(config, splits, 1)
+            contenders[setting, f"keras fit spe={args.steps_per_execution}"] = KerasFit(
+                config, splits, args.steps_per_execution)
+    print(f"benchmark: {n} images; {args.repeats} rounds after a warm-up round, each round one "
+          f"epoch of every contender in turn; TensorFlow {tf.__version__}; {cpu_model()}; CPU "
+          f"split into {max(cpu_devices, 1)} logical device(s)", flush=True)
+    seconds = {key: [] for key in contenders}
     peak = {}
     for round_number in range(args.repeats + 1):
-        for name, contender in contenders.items():
-            seconds[name].append(contender.epoch())
-            peak[name] = max(peak.get(name, 0), peak_rss_mb())
+        for key, contender in contenders.items():
+            seconds[key].append(contender.epoch())
+            peak[key] = max(peak.get(key, 0), peak_rss_mb())
         print(f"  round {round_number}{' (warm-up)' if round_number == 0 else ''}: " + ", ".join(
-            f"{name} {seconds[name][-1]:.2f}s" for name in contenders), flush=True)
-    for name, contender in contenders.items():
-        timed = seconds[name][1:]
-        rows[name] = {"epoch_seconds": timed, "median_epoch_seconds": statistics.median(timed),
-                      "samples_per_second": n / statistics.median(timed),
-                      "peak_rss_mb_so_far": peak[name]}
+            f"{name} [{w} b{b}] {seconds[(w, b), name][-1]:.2f}s"
+            for (w, b), name in contenders), flush=True)
+    rows = {}
+    for key, contender in contenders.items():
+        timed = seconds[key][1:]
+        row = {"epoch_seconds": timed, "median_epoch_seconds": statistics.median(timed),
+               "samples_per_second": n / statistics.median(timed),
+               "peak_rss_mb_so_far": peak[key]}
         if hasattr(contender, "test_accuracy"):
-            rows[name]["test_accuracy"] = contender.test_accuracy()
-            rows[name]["epochs_trained"] = args.repeats + 1
+            row["test_accuracy"] = contender.test_accuracy()
+            row["epochs_trained"] = args.repeats + 1
+        rows[key] = row
 
-    reference = rows.get(f"keras fit spe={args.steps_per_execution}")
-    ours32 = rows.get("ours float32")
-    floor = rows["matmul floor float32"]
-    lines = ["| what | s/epoch | samples/s | vs keras fit spe | vs our float32 | vs float32 floor "
-             "| test acc | process peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
-    for name, m in rows.items():
-        s = m["median_epoch_seconds"]
-        ratio = lambda other: f"{other['median_epoch_seconds'] / s:.2f}x" if other else "-"
-        accuracy = f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-"
-        lines.append(f"| {name} | {s:.3f} | {m['samples_per_second']:,.0f} | {ratio(reference)} | "
-                     f"{ratio(ours32)} | {s / floor['median_epoch_seconds']:.2f} | {accuracy} | "
-                     f"{m['peak_rss_mb_so_far']:,.0f} |")
-    table = "\n".join(lines)
-    print("\nratios: how many times faster than the column's reference (higher is faster); "
-          "'vs float32 floor' is this row's time over the matrix products' time\n" + table)
+    tables = []
+    keras_name = f"keras fit spe={args.steps_per_execution}"
+    for widths, batch in settings:
+        setting = (widths, batch)
+        sizes = "-".join(map(str, models[widths].hidden_sizes))
+        floor = rows[setting, FLOOR]["median_epoch_seconds"]
+        keras = rows.get((setting, keras_name))
+        lines = [f"{widths} widths ({sizes}), batch {batch}:", "",
+                 "| what | s/epoch | samples/s | x floor | vs keras fit spe | test acc | "
+                 "process peak RSS MB |", "|---|---|---|---|---|---|---|"]
+        for (row_setting, name), m in rows.items():
+            if row_setting != setting:
+                continue
+            s = m["median_epoch_seconds"]
+            versus = f"{keras['median_epoch_seconds'] / s:.2f}x" if keras else "-"
+            accuracy = f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-"
+            lines.append(f"| {name} | {s:.3f} | {m['samples_per_second']:,.0f} | {s / floor:.2f} "
+                         f"| {versus} | {accuracy} | {m['peak_rss_mb_so_far']:,.0f} |")
+        tables.append("\n".join(lines))
+    table = "\n\n".join(tables)
+    print("\n'x floor': this row's time over the floor's (matrix products + one Adam pass, timed "
+          "in the same rounds); 'vs keras fit spe': how many times faster than model.fit with "
+          "steps_per_execution (higher is faster)\n\n" + table)
     from mlp.io import atomic_write_json
     atomic_write_json(out_dir / "benchmark.json", {
-        "batch_size": args.batch_size, "repeats": args.repeats, "examples": n,
-        "tensorflow": tf.__version__, "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
-        "cpu_devices": cpu_devices, "rows": rows, "table": table})
+        "repeats": args.repeats, "examples": n, "tensorflow": tf.__version__,
+        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "cpu_devices": cpu_devices,
+        "rows": [{"widths": w, "batch_size": b, "what": name, **m} for (w, b), name in rows
+                 for m in [rows[(w, b), name]]],
+        "table": table})
     print(f"\nwrote {out_dir / 'benchmark.json'}")
     return 0
 

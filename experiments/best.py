@@ -41,7 +41,7 @@ CONFIG = recipe(
     augment_erase=0.0,
     ema_decay=0.0,
     test_time_flip=True,
-    precision="mixed_bfloat16",
+    precision="auto",
 )
 
 

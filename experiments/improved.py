@@ -39,7 +39,7 @@ CONFIG = recipe(
     augment_erase=0.0,
     ema_decay=0.0,
     test_time_flip=False,
-    precision="float32",
+    precision="auto",
 )
 
 

@@ -17,7 +17,7 @@ from mlp.config import ConfigError
 from mlp.evaluation import Evaluator
 from mlp.model import MLP
 from mlp.optim import make_optimizer
-from mlp.precision import COMPUTE_DTYPES, resolve
+from mlp.precision import COMPUTE_DTYPES, probe_model, resolve
 from mlp.schedules import cosine_with_warmup
 from mlp.training import Trainer
 
@@ -29,6 +29,7 @@ class Parts:
     config: object
     strategy: tf.distribute.Strategy
     precision: str
+    precision_probe: object  # {precision: seconds per step} when `auto` measured, else None
     splits: data_lib.Splits
     train_images: object
     train_labels: object
@@ -63,12 +64,18 @@ class Parts:
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def build(config, strategy=None, splits=None):
+def build(config, strategy=None, splits=None, precision=None):
     """The parts of a run of `config` under `strategy` (default: the current one), on `splits`
-    (default: loaded as the config says). Raises ConfigError when the global batch cannot be
-    split over the replicas, and mlp.data.DataError for bad data."""
+    (default: loaded as the config says), in `precision` (default: config.precision, where
+    `auto` probes this machine; see mlp/precision.py). Raises ConfigError when the global batch
+    cannot be split over the replicas, and mlp.data.DataError for bad data."""
     strategy = strategy or tf.distribute.get_strategy()
-    precision = resolve(config.precision)
+    probe = None
+    if precision is None:
+        # Workers of a multi-worker run could measure differently; they share float32 on CPUs.
+        probe_fn = (None if config.strategy == "multi_worker" else
+                    probe_model(config, str(data_lib.cache_dir() / "precision-probe.json")))
+        precision, probe = resolve(config.precision, probe=probe_fn)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
@@ -96,7 +103,8 @@ def build(config, strategy=None, splits=None):
                           schedule=schedule, ema_decay=config.ema_decay, strategy=strategy)
         evaluator = Evaluator(model, l2=config.l2, test_time_flip=config.test_time_flip,
                               strategy=strategy)
-    return Parts(config=config, strategy=strategy, precision=precision, splits=splits,
+    return Parts(config=config, strategy=strategy, precision=precision, precision_probe=probe,
+                 splits=splits,
                  train_images=train_images, train_labels=train_labels,
                  steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
                  schedule=schedule, trainer=trainer, evaluator=evaluator)

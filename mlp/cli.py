@@ -8,7 +8,6 @@ after saving a checkpoint.
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from mlp.config import Config, ConfigError, add_arguments, check_writable_dir, from_arguments
 from mlp.distribute import StrategyError, WorkerRole, worker_role
-from mlp.io import RunInUse, RunLock, atomic_write_json
+from mlp.io import RunInUse, RunLock, atomic_write_json, read_json
 from mlp.signals import Interrupted, SignalGuard
 
 
@@ -80,15 +79,6 @@ def prepare_run_dir(name, config, resume, explicit, role=WorkerRole()):
     merged["logdir"] = config.logdir
     return (Config.from_dict(merged, run_dir / "config.json"), run_dir,
             (run_dir / "results.json").exists())
-
-
-def read_json(path):
-    """The JSON in `path`, or ConfigError naming the file (never a traceback)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read as JSON ({e}); restore it or start a new "
-                          "run") from None
 
 
 def finished_line(run_dir):

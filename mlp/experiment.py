@@ -13,7 +13,9 @@ from mlp.build import Parts, build
 from mlp.controller import (Checkpoints, Controller, EarlyStopping, EpochSummaries, PrintEpoch,
                             ReduceLROnPlateau, Validate)
 from mlp.distribute import WorkerRole
-from mlp.io import atomic_write_json
+from mlp.config import ConfigError
+from mlp.io import atomic_write_json, read_json
+from mlp.precision import COMPUTE_DTYPES
 from mlp.plateau import EarlyStopper, PlateauLRReducer
 from mlp.signals import SignalGuard
 
@@ -37,7 +39,18 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.
     from mlp.summaries import Summaries
 
     run_dir = Path(run_dir)
-    parts = build(config, strategy, splits)
+    chosen = run_dir / "precision.json"  # what `auto` chose for this run, kept across resumes
+    precision = None
+    if config.precision == "auto" and resume and chosen.exists():
+        recorded = read_json(chosen)
+        precision = recorded.get("precision") if isinstance(recorded, dict) else None
+        if precision not in COMPUTE_DTYPES:
+            raise ConfigError(f"{chosen}: names no precision; restore it, or delete it to "
+                              "measure again")
+    parts = build(config, strategy, splits, precision)
+    if config.precision == "auto" and role.is_chief and not chosen.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(chosen, {"precision": parts.precision, "probe": parts.precision_probe})
     with parts.strategy.scope():
         decisions = [Validate(parts.evaluator, parts.evaluation_batches(
             parts.splits.validation_images, parts.splits.validation_labels))]
@@ -103,8 +116,12 @@ def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, 
         run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint)
         guard.check("stopped before training (re)started, nothing new to save", resume_hint)
         parts = run.parts
+        chosen = ""
+        if parts.precision_probe:
+            chosen = " chosen by probe: " + ", ".join(
+                f"{p} {seconds * 1e3:.2f} ms" for p, seconds in parts.precision_probe.items())
         print(f"{'resuming' if run.resumed else 'training'} {name} -> {run.run_dir} "
-              f"({parts.precision}, {config.strategy} x{parts.replicas}, "
+              f"({parts.precision}{chosen}, {config.strategy} x{parts.replicas}, "
               f"{len(parts.train_labels)} training images, {parts.steps_per_epoch} steps per "
               "epoch)", file=out, flush=True)
         return finish(run)

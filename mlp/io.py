@@ -28,6 +28,17 @@ def _umask():
     return mask
 
 
+def read_json(path):
+    """The JSON in `path`, or ConfigError naming the file (never a traceback)."""
+    from mlp.config import ConfigError
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read as JSON ({e}); restore it or start a new "
+                          "run") from None
+
+
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

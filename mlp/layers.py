@@ -51,7 +51,8 @@ class Dense(tf.Module):
         self.bias = tf.Variable(tf.zeros([output_size]), name="bias")
 
     def __call__(self, x):
-        y = tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype)
+        # bias_add, not +: grappler's remapper fuses MatMul + BiasAdd (+ Relu) into one kernel.
+        y = tf.nn.bias_add(tf.matmul(x, tf.cast(self.kernel, x.dtype)), tf.cast(self.bias, x.dtype))
         return tf.nn.relu(y) if self.activation == "relu" else y
 
 

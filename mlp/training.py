@@ -12,8 +12,9 @@ import tensorflow as tf
 from mlp.regularization import l2_penalty
 
 NUM_CLASSES = 10
-# Columns of the per-epoch training sums: summed over examples, so their means are exact however
-# the epoch was split into calls.
+# Columns of the per-epoch training sums, summed over examples: loss (data loss + L2 term),
+# data loss, L2 term (the value at the end of each graph call, times its examples), correct
+# predictions, examples.
 TRAIN_SUMS = ("loss", "data_loss", "l2_penalty", "correct", "examples")
 
 
@@ -87,24 +88,29 @@ class Trainer(tf.Module):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.model(images, training=True, step=self.step, replica=replica)
-            penalty = l2_penalty(self.model.kernels, self.l2)
             if replicas == 1:
                 data_loss = tf.reduce_mean(self.data_loss(logits, labels))
             else:
                 data_loss = tf.reduce_sum(self.data_loss(logits, labels)) / global_count
-                penalty = penalty / replicas
-            loss = data_loss + penalty
-            target = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
+            target = self.optimizer.scale_loss(data_loss) if self.loss_scaling else data_loss
         gradients = tape.gradient(target, variables)
+        if self.l2:
+            # The L2 term's gradient, 2 l2 W (each replica's share), added to the data gradient:
+            # the gradient of data loss + l2 sum(W^2) without computing the term's value each
+            # step (it is only reported; see train_loop).
+            factor = tf.constant(2.0 * self.l2 / replicas, tf.float32)
+            if self.loss_scaling:
+                factor = self.optimizer.scale_loss(factor)
+            kernels = {id(kernel) for kernel in self.model.kernels}
+            gradients = [g + factor * v if id(v) in kernels else g
+                         for g, v in zip(gradients, variables)]
         self.optimizer.apply(gradients, variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                  labels), tf.float64))
-        # Summed over the global batch, these give the step's loss, data loss and penalty times
-        # the global batch size.
-        weight = tf.cast(global_count, tf.float64)
-        return tf.stack([tf.cast(loss, tf.float64) * weight,
-                         tf.cast(data_loss, tf.float64) * weight,
-                         tf.cast(penalty, tf.float64) * weight, correct,
+        # Summed over the global batch, the data loss times the global batch size; the L2 term's
+        # columns are filled in once per graph call.
+        data_sum = tf.cast(data_loss, tf.float64) * tf.cast(global_count, tf.float64)
+        return tf.stack([data_sum, data_sum, tf.constant(0.0, tf.float64), correct,
                          tf.cast(count, tf.float64)])
 
     def _update_averages(self):
@@ -139,7 +145,10 @@ class Trainer(tf.Module):
                 self.nonfinite_step.assign(self.step - 1)
                 break
             sums += step_sums
-        self.epoch_sums.assign_add(sums)
+        # The L2 term, reported with the weights at the end of this call for every example of it
+        # (one pass over the kernels per call, not per step).
+        penalty = tf.cast(l2_penalty(self.model.kernels, self.l2), tf.float64) * sums[4]
+        self.epoch_sums.assign_add(sums + tf.stack([penalty, 0.0, penalty, 0.0, 0.0]))
         return done
 
     @contextlib.contextmanager

@@ -78,7 +78,10 @@ def test_best_runs_its_recipe_and_reports_the_single_view_accuracy(small_data, t
     # half-way through the warm-up, its end, then the cosine decay
     assert rates[0] == pytest.approx(5e-4, rel=1e-3) and rates[1] == pytest.approx(1e-3, rel=1e-3)
     assert rates[1] > rates[2] > rates[3]
-    assert results["precision"] == "mixed_bfloat16"
+    # best leaves the precision to `auto`: measured here, the faster of the two CPU candidates
+    probe = results["precision_probe"]
+    assert config["precision"] == "auto" and set(probe) == {"float32", "mixed_bfloat16"}
+    assert results["precision"] == min(probe, key=probe.get)
     assert results["test_accuracy"] > 0.3 and results["test_accuracy_single_view"] > 0.3
 
 
@@ -149,3 +152,25 @@ def test_tools_report_missing_data_in_one_line(tool, tmp_path):
     assert done.returncode == 1
     assert f"python -m experiments.{tool}: error: {tmp_path}: missing" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real Fashion-MNIST is not installed "
+                    "(apt-get install dataset-fashion-mnist)")
+def test_benchmark_prints_the_floor_and_every_ratio_to_it(tmp_path):
+    done = run_experiment("benchmark", "--repeats", "1", "--skip-keras", "--precisions",
+                          "float32", "--batch-sizes", "512", "--widths", "improved", "best",
+                          "--data-dir", REAL_DATA, "--logdir", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(next(tmp_path.glob("benchmark-*/benchmark.json")).read_text())
+    rows = {(row["widths"], row["what"]): row for row in report["rows"]}
+    for widths in ("improved", "best"):
+        floor = rows[widths, "floor: matrix products + one Adam pass"]["median_epoch_seconds"]
+        gemms = rows[widths, "matmul floor float32"]["median_epoch_seconds"]
+        ours = rows[widths, "ours float32"]["median_epoch_seconds"]
+        assert gemms < floor < ours  # the floor adds the Adam pass; our step does more still
+        assert f"| floor: matrix products + one Adam pass | {floor:.3f} |" in done.stdout
+        assert f"| ours float32 | {ours:.3f} |" in done.stdout
+        assert f"| {ours / floor:.2f} |" in done.stdout
+    assert "improved widths (512-256-50), batch 512" in done.stdout
+    assert "best widths (1024-512-256), batch 512" in done.stdout
+    assert report["cpu_model"]

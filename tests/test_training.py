@@ -51,12 +51,67 @@ def test_learning_rate_is_the_optimizers_variable():
     assert trainer.learning_rate == pytest.approx(2.5e-4)
 
 
-@pytest.mark.parametrize("gpus,expected", [([], "float32"), ([(6, 1)], "float32"),
-                                           ([(7, 0)], "mixed_float16"),
+def _no_probe():
+    raise AssertionError("the probe must not run here")
+
+
+@pytest.mark.parametrize("gpus,expected", [([(6, 1)], "float32"), ([(7, 0)], "mixed_float16"),
                                            ([(6, 0), (8, 6)], "mixed_float16")])
-def test_auto_precision_picks_float16_only_on_tensor_core_gpus(gpus, expected):
-    assert resolve("auto", gpus=gpus) == expected
-    assert resolve("mixed_bfloat16", gpus=gpus) == "mixed_bfloat16"
+def test_auto_precision_on_gpus_needs_no_probe(gpus, expected):
+    assert resolve("auto", gpus=gpus, probe=_no_probe) == (expected, None)
+    assert resolve("mixed_bfloat16", gpus=gpus, probe=_no_probe) == ("mixed_bfloat16", None)
+
+
+@pytest.mark.parametrize("seconds,expected", [
+    ({"float32": 1.87, "mixed_bfloat16": 3.12}, "float32"),         # bfloat16 1.7x slower
+    ({"float32": 1.32, "mixed_bfloat16": 0.886}, "mixed_bfloat16")])  # bfloat16 1.5x faster
+def test_auto_precision_on_a_cpu_takes_what_the_probe_measured_fastest(seconds, expected):
+    assert resolve("auto", gpus=[], probe=lambda: seconds) == (expected, seconds)
+
+
+def test_the_probe_measures_once_per_machine_and_shape(tmp_path, monkeypatch):
+    from mlp import precision as precision_lib
+
+    calls = []
+    monkeypatch.setattr(precision_lib, "measure",
+                        lambda config: calls.append(config) or {"float32": 2.0,
+                                                                "mixed_bfloat16": 1.0})
+    cache = str(tmp_path / "probe.json")
+    probe = precision_lib.probe_model(SMALL, cache)
+    assert probe() == probe() == {"float32": 2.0, "mixed_bfloat16": 1.0}
+    assert len(calls) == 1
+    precision_lib.probe_model(dataclasses.replace(SMALL, hidden_sizes=(64,)), cache)()
+    assert len(calls) == 2  # another shape is measured anew
+
+
+def test_the_real_probe_times_both_candidates():
+    from mlp.precision import measure
+
+    seconds = measure(SMALL, rounds=1, steps=2)
+    assert set(seconds) == {"float32", "mixed_bfloat16"} and all(s > 0 for s in seconds.values())
+
+
+def test_auto_records_its_choice_and_a_resume_keeps_it(splits, tmp_path, monkeypatch):
+    from mlp import precision as precision_lib
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision_lib, "measure",
+                        lambda config: {"float32": 2.0, "mixed_bfloat16": 1.0})
+    config = dataclasses.replace(SMALL, precision="auto", epochs=2)
+    run = assemble(config, tmp_path / "run", splits=splits, out=io.StringIO())
+    assert run.parts.precision == "mixed_bfloat16"
+    run.controller.epochs = 1  # stop after one epoch, as if interrupted
+    run.controller.train()
+    # The machine now measures the other way; the run goes on in the precision it started in.
+    monkeypatch.setattr(precision_lib, "measure",
+                        lambda config: {"float32": 1.0, "mixed_bfloat16": 2.0})
+    (tmp_path / "cache").rename(tmp_path / "old-cache")
+    resumed = assemble(config, tmp_path / "run", resume=True, splits=splits, out=io.StringIO())
+    assert resumed.parts.precision == "mixed_bfloat16"
+    results = finish(resumed)
+    assert results["precision"] == "mixed_bfloat16" and results["epochs_run"] == 2
+    fresh = assemble(config, tmp_path / "fresh", splits=splits, out=io.StringIO())
+    assert fresh.parts.precision == "float32"
 
 
 def test_float16_overflowing_step_is_skipped_and_the_scale_halves():
