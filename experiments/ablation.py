@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 FULL = "full recipe"
+# For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
+# on the plain images only (no retraining: every run records both).
+NO_TEST_TIME_FLIP = "no test-time flip (the full recipe's runs, plain images)"
 STUDIES = ("improved", "best")
 
 
@@ -262,6 +265,10 @@ def _run_study(args, parser, plan, study_dir, overrides, guard):
     if not records:
         print(f"no finished runs in {study_dir} yet")
         return 0
+    full_config = next((config for name, _, config in plan if name == FULL), None)
+    if FULL in records and full_config.test_time_flip:
+        records[NO_TEST_TIME_FLIP] = [{**run, "test_accuracy": run["test_accuracy_single_view"]}
+                                      for run in records[FULL]]
     rows = summarize(records)
     shortened = " (shortened schedule)" if (args.quick or args.epochs) else ""
     partial = (f" {finished_runs} of {len(plan)} runs finished." if finished_runs < len(plan)
