@@ -84,6 +84,23 @@ def markdown(rows, note):
     return "\n".join(lines) + "\n"
 
 
+def write_chart(study_dir, rows, title, table):
+    """The table as a chart: ablation.png beside ablation.md, and both in TensorBoard (the
+    study's own event file, under <study>/summary)."""
+    import tensorflow as tf
+
+    from mlp.figures import ablation_chart
+    from mlp.io import atomic_write_bytes
+
+    chart = ablation_chart(rows, title)
+    atomic_write_bytes(study_dir / "ablation.png", tf.io.encode_png(chart[0]).numpy())
+    writer = tf.summary.create_file_writer(str(study_dir / "summary"))
+    with writer.as_default(step=0):
+        tf.summary.image("ablation", chart, description="mean ± std test accuracy per variant")
+        tf.summary.text("ablation_table", table)
+    writer.close()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m experiments.ablation", description=__doc__,
@@ -280,8 +297,9 @@ def _run_study(args, parser, plan, study_dir, overrides, guard):
                                                     "seeds": args.seeds, "rows": rows})
     table = markdown(rows, note)
     atomic_write_text(study_dir / "ablation.md", table)
+    write_chart(study_dir, rows, f"ablation of {args.study}{shortened}", table)
     print("\n" + table)
-    print(f"wrote {study_dir / 'ablation.json'} and ablation.md in "
+    print(f"wrote {study_dir / 'ablation.json'}, ablation.md and ablation.png in "
           f"{time.perf_counter() - started:.0f}s")
     return 0
 

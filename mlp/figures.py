@@ -1,26 +1,52 @@
-"""What a finished run shows about its errors: the confusion matrix and the test images it got
-most confidently wrong, as arrays TensorBoard can show and as text naming the classes."""
+"""Pictures a person can read, drawn with matplotlib (as TensorFlow's "images in TensorBoard" guide
+does): the confusion matrix and the test images a run got most confidently wrong, as arrays
+TensorBoard can show and as text naming the classes; and an ablation's table as a chart."""
 
 import numpy as np
 
 from mlp.data import CLASS_NAMES
 
-CELL = 24  # pixels per confusion-matrix cell
+def _figure_to_array(figure):
+    """A matplotlib figure as a uint8 RGB image [1, H, W, 3] (for tf.summary.image)."""
+    import matplotlib.pyplot as plt
+
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return image[None]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def confusion_image(confusion):
-    """A heat map of the row-normalized confusion matrix (rows: true class, columns: predicted),
-    as a uint8 RGB image [1, H, W, 3]: white is 0, dark blue is 1; the diagonal is outlined."""
+    """The confusion matrix as people expect to read it: class names on both axes (rows: true
+    class, columns: predicted), the count in every cell, cells shaded by the row's share; as a
+    uint8 RGB image [1, H, W, 3]."""
+    plt = _pyplot()
+    confusion = np.asarray(confusion)
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    white, blue = np.array([255, 255, 255]), np.array([8, 48, 107])
-    cells = white + (blue - white) * rates[..., None]  # [10, 10, 3]
-    image = np.kron(cells, np.ones((CELL, CELL, 1)))
-    n = len(confusion)
-    for i in range(n):  # a grey frame around each diagonal cell
-        block = image[i * CELL:(i + 1) * CELL, i * CELL:(i + 1) * CELL]
-        block[[0, -1], :] = 128
-        block[:, [0, -1]] = 128
-    return image.astype(np.uint8)[None]
+    figure, axes = plt.subplots(figsize=(8, 7), dpi=100)
+    axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(CLASS_NAMES))
+    axes.set_xticks(ticks, CLASS_NAMES, rotation=45, ha="right")
+    axes.set_yticks(ticks, CLASS_NAMES)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    for i in ticks:
+        for j in ticks:
+            axes.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=8,
+                      color="white" if rates[i, j] > 0.5 else "black")
+    accuracy = np.trace(confusion) / max(confusion.sum(), 1)
+    axes.set_title(f"test confusion matrix (accuracy {accuracy:.4f})")
+    figure.tight_layout()
+    return _figure_to_array(figure)
 
 
 def confusion_markdown(confusion):
@@ -40,19 +66,48 @@ def most_confident_mistakes(labels, predictions, confidences, count=32):
     return wrong[np.argsort(-confidences[wrong], kind="stable")][:count]
 
 
-def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8, scale=2):
-    """The `count` most confidently misclassified images in a grid, as uint8 [1, H, W, 1], and a
-    markdown list (row by row) of what each was and what it was taken for."""
+def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8):
+    """The `count` most confidently misclassified images in a grid, each captioned
+    "true → predicted (confidence)", as uint8 RGB [1, H, W, 3], and the same as a markdown list."""
+    plt = _pyplot()
     chosen = most_confident_mistakes(labels, predictions, confidences, count)
     rows = max(1, -(-len(chosen) // columns))
-    side = 28 * scale + 2
-    grid = np.full((rows * side, columns * side), 255, np.uint8)
+    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.1), dpi=100,
+                                squeeze=False)
     lines = ["| cell | true | predicted | confidence |", "|---|---|---|---|"]
-    for k, index in enumerate(chosen):
-        picture = (images[index].reshape(28, 28) * 255).astype(np.uint8)
-        picture = np.kron(picture, np.ones((scale, scale), np.uint8))
+    for k, axes in enumerate(grid.flat):
+        axes.axis("off")
+        if k >= len(chosen):
+            continue
+        index = chosen[k]
+        axes.imshow(images[index].reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        true, predicted = CLASS_NAMES[labels[index]], CLASS_NAMES[predictions[index]]
+        axes.set_title(f"{true} →\n{predicted} ({confidences[index]:.2f})", fontsize=8)
         r, c = divmod(k, columns)
-        grid[r * side + 1:r * side + 1 + 28 * scale, c * side + 1:c * side + 1 + 28 * scale] = picture
-        lines.append(f"| {r + 1},{c + 1} | {CLASS_NAMES[labels[index]]} | "
-                     f"{CLASS_NAMES[predictions[index]]} | {confidences[index]:.3f} |")
-    return grid[None, :, :, None], "\n".join(lines)
+        lines.append(f"| {r + 1},{c + 1} | {true} | {predicted} | {confidences[index]:.3f} |")
+    figure.suptitle("most confident mistakes: true → predicted (confidence)")
+    figure.tight_layout()
+    return _figure_to_array(figure), "\n".join(lines)
+
+
+def ablation_chart(rows, title):
+    """The ablation table as a chart: mean ± std test accuracy per variant (error bars), the full
+    recipe's mean as a line and its bar in another colour; as uint8 RGB [1, H, W, 3]."""
+    plt = _pyplot()
+    names = [row["variant"] for row in rows]
+    means = np.array([row["test_accuracy"]["mean"] for row in rows])
+    stds = np.array([row["test_accuracy"]["std"] for row in rows])
+    full = [i for i, row in enumerate(rows) if row["variant"] == "full recipe"]
+    colors = ["tab:orange" if i in full else "tab:blue" for i in range(len(rows))]
+    figure, axes = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5), dpi=100)
+    positions = np.arange(len(rows))[::-1]
+    axes.barh(positions, means, xerr=stds, color=colors, capsize=3)
+    axes.set_yticks(positions, names)
+    low = max(0.0, float((means - stds).min()) - 0.01)
+    axes.set_xlim(low, min(1.0, float((means + stds).max()) + 0.01))
+    if full:
+        axes.axvline(means[full[0]], color="tab:orange", linestyle="--", linewidth=1)
+    axes.set_xlabel("test accuracy (mean ± std over seeds; orange: the full recipe)")
+    axes.set_title(title)
+    figure.tight_layout()
+    return _figure_to_array(figure)

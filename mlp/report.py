@@ -74,13 +74,13 @@ def write(summaries, results, test, splits):
     summaries.scalars("test", final_step, {"accuracy": results["test_accuracy"],
                                            "loss": results["test_loss"]})
     summaries.image("test", "confusion_matrix", figures.confusion_image(confusion), final_step,
-                    "rows: true class, columns: predicted, in the order of the class names")
+                    "rows: true class, columns: predicted; counts in the cells")
     summaries.text("test", "confusion_matrix_table", figures.confusion_markdown(confusion),
                    final_step)
     grid, listing = figures.mistakes_grid(splits.test_images, splits.test_labels,
                                           test["predictions"].numpy(), test["confidences"].numpy())
     summaries.image("test", "most_confident_mistakes", grid, final_step,
-                    "row by row; the text most_confident_mistakes_list names their classes")
+                    "each captioned true → predicted (confidence)")
     # Distinct tags: TensorBoard's fast loader drops a tag written by two plugins.
     summaries.text("test", "most_confident_mistakes_list", listing, final_step)
     hparams = {**results["experiment_config"], "replicas": results["replicas"],

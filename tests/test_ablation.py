@@ -141,3 +141,21 @@ def test_the_best_study_compares_like_with_like(small_data, tmp_path):
     no_flip = json.loads(next(tmp_path.glob("ablation-best*/no-flip-seed0/results.json"))
                          .read_text())
     assert no_flip["test_accuracy"] == no_flip["test_accuracy_single_view"]
+
+
+def test_the_study_draws_its_chart_beside_the_table_and_in_tensorboard(small_data, tmp_path):
+    import tensorflow as tf
+
+    done = run_experiment("ablation", "--data-dir", small_data, "--logdir", tmp_path,
+                          *SWEEP[:-1], "chart", "--seeds", "1")
+    assert done.returncode == 0, done.stderr
+    png = (tmp_path / "chart" / "ablation.png").read_bytes()
+    pixels = tf.io.decode_png(png).numpy()
+    assert pixels.shape[0] >= 200 and pixels.shape[1] >= 600
+    assert len(set(map(tuple, pixels.reshape(-1, pixels.shape[2])))) > 50  # not blank
+    tags = set()
+    for path in (tmp_path / "chart" / "summary").glob("events.out.tfevents.*"):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags |= {value.tag for value in event.summary.value}
+    assert {"ablation", "ablation_table"} <= tags

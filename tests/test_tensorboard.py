@@ -71,7 +71,7 @@ def test_confusion_matrix_and_mistakes_are_images(board):
         png = response.read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    assert (width, height) == (240, 240)  # 10 x 10 cells of 24 pixels
+    assert (width, height) == (800, 700)  # the matplotlib figure: 8 x 7 inches at 100 dpi
 
 
 def test_hparams_dashboard_lists_config_and_metrics(board):
