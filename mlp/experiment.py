@@ -33,7 +33,7 @@ class Run:
 
 
 def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.stdout,
-             role=WorkerRole(), resume_hint=""):
+             role=WorkerRole(), resume_hint="the same command plus --resume"):
     """Build `config`'s parts under `strategy` and a controller with the recipe's actions,
     restored from `run_dir`'s last checkpoint if `resume`."""
     from mlp.summaries import Summaries
@@ -110,7 +110,7 @@ def _report(run, state):
 
 
 def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, out=sys.stdout,
-                     role=WorkerRole(), name="run", resume_hint=""):
+                     role=WorkerRole(), name="run", resume_hint="the same command plus --resume"):
     """`assemble`, say what is about to happen, `finish`."""
     with SignalGuard() as guard:
         run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint)
