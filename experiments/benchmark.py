@@ -26,12 +26,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def cpu_model():
-    from mlp.precision import cpu_model as model_name
-
-    return model_name()
-
-
 def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -212,6 +206,7 @@ def main(argv=None):
     from experiments.best import CONFIG as BEST
     from experiments.improved import CONFIG as IMPROVED
     from mlp.cli import ToolError, output_dir_and_data
+    from mlp.precision import cpu_model
 
     try:
         out_dir, splits = output_dir_and_data(args.logdir, "benchmark", args.data_dir)

@@ -218,10 +218,10 @@ def _main(name, defaults, description, argv, guard):
     explicit = explicit_fields(build_parser(name, defaults, description), argv)
     try:
         config = from_arguments(args)
-        config.validate()
+        config.validate()  # the flags as given: a bad --run-name is refused before any reading
         role = worker_role(config.strategy)
         config, run_dir, finished = prepare_run_dir(name, config, args.resume, explicit, role)
-        config.validate()
+        config.validate()  # again after merging a resumed run's saved config.json
         if finished:
             print(finished_line(run_dir))
             return 0
