@@ -19,10 +19,8 @@ scheduler; each run locks its directory while it trains, so two workers never tr
 """
 
 import argparse
-import contextlib
 import dataclasses
 import importlib
-import io
 import math
 import shlex
 import statistics
@@ -209,75 +207,14 @@ def main(argv=None):
 
 
 def _run_study(args, parser, plan, study_dir, overrides, guard):
-    from mlp import data as data_lib
-    from mlp.cli import execute, prepare_run_dir, remove_leftovers
-    from mlp.config import ConfigError, check_writable_dir
-    from mlp.io import RunInUse, RunLock, atomic_write_json, atomic_write_text, read_json
+    from experiments.runs import run_plan
+    from mlp.io import atomic_write_json, atomic_write_text
 
-    splits = None
     started = time.perf_counter()
-    records = {}
-    for index, (name, seed, config) in enumerate(plan, 1):
-        guard.check("stopped between runs; every finished run is kept",
-                    "the same ablation command")
-        label = f"[{index}/{len(plan)}] {name}, seed {seed}"
-        run_dir = study_dir / config.run_name
-        lock = contextlib.nullcontext()
-        try:
-            if not args.report_only:
-                # Lock first, then look: what another worker finished meanwhile is not redone.
-                check_writable_dir(run_dir, "logdir")
-                lock = RunLock(run_dir)
-                remove_leftovers(run_dir)
-            # As `--resume` of an experiment: a saved config must be the planned one.
-            exists = (run_dir / "config.json").exists()
-            config, run_dir, finished = prepare_run_dir(
-                "ablation", config, exists, set(config.result_fields()))
-            if not exists and not args.report_only:
-                atomic_write_json(run_dir / "config.json", config.to_dict())
-        except RunInUse:
-            print(f"{label}: in use by another process, skipped", flush=True)
-            continue
-        except ConfigError as e:
-            lock.__exit__(None, None, None)
-            print(f"{parser.prog}: error: {label}: {e}", file=sys.stderr)
-            return 2
-        with lock:
-            if finished:
-                print(f"{label}: finished before, skipped", flush=True)
-            elif args.report_only:
-                print(f"{label}: not finished", flush=True)
-                continue
-            else:
-                print(f"{label}: {'resuming' if exists else 'training'} in {run_dir}", flush=True)
-                try:
-                    splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
-                                                     config.validation_size)
-                except data_lib.DataError as e:
-                    print(f"{parser.prog}: data error: {e}", file=sys.stderr)
-                    return 1
-                # The study prints one line per run; a run's per-epoch lines go nowhere.
-                code, _ = execute("ablation", config, run_dir, resume=exists, splits=splits,
-                                  out=io.StringIO(), continue_with="the same ablation command")
-                if code:
-                    return code
-        try:
-            results = read_json(run_dir / "results.json")
-            float(results["test_accuracy"])
-        except (ConfigError, KeyError, TypeError, ValueError) as e:
-            print(f"{parser.prog}: error: {label}: {run_dir / 'results.json'} is damaged "
-                  f"({e}); delete it and run the same command to report the run again",
-                  file=sys.stderr)
-            return 2
-        records.setdefault(name, []).append({"seed": seed, **{k: results[k] for k in (
-            "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
-            # Runs from before test-time flipping existed were all single-view.
-            "test_accuracy_single_view": results.get("test_accuracy_single_view",
-                                                     results["test_accuracy"])})
-        print(f"    test {results['test_accuracy']:.4f}  validation "
-              f"{results['validation_accuracy']:.4f}  epochs {results['epochs_run']}  "
-              f"training {results['train_seconds']:.1f}s", flush=True)
-
+    code, records = run_plan(plan, study_dir, parser.prog, guard, "the same ablation command",
+                             report_only=args.report_only)
+    if code:
+        return code
     finished_runs = sum(len(runs) for runs in records.values())
     if not records:
         print(f"no finished runs in {study_dir} yet")

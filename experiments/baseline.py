@@ -10,6 +10,8 @@ from mlp.config import recipe
 CONFIG = recipe(
     hidden_sizes=(300, 80, 50),
     initializer="glorot_uniform",
+    whitening="none",
+    whitening_epsilon=0.1,  # unused without whitening
     batch_norm=False,
     dropout=0.0,
     dropout_layers=0,

@@ -14,6 +14,8 @@ CONFIG = recipe(
     # model
     hidden_sizes=(1024, 512, 256),
     initializer="he_normal",
+    whitening="none",
+    whitening_epsilon=0.1,  # unused without whitening
     batch_norm=True,
     dropout=0.15,
     dropout_layers=3,

@@ -13,6 +13,8 @@ CONFIG = recipe(
     # model
     hidden_sizes=(512, 256, 50),
     initializer="he_normal",
+    whitening="none",
+    whitening_epsilon=0.1,  # unused without whitening
     batch_norm=True,
     dropout=0.2,
     dropout_layers=2,

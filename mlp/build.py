@@ -7,6 +7,7 @@ model, optimizer, schedule, trainer, evaluator and pipelines here; nothing else 
 """
 
 import math
+import time
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -20,6 +21,7 @@ from mlp.optim import make_optimizer
 from mlp.precision import COMPUTE_DTYPES, probe_model, resolve
 from mlp.schedules import cosine_with_warmup
 from mlp.training import Trainer
+from mlp.whitening import zca
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Parts:
     schedule: object
     trainer: Trainer
     evaluator: Evaluator
+    whitening_seconds: float = 0.0  # fitting the input transform: part of the training time
 
     @property
     def replicas(self):
@@ -67,8 +70,9 @@ class Parts:
 def build(config, strategy=None, splits=None, precision=None):
     """The parts of a run of `config` under `strategy` (default: the current one), on `splits`
     (default: loaded as the config says), in `precision` (default: config.precision, where
-    `auto` probes this machine; see mlp/precision.py). Raises ConfigError when the global batch
-    cannot be split over the replicas, and mlp.data.DataError for bad data."""
+    `auto` probes this machine; see mlp/precision.py). With --whitening, the transform is
+    fitted to the training images here. Raises ConfigError when the global batch cannot be
+    split over the replicas, and mlp.data.DataError for bad data."""
     strategy = strategy or tf.distribute.get_strategy()
     probe = None
     if precision is None:
@@ -91,8 +95,14 @@ def build(config, strategy=None, splits=None, precision=None):
                           f"last batch of {last_batch}) must give each of the {replicas} replicas "
                           "an example; use a larger batch or fewer replicas")
 
+    input_transform, whitening_seconds = None, 0.0
+    if config.whitening == "zca":
+        started = time.perf_counter()
+        input_transform = zca(train_images, config.whitening_epsilon)
+        whitening_seconds = time.perf_counter() - started
+
     with strategy.scope():
-        model = MLP.from_config(config, COMPUTE_DTYPES[precision])
+        model = MLP.from_config(config, COMPUTE_DTYPES[precision], input_transform)
         schedule = None
         if config.lr_schedule == "cosine":
             schedule = cosine_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
@@ -107,4 +117,5 @@ def build(config, strategy=None, splits=None, precision=None):
                  splits=splits,
                  train_images=train_images, train_labels=train_labels,
                  steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
-                 schedule=schedule, trainer=trainer, evaluator=evaluator)
+                 schedule=schedule, trainer=trainer, evaluator=evaluator,
+                 whitening_seconds=whitening_seconds)

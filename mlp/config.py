@@ -29,6 +29,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 LR_SCHEDULES = ("plateau", "constant", "cosine")
 INITIALIZERS = ("he_normal", "glorot_uniform")
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
+WHITENINGS = ("none", "zca")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class Config:
     l2: float = _doc(1e-4, "L2 factor: l2 * sum of squared kernel entries is added to the loss")
     initializer: str = _doc("he_normal", "kernel initializer of the ReLU layers (the logits "
                             "layer is always glorot_uniform)", choices=INITIALIZERS)
+    whitening: str = _doc("none", "none, or zca: whiten the images with a fixed ZCA transform "
+                          "computed from the training images before training (the model's "
+                          "first layer, never trained; its fitting counts as training time)",
+                          choices=WHITENINGS)
+    whitening_epsilon: float = _doc(0.1, "ZCA whitening damps the input directions whose "
+                                    "variance is below about this (pixels in [0, 1])")
     # --- optimization ------------------------------------------------------------------------
     epochs: int = _doc(60, "maximum number of epochs (early stopping may end sooner)")
     batch_size: int = _doc(128, "training batch size")
@@ -165,7 +172,7 @@ class Config:
                 bad(name, f"must be zero or more, got {value}")
 
         for name in ("epochs", "batch_size", "learning_rate", "validation_size",
-                     "collective_timeout"):
+                     "collective_timeout", "whitening_epsilon"):
             positive(name)
         for name in ("l2", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
                      "min_learning_rate", "early_stopping_patience", "early_stopping_min_delta",
@@ -204,6 +211,7 @@ class Config:
 # The fields a recipe must state: what the model is and how it is trained and regularized.
 RECIPE_FIELDS = (
     "hidden_sizes", "batch_norm", "dropout", "dropout_layers", "l2", "initializer",
+    "whitening", "whitening_epsilon",
     "epochs", "batch_size", "learning_rate", "lr_schedule", "warmup_epochs", "plateau_factor",
     "plateau_patience", "plateau_min_delta", "plateau_cooldown", "min_learning_rate",
     "early_stopping", "early_stopping_patience", "early_stopping_min_delta",

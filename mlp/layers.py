@@ -30,6 +30,12 @@ def initial_kernel(shape, initializer, seed):
     raise ValueError(f"unknown initializer {initializer!r}; choose one of {', '.join(INITIALIZERS)}")
 
 
+def affine(x, kernel, bias):
+    """x @ kernel + bias in x's dtype (float32 variables cast to it)."""
+    # bias_add, not +: grappler's remapper fuses MatMul + BiasAdd (+ Relu) into one kernel.
+    return tf.nn.bias_add(tf.matmul(x, tf.cast(kernel, x.dtype)), tf.cast(bias, x.dtype))
+
+
 class Dense(tf.Module):
     """y = activation(x @ kernel + bias).
 
@@ -51,9 +57,21 @@ class Dense(tf.Module):
         self.bias = tf.Variable(tf.zeros([output_size]), name="bias")
 
     def __call__(self, x):
-        # bias_add, not +: grappler's remapper fuses MatMul + BiasAdd (+ Relu) into one kernel.
-        y = tf.nn.bias_add(tf.matmul(x, tf.cast(self.kernel, x.dtype)), tf.cast(self.bias, x.dtype))
+        y = affine(x, self.kernel, self.bias)
         return tf.nn.relu(y) if self.activation == "relu" else y
+
+
+class FixedLinear(tf.Module):
+    """y = x @ kernel + bias with a kernel and bias that training never changes (not trainable,
+    but saved in checkpoints): a fixed transform of the input such as ZCA whitening."""
+
+    def __init__(self, kernel, bias, name=None):
+        super().__init__(name=name)
+        self.kernel = tf.Variable(kernel, trainable=False, dtype=tf.float32, name="kernel")
+        self.bias = tf.Variable(bias, trainable=False, dtype=tf.float32, name="bias")
+
+    def __call__(self, x):
+        return affine(x, self.kernel, self.bias)
 
 
 class BatchNorm(tf.Module):

@@ -19,7 +19,9 @@ checkpoints and summaries), and so what any other model given to them must provi
 
 import tensorflow as tf
 
-from mlp.layers import BatchNorm, Dense, Dropout
+import numpy as np
+
+from mlp.layers import BatchNorm, Dense, Dropout, FixedLinear
 
 
 class MLP(tf.Module):
@@ -36,12 +38,18 @@ class MLP(tf.Module):
         float32 whatever it is, and the logits come back as float32.
       sync_batch_norm: batch statistics over the global batch under a strategy of several
         replicas (see BatchNorm).
+      input_transform: None, or a (kernel [input_size, input_size], bias [input_size]) pair
+        applied to the images before the first hidden layer and never trained (ZCA whitening,
+        see mlp/whitening.py).
     """
 
     def __init__(self, hidden_sizes=(512, 256, 50), batch_norm=True, dropout=0.2,
                  dropout_layers=2, initializer="he_normal", seed=0, compute_dtype=tf.float32,
-                 input_size=784, num_classes=10, sync_batch_norm=False, name=None):
+                 input_size=784, num_classes=10, sync_batch_norm=False, input_transform=None,
+                 name=None):
         super().__init__(name=name)
+        self.input_transform = (None if input_transform is None else
+                                FixedLinear(*input_transform, name="input_transform"))
         self.seed = int(seed)
         self.compute_dtype = tf.as_dtype(compute_dtype)
         sizes = [input_size, *hidden_sizes]
@@ -59,11 +67,17 @@ class MLP(tf.Module):
                                   seed=(self.seed, len(hidden_sizes)), name="logits")
 
     @classmethod
-    def from_config(cls, config, compute_dtype=tf.float32):
+    def from_config(cls, config, compute_dtype=tf.float32, input_transform=None):
+        """The model `config` describes. With --whitening and no `input_transform` given, the
+        transform starts as the identity: a placeholder of the right shape, for timing or for
+        a checkpoint to fill."""
+        if config.whitening != "none" and input_transform is None:
+            input_transform = (np.eye(784, dtype=np.float32), np.zeros(784, np.float32))
         return cls(hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm,
                    dropout=config.dropout, dropout_layers=config.dropout_layers,
                    initializer=config.initializer, seed=config.seed, compute_dtype=compute_dtype,
-                   sync_batch_norm=config.sync_batch_norm)
+                   sync_batch_norm=config.sync_batch_norm,
+                   input_transform=input_transform if config.whitening != "none" else None)
 
     @property
     def dense_layers(self):
@@ -81,6 +95,8 @@ class MLP(tf.Module):
     def __call__(self, images, training, step=0, replica=None):
         """Logits for a batch of flattened images (see the module's docstring)."""
         x = tf.cast(images, self.compute_dtype)
+        if self.input_transform is not None:
+            x = self.input_transform(x)
         step_seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
         if replica is not None:
             step_seed = tf.random.experimental.stateless_fold_in(step_seed, replica)

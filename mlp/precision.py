@@ -57,7 +57,7 @@ def probe_model(config, cache_path=None):
     """A probe for `resolve`: the seconds per step of `config`'s model, forward and backward on one
     batch, in each of CPU_CANDIDATES; read from `cache_path` if it was measured before here."""
     key = "|".join([cpu_model(), tf.__version__, "x".join(map(str, config.hidden_sizes)),
-                    str(config.batch_size), str(config.batch_norm)])
+                    str(config.batch_size), str(config.batch_norm), config.whitening])
 
     def probe():
         cache = _read_cache(cache_path)

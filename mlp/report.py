@@ -35,7 +35,8 @@ def results(parts, state, best_epoch, workers=1):
     confusion = test["confusion"].numpy()
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     epoch_seconds = [record["seconds"] for record in history]
-    train_seconds = float(sum(epoch_seconds))
+    # Fitting the input whitening is training work too (done again by a resumed process).
+    train_seconds = float(sum(epoch_seconds)) + parts.whitening_seconds
     return {
         "experiment_config": parts.config.to_dict(),
         "precision": parts.precision,
@@ -55,6 +56,7 @@ def results(parts, state, best_epoch, workers=1):
         "epochs_run": len(history),
         "stopped_early": state.stopped_early,
         "train_seconds": train_seconds,
+        "whitening_seconds": parts.whitening_seconds,
         "epoch_seconds": epoch_seconds,
         "samples_per_second": (len(parts.train_labels) * len(history) / train_seconds
                                if train_seconds else 0.0),

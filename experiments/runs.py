@@ -1,0 +1,84 @@
+"""Run a planned list of runs, as the ablation and the speedrun do: each run an ordinary run
+directory trained by the experiments' code path; finished runs are skipped, interrupted ones
+resumed after checking that their saved config is the one planned, and a run another process
+holds (its directory's lock) is left to it."""
+
+import contextlib
+import io
+import sys
+
+
+def run_plan(plan, study_dir, prog, guard, continue_with, report_only=False):
+    """Train (or, with `report_only`, only read) each (name, seed, config) of `plan`, whose run
+    directories are <study_dir>/<config.run_name>. Returns (exit code, {name: [record, ...]}),
+    a record being a finished run's seed and final figures; stops at the first failure, whose
+    one line is printed."""
+    from mlp import data as data_lib
+    from mlp.cli import execute, prepare_run_dir, remove_leftovers
+    from mlp.config import ConfigError, check_writable_dir
+    from mlp.io import RunInUse, RunLock, atomic_write_json, read_json
+
+    splits = None
+    records = {}
+    for index, (name, seed, config) in enumerate(plan, 1):
+        guard.check("stopped between runs; every finished run is kept", continue_with)
+        label = f"[{index}/{len(plan)}] {name}, seed {seed}"
+        run_dir = study_dir / config.run_name
+        lock = contextlib.nullcontext()
+        try:
+            if not report_only:
+                # Lock first, then look: what another worker finished meanwhile is not redone.
+                check_writable_dir(run_dir, "logdir")
+                lock = RunLock(run_dir)
+                remove_leftovers(run_dir)
+            # As `--resume` of an experiment: a saved config must be the planned one.
+            exists = (run_dir / "config.json").exists()
+            config, run_dir, finished = prepare_run_dir(
+                "ablation", config, exists, set(config.result_fields()))
+            if not exists and not report_only:
+                atomic_write_json(run_dir / "config.json", config.to_dict())
+        except RunInUse:
+            print(f"{label}: in use by another process, skipped", flush=True)
+            continue
+        except ConfigError as e:
+            lock.__exit__(None, None, None)
+            print(f"{prog}: error: {label}: {e}", file=sys.stderr)
+            return 2, records
+        with lock:
+            if finished:
+                print(f"{label}: finished before, skipped", flush=True)
+            elif report_only:
+                print(f"{label}: not finished", flush=True)
+                continue
+            else:
+                print(f"{label}: {'resuming' if exists else 'training'} in {run_dir}", flush=True)
+                try:
+                    splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
+                                                     config.validation_size)
+                except data_lib.DataError as e:
+                    print(f"{prog}: data error: {e}", file=sys.stderr)
+                    return 1, records
+                # The study prints one line per run; a run's per-epoch lines go nowhere.
+                code, _ = execute("ablation", config, run_dir, resume=exists, splits=splits,
+                                  out=io.StringIO(), continue_with=continue_with)
+                if code:
+                    return code, records
+        try:
+            results = read_json(run_dir / "results.json")
+            float(results["test_accuracy"])
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
+            print(f"{prog}: error: {label}: {run_dir / 'results.json'} is damaged "
+                  f"({e}); delete it and run the same command to report the run again",
+                  file=sys.stderr)
+            return 2, records
+        records.setdefault(name, []).append({"seed": seed, **{k: results[k] for k in (
+            "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
+            "precision": results.get("precision"),
+            "whitening_seconds": results.get("whitening_seconds", 0.0),
+            # Runs from before test-time flipping existed were all single-view.
+            "test_accuracy_single_view": results.get("test_accuracy_single_view",
+                                                     results["test_accuracy"])})
+        print(f"    test {results['test_accuracy']:.4f}  validation "
+              f"{results['validation_accuracy']:.4f}  epochs {results['epochs_run']}  "
+              f"training {results['train_seconds']:.1f}s", flush=True)
+    return 0, records
