@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.runs import add_study_arguments, study_overrides
+
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
 # on the plain images only (no retraining: every run records both).
@@ -110,9 +112,6 @@ def main(argv=None):
                         help="smoke check: 3 epochs on the first 10,000 training images")
     parser.add_argument("--epochs", type=int, default=None,
                         help="override every variant's maximum epochs (a shorter schedule)")
-    parser.add_argument("--precision", default=None,
-                        choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"],
-                        help="override every variant's precision")
     parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
                         help="run only these variants (by name, as in the table)")
     parser.add_argument("--runs", nargs="+", default=None, metavar="RUN",
@@ -125,14 +124,9 @@ def main(argv=None):
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write and print the table of the runs that have "
                              "finished")
-    parser.add_argument("--data-dir", default=None, help="directory of the four IDX files")
-    parser.add_argument("--no-verify-checksums", action="store_true",
-                        help="accept IDX files other than the published ones (tests)")
-    parser.add_argument("--validation-size", type=int, default=None,
-                        help="override the validation split size (tests)")
     parser.add_argument("--train-subset", type=int, default=None,
                         help="train on only the first N training images")
-    parser.add_argument("--logdir", default="tensorboard_logs", help="(default: tensorboard_logs)")
+    add_study_arguments(parser)
     parser.add_argument("--study-name", default=None,
                         help="the study's directory under --logdir (default: ablation-<study> "
                              "plus -quick, -e<epochs>, -<precision>, -n<subset> for those "
@@ -155,11 +149,8 @@ def main(argv=None):
     overrides = {"histograms": False}
     if args.quick:
         overrides.update(epochs=3, train_subset=10_000)
-    for key in ("epochs", "precision", "data_dir", "validation_size", "train_subset"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    if args.no_verify_checksums:
-        overrides["verify_checksums"] = False
+    overrides.update(study_overrides(args, ("epochs", "precision", "data_dir", "validation_size",
+                                            "train_subset")))
     # Runs with other settings must not be mistaken for these: the name says what was overridden.
     study_name = args.study_name or "-".join(
         ["ablation", args.study] + (["quick"] if args.quick else [])

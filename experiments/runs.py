@@ -7,6 +7,30 @@ import contextlib
 import io
 import sys
 
+PRECISION_CHOICES = ["float32", "mixed_float16", "mixed_bfloat16", "auto"]
+
+
+def add_study_arguments(parser):
+    """The flags every study shares: where the data is, where the runs go, and the overrides
+    every run of the study takes (see `study_overrides`)."""
+    parser.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
+                        help="override every run's precision (default: the recipe's)")
+    parser.add_argument("--data-dir", default=None, help="directory of the four IDX files")
+    parser.add_argument("--no-verify-checksums", action="store_true",
+                        help="accept IDX files other than the published ones (tests)")
+    parser.add_argument("--validation-size", type=int, default=None,
+                        help="override the validation split size (tests)")
+    parser.add_argument("--logdir", default="tensorboard_logs", help="(default: tensorboard_logs)")
+
+
+def study_overrides(args, keys=("precision", "data_dir", "validation_size")):
+    """{config field: value} for each of `keys` given on the command line, and
+    --no-verify-checksums."""
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    if args.no_verify_checksums:
+        overrides["verify_checksums"] = False
+    return overrides
+
 
 def run_plan(plan, study_dir, prog, guard, continue_with, report_only=False):
     """Train (or, with `report_only`, only read) each (name, seed, config) of `plan`, whose run

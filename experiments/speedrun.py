@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.runs import add_study_arguments, study_overrides
 from mlp.config import recipe
 
 CONFIG = recipe(
@@ -171,19 +172,11 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
     parser.add_argument("--keras-reference", action="store_true",
                         help="also time Keras model.fit of the seed recipe to its 0.892 on the "
-                             "same seeds (about 70 s each here)")
-    parser.add_argument("--precision", default=None,
-                        choices=["float32", "mixed_float16", "mixed_bfloat16", "auto"],
-                        help="override the recipe's precision (default: auto, measured)")
+                             "same seeds (40-75 s each here)")
     parser.add_argument("--name", default=None,
                         help="the speedrun's directory under --logdir (default: speedrun-<time>); "
                              "the same name continues an interrupted speedrun")
-    parser.add_argument("--logdir", default="tensorboard_logs", help="(default: tensorboard_logs)")
-    parser.add_argument("--data-dir", default=None, help="directory of the four IDX files")
-    parser.add_argument("--no-verify-checksums", action="store_true",
-                        help="accept IDX files other than the published ones (tests)")
-    parser.add_argument("--validation-size", type=int, default=None,
-                        help="override the validation split size (tests)")
+    add_study_arguments(parser)
     parser.add_argument("--target", type=float, default=TARGET,
                         help=f"test accuracy every seed must reach (default: {TARGET}; other "
                              "values are for other data)")
@@ -197,12 +190,7 @@ def main(argv=None):
 
     from mlp.config import ConfigError, check_writable_dir
 
-    overrides = {}
-    for key in ("precision", "data_dir", "validation_size"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    if args.no_verify_checksums:
-        overrides["verify_checksums"] = False
+    overrides = study_overrides(args)
     name = args.name or f"speedrun-{time.strftime('%Y%m%d-%H%M%S')}"
     study_dir = Path(args.logdir) / name
     try:

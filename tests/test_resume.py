@@ -263,8 +263,10 @@ def test_unwritable_checkpoint_directory_is_one_clear_line(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("flags", [
-    # best's machinery: bfloat16, warm-up then cosine, shifts and flips, test-time flip, smoothing
-    ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+    # best's machinery: whitening, bfloat16, warm-up then cosine, shifts and flips, test-time
+    # flip, smoothing
+    ["--whitening", "zca", "--whitening-epsilon", "0.3",
+     "--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "1",
      "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--label-smoothing", "0.1",
      "--no-early-stopping", "--epochs", "5"],
     # an early-stopped run: no epoch after the first counts as an improvement

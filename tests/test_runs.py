@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import baseline, best, improved
+from experiments import baseline, best, improved, speedrun
 from mlp.cli import _new_run_name
 from mlp.config import RECIPE_FIELDS, Config, recipe
 from mlp.io import RunInUse, RunLock
@@ -67,7 +67,7 @@ def test_every_field_that_changes_results_is_a_recipe_field_or_an_execution_choi
     assert set(Config().result_fields()) - set(RECIPE_FIELDS) == execution
 
 
-@pytest.mark.parametrize("module", [improved, baseline, best])
+@pytest.mark.parametrize("module", [improved, baseline, best, speedrun])
 def test_recipes_do_not_take_the_library_defaults(module):
     # Were every default different, the recipes would be the same: they state each field.
     source = Path(module.__file__).read_text()
