@@ -17,9 +17,8 @@ checkpoints and summaries), and so what any other model given to them must provi
                            {tag: variable} written as TensorBoard histograms each epoch.
 """
 
-import tensorflow as tf
-
 import numpy as np
+import tensorflow as tf
 
 from mlp.layers import BatchNorm, Dense, Dropout, FixedLinear
 
@@ -71,13 +70,14 @@ class MLP(tf.Module):
         """The model `config` describes. With --whitening and no `input_transform` given, the
         transform starts as the identity: a placeholder of the right shape, for timing or for
         a checkpoint to fill."""
-        if config.whitening != "none" and input_transform is None:
+        if config.whitening == "none":
+            input_transform = None
+        elif input_transform is None:
             input_transform = (np.eye(784, dtype=np.float32), np.zeros(784, np.float32))
         return cls(hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm,
                    dropout=config.dropout, dropout_layers=config.dropout_layers,
                    initializer=config.initializer, seed=config.seed, compute_dtype=compute_dtype,
-                   sync_batch_norm=config.sync_batch_norm,
-                   input_transform=input_transform if config.whitening != "none" else None)
+                   sync_batch_norm=config.sync_batch_norm, input_transform=input_transform)
 
     @property
     def dense_layers(self):
