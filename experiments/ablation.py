@@ -202,7 +202,7 @@ def _run_study(args, parser, plan, study_dir, overrides, guard):
     from mlp.io import atomic_write_json, atomic_write_text
 
     started = time.perf_counter()
-    code, records = run_plan(plan, study_dir, parser.prog, guard, "the same ablation command",
+    code, records = run_plan("ablation", plan, study_dir, guard, "the same ablation command",
                              report_only=args.report_only)
     if code:
         return code

@@ -32,9 +32,10 @@ def study_overrides(args, keys=("precision", "data_dir", "validation_size")):
     return overrides
 
 
-def run_plan(plan, study_dir, prog, guard, continue_with, report_only=False):
-    """Train (or, with `report_only`, only read) each (name, seed, config) of `plan`, whose run
-    directories are <study_dir>/<config.run_name>. Returns (exit code, {name: [record, ...]}),
+def run_plan(name, plan, study_dir, guard, continue_with, report_only=False):
+    """For the study experiments.<name>: train (or, with `report_only`, only read) each
+    (variant, seed, config) of `plan`, whose run directories are <study_dir>/<config.run_name>.
+    Returns (exit code, {variant: [record, ...]}),
     a record being a finished run's seed and final figures; stops at the first failure, whose
     one line is printed."""
     from mlp import data as data_lib
@@ -42,11 +43,12 @@ def run_plan(plan, study_dir, prog, guard, continue_with, report_only=False):
     from mlp.config import ConfigError, check_writable_dir
     from mlp.io import RunInUse, RunLock, atomic_write_json, read_json
 
+    prog = f"python -m experiments.{name}"
     splits = None
     records = {}
-    for index, (name, seed, config) in enumerate(plan, 1):
+    for index, (variant, seed, config) in enumerate(plan, 1):
         guard.check("stopped between runs; every finished run is kept", continue_with)
-        label = f"[{index}/{len(plan)}] {name}, seed {seed}"
+        label = f"[{index}/{len(plan)}] {variant}, seed {seed}"
         run_dir = study_dir / config.run_name
         lock = contextlib.nullcontext()
         try:
@@ -58,7 +60,7 @@ def run_plan(plan, study_dir, prog, guard, continue_with, report_only=False):
             # As `--resume` of an experiment: a saved config must be the planned one.
             exists = (run_dir / "config.json").exists()
             config, run_dir, finished = prepare_run_dir(
-                "ablation", config, exists, set(config.result_fields()))
+                name, config, exists, set(config.result_fields()))
             if not exists and not report_only:
                 atomic_write_json(run_dir / "config.json", config.to_dict())
         except RunInUse:
@@ -83,7 +85,7 @@ def run_plan(plan, study_dir, prog, guard, continue_with, report_only=False):
                     print(f"{prog}: data error: {e}", file=sys.stderr)
                     return 1, records
                 # The study prints one line per run; a run's per-epoch lines go nowhere.
-                code, _ = execute("ablation", config, run_dir, resume=exists, splits=splits,
+                code, _ = execute(name, config, run_dir, resume=exists, splits=splits,
                                   out=io.StringIO(), continue_with=continue_with)
                 if code:
                     return code, records
@@ -95,7 +97,7 @@ def run_plan(plan, study_dir, prog, guard, continue_with, report_only=False):
                   f"({e}); delete it and run the same command to report the run again",
                   file=sys.stderr)
             return 2, records
-        records.setdefault(name, []).append({"seed": seed, **{k: results[k] for k in (
+        records.setdefault(variant, []).append({"seed": seed, **{k: results[k] for k in (
             "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
             "precision": results.get("precision"),
             "whitening_seconds": results.get("whitening_seconds", 0.0),

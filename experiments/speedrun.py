@@ -220,7 +220,7 @@ def _speedrun(args, prog, plan, study_dir, guard):
     from mlp.precision import cpu_model
 
     continue_with = f"the same command with --name {study_dir.name}"
-    code, records = run_plan(plan, study_dir, prog, guard, continue_with)
+    code, records = run_plan("speedrun", plan, study_dir, guard, continue_with)
     if code:
         return code
     runs = records.get("speedrun", [])
@@ -250,9 +250,6 @@ def _speedrun(args, prog, plan, study_dir, guard):
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    import os
+    from mlp.cli import exit_now
 
-    os._exit(code)  # as mlp.cli.run_experiment: no wait on TensorFlow's runtime threads
+    exit_now(main())

@@ -268,10 +268,13 @@ def output_dir_and_data(logdir, prefix, data_dir):
 
 
 def run_experiment(name, defaults, description):
-    code = main(name, defaults, description)
-    # Everything is written and closed by now. Exit without tearing down TensorFlow's runtime:
-    # its input-pipeline and collective threads can take minutes to join, and nothing is left
-    # for them to do.
+    exit_now(main(name, defaults, description))
+
+
+def exit_now(code):
+    """Exit with `code` once everything is written, without tearing down TensorFlow's runtime:
+    its input-pipeline and collective threads can take minutes to join, and nothing is left for
+    them to do."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
