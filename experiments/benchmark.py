@@ -6,7 +6,9 @@ In one process, on the real data, for each setting (a model's widths and a batch
       --keras-default, with its default),
   (c) the floor: the epoch's matrix products (forward and backward) plus one fused Adam update of
       every variable per step, the least a training step with Adam must do; and the matrix
-      products alone, in float32 and bfloat16.
+      products alone, in float32 and bfloat16,
+  (d) with --breakdown, our float32 loop with the recipe's parts taken out (dropout, batch norm,
+      L2, all three), to show what each costs and what the loop costs without them.
 They are timed in rounds, one epoch of each contender per round, so that a slow spell of the
 machine hits them all alike; the first round (tracing, caches) is not counted, and the median of
 the other --repeats rounds is reported. Prints a table per setting with each contender's ratio
@@ -40,6 +42,7 @@ class OurLoop:
 
         self.tf = tf
         self.parts = build(config, strategy, splits)
+        self.recipe = {field: getattr(config, field) for field in ("batch_norm", "dropout", "l2")}
         self.test = self.parts.evaluation_batches(splits.test_images, splits.test_labels)
         self.iterator = iter(self.parts.training_batches())
 
@@ -151,6 +154,9 @@ class MatmulFloor:
 
 
 FLOOR = "floor: matrix products + one Adam pass"
+# --breakdown: the recipe's parts taken out of our float32 loop, one at a time and all together.
+WITHOUT = {"dropout": {"dropout": 0.0}, "batch norm": {"batch_norm": False}, "L2": {"l2": 0.0}}
+WITHOUT["all three"] = {k: v for change in WITHOUT.values() for k, v in change.items()}
 
 
 WIDTHS = ("improved", "best")
@@ -184,6 +190,10 @@ def main(argv=None):
     parser.add_argument("--cpu-devices", type=int, default=None,
                         help="logical CPU devices for mirrored (default: 2 when mirrored is timed, "
                              "else the CPU is left whole)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time our float32 loop without dropout, without batch norm, "
+                             "without L2 and without all three: what each part of the recipe "
+                             "costs, and how far the bare loop is from the floor")
     parser.add_argument("--skip-keras", action="store_true", help="do not time model.fit")
     parser.add_argument("--data-dir", default=None, help="directory of the four IDX files "
                         "(default: as the experiments look for them)")
@@ -232,6 +242,10 @@ def main(argv=None):
                 contenders[setting, f"ours {precision}{where}"] = OurLoop(
                     dataclasses.replace(config, precision=precision, strategy=strategy_name),
                     splits, strategy)
+        if args.breakdown:
+            for part, change in WITHOUT.items():
+                contenders[setting, f"ours float32 without {part}"] = OurLoop(
+                    dataclasses.replace(config, precision="float32", **change), splits)
         contenders[setting, FLOOR] = MatmulFloor(config, n, tf.float32, adam=True)
         contenders[setting, "matmul floor float32"] = MatmulFloor(config, n, tf.float32)
         if "mixed_bfloat16" in args.precisions:
@@ -262,6 +276,8 @@ def main(argv=None):
         if hasattr(contender, "test_accuracy"):
             row["test_accuracy"] = contender.test_accuracy()
             row["epochs_trained"] = args.repeats + 1
+        if hasattr(contender, "recipe"):
+            row["recipe"] = contender.recipe
         rows[key] = row
 
     tables = []

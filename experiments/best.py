@@ -1,6 +1,6 @@
 """The strongest pure MLP this repo trains here: ZCA-whitened input, wider layers, light
-augmentation, label smoothing, a long cosine learning-rate schedule, and predictions averaged
-over each image and its mirror.
+augmentation, a long cosine learning-rate schedule, and predictions averaged over each image and
+its mirror. Label smoothing was dropped: at 300 epochs, 3 seeds, it did not pay (README).
 Every ingredient is a config switch; `python -m experiments.ablation --study best` turns each off.
 
     python -m experiments.best [--help]
@@ -38,7 +38,7 @@ CONFIG = recipe(
     early_stopping_min_delta=0.0,
     early_stopping_start_epoch=0,
     # regularization and views
-    label_smoothing=0.1,
+    label_smoothing=0.0,
     augment_shift=1,
     augment_flip=True,
     augment_erase=0.0,
@@ -49,7 +49,8 @@ CONFIG = recipe(
 
 
 def variants():
-    """The ablation study of this recipe: one ingredient taken out at a time."""
+    """The ablation study of this recipe: one ingredient taken out at a time (and label smoothing,
+    which the 300-epoch study dropped, put back)."""
     from experiments.improved import CONFIG as IMPROVED
 
     # Test-time flipping belongs to the flip ingredient: a variant that trains without flips is
@@ -62,7 +63,7 @@ def variants():
                                                              test_time_flip=False),
         "no flip": dataclasses.replace(CONFIG, augment_flip=False, test_time_flip=False),
         "no shift": dataclasses.replace(CONFIG, augment_shift=0),
-        "no label smoothing": dataclasses.replace(CONFIG, label_smoothing=0.0),
+        "with label smoothing 0.1": dataclasses.replace(CONFIG, label_smoothing=0.1),
         "plateau LR + early stopping instead of cosine": dataclasses.replace(
             CONFIG, lr_schedule="plateau", early_stopping=True, warmup_epochs=0.0),
         "improved widths (512-256-50), dropout 0.2 x2": dataclasses.replace(

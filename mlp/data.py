@@ -310,8 +310,11 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
     first_epoch, skip = divmod(int(start_step), steps_per_epoch)
 
     def epoch_indices(epoch):
+        # Each batch's indices sliced out of the permutation: one dataset element per batch
+        # (batching the permutation's elements took a third more of the pipeline's time).
         order = epoch_permutation(num_examples, seed, epoch)
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return tf.data.Dataset.range(steps_per_epoch).map(
+            lambda i: order[i * batch_size:tf.minimum((i + 1) * batch_size, num_examples)])
 
     def gather(batch_number, indices):
         batch_images = tf.gather(images, indices)

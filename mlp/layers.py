@@ -128,15 +128,18 @@ def _normalize_batch(x, gamma, beta, epsilon):
     centered = x - mean
     variance = tf.reduce_mean(tf.square(centered), axis=0)
     inv_std = tf.math.rsqrt(variance + epsilon)
-    y = centered * (gamma * inv_std) + beta
+    scale = gamma * inv_std
+    y = centered * scale + beta
 
     def gradient(dy, _dmean, _dvariance):
         # Moving statistics are not differentiated: only dy flows back.
+        # dx = scale * (dy - (dbeta + normalized * dgamma) / count), regrouped so that every
+        # per-feature factor is computed on [features] vectors and the batch-sized tensors are
+        # touched by three multiplies and two adds.
         count = tf.cast(tf.shape(x)[0], x.dtype)
-        normalized = centered * inv_std
         dbeta = tf.reduce_sum(dy, axis=0)
-        dgamma = tf.reduce_sum(dy * normalized, axis=0)
-        dx = (gamma * inv_std) * (dy - (dbeta + normalized * dgamma) / count)
+        dgamma = tf.reduce_sum(dy * centered, axis=0) * inv_std
+        dx = dy * scale + (centered * (-scale * inv_std * dgamma / count) - scale * dbeta / count)
         return dx, dgamma, dbeta, tf.zeros_like(epsilon)
 
     return (y, mean, variance), gradient

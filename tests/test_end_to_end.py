@@ -174,3 +174,26 @@ def test_benchmark_prints_the_floor_and_every_ratio_to_it(tmp_path):
     assert "improved widths (512-256-50), batch 512" in done.stdout
     assert "best widths (1024-512-256), batch 512" in done.stdout
     assert report["cpu_model"]
+
+
+@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real Fashion-MNIST is not installed "
+                    "(apt-get install dataset-fashion-mnist)")
+def test_benchmark_breakdown_times_the_loop_without_each_part_of_the_recipe(tmp_path):
+    done = run_experiment("benchmark", "--repeats", "1", "--skip-keras", "--precisions",
+                          "float32", "--batch-sizes", "512", "--breakdown",
+                          "--data-dir", REAL_DATA, "--logdir", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(next(tmp_path.glob("benchmark-*/benchmark.json")).read_text())
+    rows = {row["what"]: row for row in report["rows"]}
+    full = {"batch_norm": True, "dropout": 0.2, "l2": 1e-4}
+    expected = {"ours float32": full,
+                "ours float32 without dropout": {**full, "dropout": 0.0},
+                "ours float32 without batch norm": {**full, "batch_norm": False},
+                "ours float32 without L2": {**full, "l2": 0.0},
+                "ours float32 without all three": {"batch_norm": False, "dropout": 0.0, "l2": 0.0}}
+    floor = rows["floor: matrix products + one Adam pass"]["median_epoch_seconds"]
+    for name, recipe in expected.items():
+        assert rows[name]["recipe"] == recipe
+        seconds = rows[name]["median_epoch_seconds"]
+        assert f"| {name} | {seconds:.3f} | " in done.stdout
+        assert f"| {seconds / floor:.2f} |" in done.stdout
