@@ -21,7 +21,6 @@ scheduler; each run locks its directory while it trains, so two workers never tr
 import argparse
 import dataclasses
 import importlib
-import math
 import shlex
 import statistics
 import sys
@@ -49,7 +48,8 @@ def slug(name):
 
 def summarize(records):
     """Per variant: mean and std over seeds of the final metrics, and the change in mean test
-    accuracy against the full recipe; sorted by that change, most harmful removal first."""
+    accuracy against the full recipe (None when the study has no full recipe); sorted by that
+    change, most harmful removal first."""
     rows = []
     for name, runs in records.items():
         def stats(key):
@@ -64,8 +64,8 @@ def summarize(records):
     full = next((row for row in rows if row["variant"] == FULL), None)
     for row in rows:
         row["change_vs_full"] = (row["test_accuracy"]["mean"] - full["test_accuracy"]["mean"]
-                                 if full else math.nan)
-    rows.sort(key=lambda row: (row["variant"] != FULL, row["change_vs_full"]))
+                                 if full else None)
+    rows.sort(key=lambda row: (row["variant"] != FULL, row["change_vs_full"] or 0.0))
     return rows
 
 
@@ -77,7 +77,8 @@ def markdown(rows, note):
     for row in rows:
         t, t1, v, e, s = (row[k] for k in ("test_accuracy", "test_accuracy_single_view",
                                            "validation_accuracy", "epochs_run", "train_seconds"))
-        change = "—" if row["variant"] == FULL else f"{row['change_vs_full'] * 100:+.2f} pt"
+        change = ("—" if row["change_vs_full"] is None or row["variant"] == FULL
+                  else f"{row['change_vs_full'] * 100:+.2f} pt")
         lines.append(f"| {row['variant']} | {t['mean']:.4f} ± {t['std']:.4f} | {change} | "
                      f"{t1['mean']:.4f} ± {t1['std']:.4f} | {v['mean']:.4f} ± {v['std']:.4f} | "
                      f"{e['mean']:.1f} | {s['mean']:.1f} | {len(row['seeds'])} |")

@@ -33,6 +33,16 @@ def test_summary_means_stds_and_sorting():
     assert f"| {FULL} | 0.9100 ± 0.0141 | — | 0.9000 ± 0.0141 |" in table
 
 
+def test_a_study_without_the_full_recipe_has_no_change_to_show():
+    run = {"seed": 0, "test_accuracy": 0.9, "validation_accuracy": 0.9, "epochs_run": 3,
+           "train_seconds": 1.0, "test_accuracy_single_view": 0.9}
+    rows = summarize({"no whitening": [run], "no flip": [dict(run, test_accuracy=0.8)]})
+    assert [row["change_vs_full"] for row in rows] == [None, None]
+    json.dumps(rows, allow_nan=False)  # valid JSON: no NaN
+    table = markdown(rows, "note")
+    assert "| no whitening | 0.9000 ± 0.0000 | — |" in table and "nan" not in table
+
+
 def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *FLAGS]
     first = run_experiment("ablation", *args)
