@@ -7,13 +7,13 @@ import contextlib
 import io
 import sys
 
-PRECISION_CHOICES = ["float32", "mixed_float16", "mixed_bfloat16", "auto"]
+from mlp.config import PRECISIONS
 
 
 def add_study_arguments(parser):
     """The flags every study shares: where the data is, where the runs go, and the overrides
     every run of the study takes (see `study_overrides`)."""
-    parser.add_argument("--precision", default=None, choices=PRECISION_CHOICES,
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
                         help="override every run's precision (default: the recipe's)")
     parser.add_argument("--data-dir", default=None, help="directory of the four IDX files")
     parser.add_argument("--no-verify-checksums", action="store_true",

@@ -133,16 +133,20 @@ def _normalize_batch(x, gamma, beta, epsilon):
 
     def gradient(dy, _dmean, _dvariance):
         # Moving statistics are not differentiated: only dy flows back.
-        # dx = scale * (dy - (dbeta + normalized * dgamma) / count), regrouped so that every
-        # per-feature factor is computed on [features] vectors and the batch-sized tensors are
-        # touched by three multiplies and two adds.
         count = tf.cast(tf.shape(x)[0], x.dtype)
         dbeta = tf.reduce_sum(dy, axis=0)
         dgamma = tf.reduce_sum(dy * centered, axis=0) * inv_std
-        dx = dy * scale + (centered * (-scale * inv_std * dgamma / count) - scale * dbeta / count)
+        dx = _input_gradient(dy, centered, scale, inv_std, dbeta, dgamma, count)
         return dx, dgamma, dbeta, tf.zeros_like(epsilon)
 
     return (y, mean, variance), gradient
+
+
+def _input_gradient(dy, centered, scale, inv_std, dbeta, dgamma, count):
+    """Batch norm's dx = scale * (dy - (dbeta + normalized * dgamma) / count), from the sums dbeta
+    and dgamma over the `count` rows of the batch. Regrouped so that every per-feature factor is
+    computed on [features] vectors: the batch-sized tensors see two multiplies and two adds."""
+    return dy * scale + (centered * (-scale * inv_std * dgamma / count) - scale * dbeta / count)
 
 
 def _all_replicas_sum(value):
@@ -159,14 +163,14 @@ def _normalize_global_batch(x, gamma, beta, epsilon):
     centered = x - mean
     variance = _all_replicas_sum(tf.reduce_sum(tf.square(centered), axis=0)) / count
     inv_std = tf.math.rsqrt(variance + epsilon)
-    y = centered * (gamma * inv_std) + beta
+    scale = gamma * inv_std
+    y = centered * scale + beta
 
     def gradient(dy, _dmean, _dvariance):
-        normalized = centered * inv_std
         dbeta = tf.reduce_sum(dy, axis=0)
-        dgamma = tf.reduce_sum(dy * normalized, axis=0)
+        dgamma = tf.reduce_sum(dy * centered, axis=0) * inv_std
         global_dbeta, global_dgamma = tf.unstack(_all_replicas_sum(tf.stack([dbeta, dgamma])))
-        dx = (gamma * inv_std) * (dy - (global_dbeta + normalized * global_dgamma) / count)
+        dx = _input_gradient(dy, centered, scale, inv_std, global_dbeta, global_dgamma, count)
         return dx, dgamma, dbeta, tf.zeros_like(epsilon)
 
     return (y, mean, variance), gradient
