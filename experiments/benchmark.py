@@ -1,7 +1,8 @@
 """Speed of our training loop against Keras model.fit and against the floor it is judged by.
 
 In one process, on the real data, for each setting (a model's widths and a batch size):
-  (a) our loop in each precision (and strategy),
+  (a) our loop in each precision (and strategy), with the fused batch-norm and dropout kernels
+      and with TensorFlow's ops (see mlp/fused.py),
   (b) Keras model.fit on the identical architecture, with steps_per_execution tuned (and, with
       --keras-default, with its default),
   (c) the floor: the epoch's matrix products (forward and backward) plus one fused Adam update of
@@ -43,6 +44,7 @@ class OurLoop:
         self.tf = tf
         self.parts = build(config, strategy, splits)
         self.recipe = {field: getattr(config, field) for field in ("batch_norm", "dropout", "l2")}
+        self.recipe["kernels"] = self.parts.kernels
         self.test = self.parts.evaluation_batches(splits.test_images, splits.test_labels)
         self.iterator = iter(self.parts.training_batches())
 
@@ -190,6 +192,11 @@ def main(argv=None):
     parser.add_argument("--cpu-devices", type=int, default=None,
                         help="logical CPU devices for mirrored (default: 2 when mirrored is timed, "
                              "else the CPU is left whole)")
+    parser.add_argument("--kernels", nargs="+", default=["auto", "tensorflow"],
+                        choices=["auto", "fused", "tensorflow"],
+                        help="batch norm and dropout kernels of our loop to time, each in every "
+                             "precision: the fused ones (auto: where they build) and "
+                             "TensorFlow's ops (default: auto tensorflow)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time our float32 loop without dropout, without batch norm, "
                              "without L2 and without all three: what each part of the recipe "
@@ -239,9 +246,12 @@ def main(argv=None):
             where = ("" if strategy_name == "one_device"
                      else f" {strategy_name} x{strategy.num_replicas_in_sync}")
             for precision in args.precisions:
-                contenders[setting, f"ours {precision}{where}"] = OurLoop(
-                    dataclasses.replace(config, precision=precision, strategy=strategy_name),
-                    splits, strategy)
+                for kernels in args.kernels:
+                    loop = OurLoop(dataclasses.replace(config, precision=precision,
+                                                       strategy=strategy_name, kernels=kernels),
+                                   splits, strategy)
+                    which = "" if loop.parts.kernels == "fused" else ", tensorflow kernels"
+                    contenders.setdefault((setting, f"ours {precision}{where}{which}"), loop)
         if args.breakdown:
             for part, change in WITHOUT.items():
                 contenders[setting, f"ours float32 without {part}"] = OurLoop(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from mlp import data as data_lib
+from mlp import fused
 from mlp.augment import make_augment
 from mlp.config import ConfigError
 from mlp.evaluation import Evaluator
@@ -32,6 +33,8 @@ class Parts:
     strategy: tf.distribute.Strategy
     precision: str
     precision_probe: object  # {precision: seconds per step} when `auto` measured, else None
+    kernels: str  # "fused" or "tensorflow" (see mlp/fused.py)
+    kernels_note: str  # why `auto` did not take the fused kernels, or ""
     splits: data_lib.Splits
     train_images: object
     train_labels: object
@@ -67,18 +70,21 @@ class Parts:
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def build(config, strategy=None, splits=None, precision=None):
+def build(config, strategy=None, splits=None, precision=None, kernels=None):
     """The parts of a run of `config` under `strategy` (default: the current one), on `splits`
     (default: loaded as the config says), in `precision` (default: config.precision, where
-    `auto` probes this machine; see mlp/precision.py). With --whitening, the transform is
-    fitted to the training images here. Raises ConfigError when the global batch cannot be
-    split over the replicas, and mlp.data.DataError for bad data."""
+    `auto` probes this machine; see mlp/precision.py), with `kernels` (default: config.kernels;
+    see mlp/fused.py). With --whitening, the transform is fitted to the training images here.
+    Raises ConfigError when the global batch cannot be split over the replicas or the fused
+    kernels asked for cannot be built, and mlp.data.DataError for bad data."""
     strategy = strategy or tf.distribute.get_strategy()
+    kernels, fused_ops, kernels_note = fused.resolve(kernels or config.kernels)
     probe = None
     if precision is None:
         # Workers of a multi-worker run could measure differently; they share float32 on CPUs.
         probe_fn = (None if config.strategy == "multi_worker" else
-                    probe_model(config, str(data_lib.cache_dir() / "precision-probe.json")))
+                    probe_model(config, str(data_lib.cache_dir() / "precision-probe.json"),
+                                fused_ops))
         precision, probe = resolve(config.precision, probe=probe_fn)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -102,7 +108,7 @@ def build(config, strategy=None, splits=None, precision=None):
         whitening_seconds = time.perf_counter() - started
 
     with strategy.scope():
-        model = MLP.from_config(config, COMPUTE_DTYPES[precision], input_transform)
+        model = MLP.from_config(config, COMPUTE_DTYPES[precision], input_transform, fused_ops)
         schedule = None
         if config.lr_schedule == "cosine":
             schedule = cosine_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
@@ -114,7 +120,7 @@ def build(config, strategy=None, splits=None, precision=None):
         evaluator = Evaluator(model, l2=config.l2, test_time_flip=config.test_time_flip,
                               strategy=strategy)
     return Parts(config=config, strategy=strategy, precision=precision, precision_probe=probe,
-                 splits=splits,
+                 kernels=kernels, kernels_note=kernels_note, splits=splits,
                  train_images=train_images, train_labels=train_labels,
                  steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
                  schedule=schedule, trainer=trainer, evaluator=evaluator,

@@ -30,6 +30,7 @@ LR_SCHEDULES = ("plateau", "constant", "cosine")
 INITIALIZERS = ("he_normal", "glorot_uniform")
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
 WHITENINGS = ("none", "zca")
+KERNELS = ("auto", "fused", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class Config:
     precision: str = _doc("float32", "float32, mixed_float16, mixed_bfloat16, or auto "
                           "(mixed_float16 on a GPU of compute capability >= 7.0, else float32)",
                           choices=PRECISIONS)
+    kernels: str = _doc("auto", "batch norm and dropout in training: fused (one C++ kernel per "
+                        "layer, built with g++ on first use; dropout masks from a hash), "
+                        "tensorflow (TensorFlow's ops; masks from Philox), or auto (fused on a "
+                        "CPU where they build, else tensorflow)", choices=KERNELS)
     steps_per_loop: int = _doc(0, "optimizer steps per tf.function call; 0: a whole epoch per "
                                "call, or 50 when the progress bar is shown")
     deterministic: bool = _doc(False, "turn on TensorFlow op determinism, so two runs with the "
@@ -114,6 +119,8 @@ class Config:
     # Fields that do not change what a run computes: they may differ on --resume.
     NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
                          "collective_timeout")
+    # Fields added after runs were saved without them, with the value those runs had.
+    ADDED_FIELDS = {"kernels": "tensorflow"}
 
     @classmethod
     def from_dict(cls, values, source):
@@ -123,6 +130,7 @@ class Config:
             raise ConfigError(f"{source}: not a JSON object of settings; restore the file or "
                               "start a new run")
         names = {f.name for f in dataclasses.fields(cls)}
+        values = {**{k: v for k, v in cls.ADDED_FIELDS.items() if k not in values}, **values}
         unknown, missing = sorted(set(values) - names), sorted(names - set(values))
         if unknown or missing:
             what = "; ".join(part for part in (

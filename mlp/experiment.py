@@ -39,18 +39,13 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.
     from mlp.summaries import Summaries
 
     run_dir = Path(run_dir)
-    chosen = run_dir / "precision.json"  # what `auto` chose for this run, kept across resumes
-    precision = None
-    if config.precision == "auto" and resume and chosen.exists():
-        recorded = read_json(chosen)
-        precision = recorded.get("precision") if isinstance(recorded, dict) else None
-        if precision not in COMPUTE_DTYPES:
-            raise ConfigError(f"{chosen}: names no precision; restore it, or delete it to "
-                              "measure again")
-    parts = build(config, strategy, splits, precision)
-    if config.precision == "auto" and role.is_chief and not chosen.exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(chosen, {"precision": parts.precision, "probe": parts.precision_probe})
+    parts = build(config, strategy, splits,
+                  _auto_choice(config, run_dir, "precision", COMPUTE_DTYPES, resume),
+                  _auto_choice(config, run_dir, "kernels", ("fused", "tensorflow"), resume))
+    if role.is_chief:
+        _record_auto_choice(config, run_dir, "precision", parts.precision,
+                            probe=parts.precision_probe)
+        _record_auto_choice(config, run_dir, "kernels", parts.kernels, note=parts.kernels_note)
     with parts.strategy.scope():
         decisions = [Validate(parts.evaluator, parts.evaluation_batches(
             parts.splits.validation_images, parts.splits.validation_labels))]
@@ -78,6 +73,26 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.
                             keep_iterator=config.strategy == "multi_worker")
     resumed = bool(resume and controller.restore())
     return Run(run_dir, parts, controller, stopping, summaries, role, resumed)
+
+
+def _auto_choice(config, run_dir, name, valid, resume):
+    """What `auto` chose for the setting `name` when this run started (<run_dir>/<name>.json),
+    so that a resumed run keeps it; None to choose now."""
+    path = run_dir / f"{name}.json"
+    if getattr(config, name) != "auto" or not resume or not path.exists():
+        return None
+    recorded = read_json(path)
+    value = recorded.get(name) if isinstance(recorded, dict) else None
+    if value not in valid:
+        raise ConfigError(f"{path}: names no {name}; restore it, or delete it to choose again")
+    return value
+
+
+def _record_auto_choice(config, run_dir, name, value, **details):
+    path = run_dir / f"{name}.json"
+    if getattr(config, name) == "auto" and not path.exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {name: value, **details})
 
 
 def finish(run):
@@ -120,8 +135,10 @@ def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, 
         if parts.precision_probe:
             chosen = " chosen by probe: " + ", ".join(
                 f"{p} {seconds * 1e3:.2f} ms" for p, seconds in parts.precision_probe.items())
+        kernels = f"{parts.kernels} kernels" + (f" (fused: {parts.kernels_note})"
+                                                if parts.kernels_note else "")
         print(f"{'resuming' if run.resumed else 'training'} {name} -> {run.run_dir} "
-              f"({parts.precision}{chosen}, {config.strategy} x{parts.replicas}, "
+              f"({parts.precision}{chosen}, {kernels}, {config.strategy} x{parts.replicas}, "
               f"{len(parts.train_labels)} training images, {parts.steps_per_epoch} steps per "
               "epoch)", file=out, flush=True)
         return finish(run)

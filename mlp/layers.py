@@ -111,10 +111,14 @@ class BatchNorm(tf.Module):
             return tf.cast(y, x.dtype)
         normalize = _normalize_global_batch if self.synchronized else _normalize_batch
         y, mean, variance = normalize(x32, self.gamma, self.beta, self.epsilon)
+        self.update_moving_statistics(mean, variance)
+        return tf.cast(y, x.dtype)
+
+    def update_moving_statistics(self, mean, variance):
+        """Move the moving statistics toward a training batch's `mean` and `variance`."""
         self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
         self.moving_variance.assign(
             self.momentum * self.moving_variance + (1 - self.momentum) * variance)
-        return tf.cast(y, x.dtype)
 
 
 @tf.custom_gradient

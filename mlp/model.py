@@ -20,6 +20,7 @@ checkpoints and summaries), and so what any other model given to them must provi
 import numpy as np
 import tensorflow as tf
 
+from mlp import fused
 from mlp.layers import BatchNorm, Dense, Dropout, FixedLinear
 
 
@@ -40,13 +41,17 @@ class MLP(tf.Module):
       input_transform: None, or a (kernel [input_size, input_size], bias [input_size]) pair
         applied to the images before the first hidden layer and never trained (ZCA whitening,
         see mlp/whitening.py).
+      fused_ops: None (TensorFlow's ops), or the ops module of mlp/fused.py: then in training
+        each hidden layer's batch norm and dropout run as one fused kernel (a synchronized batch
+        norm stays TensorFlow's, with its all-reduces; its dropout is fused).
     """
 
     def __init__(self, hidden_sizes=(512, 256, 50), batch_norm=True, dropout=0.2,
                  dropout_layers=2, initializer="he_normal", seed=0, compute_dtype=tf.float32,
                  input_size=784, num_classes=10, sync_batch_norm=False, input_transform=None,
-                 name=None):
+                 fused_ops=None, name=None):
         super().__init__(name=name)
+        self.fused_ops = fused_ops
         self.input_transform = (None if input_transform is None else
                                 FixedLinear(*input_transform, name="input_transform"))
         self.seed = int(seed)
@@ -66,7 +71,8 @@ class MLP(tf.Module):
                                   seed=(self.seed, len(hidden_sizes)), name="logits")
 
     @classmethod
-    def from_config(cls, config, compute_dtype=tf.float32, input_transform=None):
+    def from_config(cls, config, compute_dtype=tf.float32, input_transform=None,
+                    fused_ops=None):
         """The model `config` describes. With --whitening and no `input_transform` given, the
         transform starts as the identity: a placeholder of the right shape, for timing or for
         a checkpoint to fill."""
@@ -77,7 +83,8 @@ class MLP(tf.Module):
         return cls(hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm,
                    dropout=config.dropout, dropout_layers=config.dropout_layers,
                    initializer=config.initializer, seed=config.seed, compute_dtype=compute_dtype,
-                   sync_batch_norm=config.sync_batch_norm, input_transform=input_transform)
+                   sync_batch_norm=config.sync_batch_norm, input_transform=input_transform,
+                   fused_ops=fused_ops)
 
     @property
     def dense_layers(self):
@@ -102,9 +109,20 @@ class MLP(tf.Module):
             step_seed = tf.random.experimental.stateless_fold_in(step_seed, replica)
         for i, (dense, norm, dropout) in enumerate(zip(self.hidden, self.norms, self.dropouts)):
             x = dense(x)
+            seed = tf.random.experimental.stateless_fold_in(step_seed, i)
+            if training and self.fused_ops is not None:
+                x = self._fused_block(x, norm, dropout, seed)
+                continue
             if norm is not None:
                 x = norm(x, training)
             if dropout is not None:
-                seed = tf.random.experimental.stateless_fold_in(step_seed, i)
                 x = dropout(x, training, seed)
         return tf.cast(self.logits_layer(x), tf.float32)
+
+    def _fused_block(self, x, norm, dropout, seed):
+        rate = dropout.rate if dropout is not None else 0.0
+        if norm is not None and not norm.synchronized:
+            return fused.batch_norm_dropout(self.fused_ops, x, norm, rate, seed)
+        if norm is not None:
+            x = norm(x, training=True)
+        return fused.dropout(self.fused_ops, x, rate, seed) if rate else x

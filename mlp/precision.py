@@ -53,17 +53,19 @@ def resolve(precision, gpus=None, probe=None):
     return min(seconds, key=seconds.get), seconds
 
 
-def probe_model(config, cache_path=None):
-    """A probe for `resolve`: the seconds per step of `config`'s model, forward and backward on one
-    batch, in each of CPU_CANDIDATES; read from `cache_path` if it was measured before here."""
+def probe_model(config, cache_path=None, fused_ops=None):
+    """A probe for `resolve`: the seconds per step of `config`'s model (with the fused kernels
+    `fused_ops`, or TensorFlow's ops), forward and backward on one batch, in each of
+    CPU_CANDIDATES; read from `cache_path` if it was measured before here."""
     key = "|".join([cpu_model(), tf.__version__, "x".join(map(str, config.hidden_sizes)),
-                    str(config.batch_size), str(config.batch_norm), config.whitening])
+                    str(config.batch_size), str(config.batch_norm), config.whitening,
+                    "tensorflow" if fused_ops is None else "fused"])
 
     def probe():
         cache = _read_cache(cache_path)
         if key in cache:
             return cache[key]
-        seconds = measure(config)
+        seconds = measure(config, fused_ops=fused_ops)
         if cache_path:
             _write_cache(cache_path, {**_read_cache(cache_path), key: seconds})
         return seconds
@@ -71,7 +73,8 @@ def probe_model(config, cache_path=None):
     return probe
 
 
-def measure(config, candidates=CPU_CANDIDATES, rounds=PROBE_ROUNDS, steps=PROBE_STEPS):
+def measure(config, candidates=CPU_CANDIDATES, rounds=PROBE_ROUNDS, steps=PROBE_STEPS,
+            fused_ops=None):
     """Median seconds per forward-and-backward step of `config`'s model in each precision, timed in
     interleaved rounds after one warm-up round (a few seconds in all)."""
     from mlp.model import MLP
@@ -81,7 +84,7 @@ def measure(config, candidates=CPU_CANDIDATES, rounds=PROBE_ROUNDS, steps=PROBE_
                                          dtype=tf.int32)
     steppers = {}
     for precision in candidates:
-        model = MLP.from_config(config, COMPUTE_DTYPES[precision])
+        model = MLP.from_config(config, COMPUTE_DTYPES[precision], fused_ops=fused_ops)
 
         @tf.function
         def run(model=model):

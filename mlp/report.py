@@ -42,6 +42,7 @@ def results(parts, state, best_epoch, workers=1):
         "precision": parts.precision,
         # auto's measurement, seconds per step in each candidate (None: no probe ran)
         "precision_probe": parts.precision_probe,
+        "kernels": parts.kernels,
         "strategy": parts.config.strategy,
         "replicas": parts.replicas,
         "workers": workers,
@@ -86,7 +87,8 @@ def write(summaries, results, test, splits):
     # Distinct tags: TensorBoard's fast loader drops a tag written by two plugins.
     summaries.text("test", "most_confident_mistakes_list", listing, final_step)
     hparams = {**results["experiment_config"], "replicas": results["replicas"],
-               "workers": results["workers"], "precision_used": results["precision"]}
+               "workers": results["workers"], "precision_used": results["precision"],
+               "kernels_used": results["kernels"]}
     summaries.hparams(hparams, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS},
                       final_step)
     summaries.flush()

@@ -102,7 +102,8 @@ class Trainer(tf.Module):
             if self.loss_scaling:
                 factor = self.optimizer.scale_loss(factor)
             kernels = {id(kernel) for kernel in self.model.kernels}
-            gradients = [g + factor * v if id(v) in kernels else g
+            add_scaled = self._add_scaled()
+            gradients = [add_scaled(g, v, factor) if id(v) in kernels else g
                          for g, v in zip(gradients, variables)]
         self.optimizer.apply(gradients, variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
@@ -112,6 +113,14 @@ class Trainer(tf.Module):
         data_sum = tf.cast(data_loss, tf.float64) * tf.cast(global_count, tf.float64)
         return tf.stack([data_sum, data_sum, tf.constant(0.0, tf.float64), correct,
                          tf.cast(count, tf.float64)])
+
+    def _add_scaled(self):
+        """gradient, weights, factor -> gradient + factor * weights: one fused pass with the
+        model's fused kernels (mlp/fused.py), else TensorFlow's multiply and add."""
+        ops = getattr(self.model, "fused_ops", None)
+        if ops is None:
+            return lambda g, v, factor: g + factor * v
+        return lambda g, v, factor: ops.mlp_add_scaled(g, v, factor)
 
     def _update_averages(self):
         # Early on the average forgets faster, so it is not dominated by the initial weights.

@@ -82,6 +82,8 @@ def test_best_runs_its_recipe_and_reports_the_single_view_accuracy(small_data, t
     probe = results["precision_probe"]
     assert config["precision"] == "auto" and set(probe) == {"float32", "mixed_bfloat16"}
     assert results["precision"] == min(probe, key=probe.get)
+    # and the kernels to `auto`: the fused ones, on a CPU with a C++ compiler
+    assert config["kernels"] == "auto" and results["kernels"] == "fused"
     assert results["test_accuracy"] > 0.3 and results["test_accuracy_single_view"] > 0.3
 
 
@@ -185,12 +187,14 @@ def test_benchmark_breakdown_times_the_loop_without_each_part_of_the_recipe(tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(next(tmp_path.glob("benchmark-*/benchmark.json")).read_text())
     rows = {row["what"]: row for row in report["rows"]}
-    full = {"batch_norm": True, "dropout": 0.2, "l2": 1e-4}
+    full = {"batch_norm": True, "dropout": 0.2, "l2": 1e-4, "kernels": "fused"}
     expected = {"ours float32": full,
+                "ours float32, tensorflow kernels": {**full, "kernels": "tensorflow"},
                 "ours float32 without dropout": {**full, "dropout": 0.0},
                 "ours float32 without batch norm": {**full, "batch_norm": False},
                 "ours float32 without L2": {**full, "l2": 0.0},
-                "ours float32 without all three": {"batch_norm": False, "dropout": 0.0, "l2": 0.0}}
+                "ours float32 without all three": {**full, "batch_norm": False, "dropout": 0.0,
+                                                   "l2": 0.0}}
     floor = rows["floor: matrix products + one Adam pass"]["median_epoch_seconds"]
     for name, recipe in expected.items():
         assert rows[name]["recipe"] == recipe

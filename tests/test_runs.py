@@ -62,8 +62,8 @@ def test_a_recipe_must_state_every_recipe_field():
 
 
 def test_every_field_that_changes_results_is_a_recipe_field_or_an_execution_choice():
-    execution = {"seed", "deterministic", "strategy", "cpu_devices", "sync_batch_norm",
-                 "verify_checksums", "validation_size", "train_subset"}
+    execution = {"seed", "deterministic", "kernels", "strategy", "cpu_devices",
+                 "sync_batch_norm", "verify_checksums", "validation_size", "train_subset"}
     assert set(Config().result_fields()) - set(RECIPE_FIELDS) == execution
 
 

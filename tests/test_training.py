@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlp import MLP, Config, Trainer
+from mlp import MLP, Config, Trainer, fused
 from mlp import data as data_lib
 from mlp.optim import make_optimizer
 from mlp.precision import resolve
@@ -74,7 +74,7 @@ def test_the_probe_measures_once_per_machine_and_shape(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(precision_lib, "measure",
-                        lambda config: calls.append(config) or {"float32": 2.0,
+                        lambda config, **_: calls.append(config) or {"float32": 2.0,
                                                                 "mixed_bfloat16": 1.0})
     cache = str(tmp_path / "probe.json")
     probe = precision_lib.probe_model(SMALL, cache)
@@ -96,7 +96,7 @@ def test_auto_records_its_choice_and_a_resume_keeps_it(splits, tmp_path, monkeyp
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(precision_lib, "measure",
-                        lambda config: {"float32": 2.0, "mixed_bfloat16": 1.0})
+                        lambda config, **_: {"float32": 2.0, "mixed_bfloat16": 1.0})
     config = dataclasses.replace(SMALL, precision="auto", epochs=2)
     run = assemble(config, tmp_path / "run", splits=splits, out=io.StringIO())
     assert run.parts.precision == "mixed_bfloat16"
@@ -104,7 +104,7 @@ def test_auto_records_its_choice_and_a_resume_keeps_it(splits, tmp_path, monkeyp
     run.controller.train()
     # The machine now measures the other way; the run goes on in the precision it started in.
     monkeypatch.setattr(precision_lib, "measure",
-                        lambda config: {"float32": 1.0, "mixed_bfloat16": 2.0})
+                        lambda config, **_: {"float32": 1.0, "mixed_bfloat16": 2.0})
     (tmp_path / "cache").rename(tmp_path / "old-cache")
     resumed = assemble(config, tmp_path / "run", resume=True, splits=splits, out=io.StringIO())
     assert resumed.parts.precision == "mixed_bfloat16"
@@ -178,8 +178,9 @@ def test_early_stopping_triggers_and_restores_the_best_epochs_weights(splits, tm
     assert results["weights_digest"] == Digests.digests[0] != Digests.digests[-1]
 
 
-def _one_step_update(l2, optimizer, images, labels):
-    model = MLP(hidden_sizes=(5,), batch_norm=False, dropout=0.0, input_size=6, seed=2)
+def _one_step_update(l2, optimizer, images, labels, fused_ops=None):
+    model = MLP(hidden_sizes=(5,), batch_norm=False, dropout=0.0, input_size=6, seed=2,
+                fused_ops=fused_ops)
     before = [v.numpy().copy() for v in model.trainable_variables]
     with tf.GradientTape() as tape:
         data_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -191,12 +192,15 @@ def _one_step_update(l2, optimizer, images, labels):
     return model, before, data_gradients
 
 
-def test_the_training_gradient_is_the_data_gradient_plus_2_l2_w():
+@pytest.mark.parametrize("kernels", ["tensorflow", "fused"])
+def test_the_training_gradient_is_the_data_gradient_plus_2_l2_w(kernels):
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((8, 6)), tf.float32)
     labels = tf.constant(rng.integers(0, 10, 8), tf.int32)
     l2 = 0.05
-    model, before, data_gradients = _one_step_update(l2, keras.optimizers.SGD(1.0), images, labels)
+    fused_ops = fused.load() if kernels == "fused" else None  # its L2 gradient is one kernel
+    model, before, data_gradients = _one_step_update(l2, keras.optimizers.SGD(1.0), images, labels,
+                                                     fused_ops)
     kernels = {id(k) for k in model.kernels}
     for variable, old, gradient in zip(model.trainable_variables, before, data_gradients):
         expected = gradient + (2 * l2 * old if id(variable) in kernels else 0)

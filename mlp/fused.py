@@ -1,0 +1,165 @@
+"""Batch norm and dropout in training as fused CPU kernels, and the choice between them and
+TensorFlow's own ops (--kernels).
+
+On a 2-core CPU, a layer's batch norm and dropout cost about as much as its matrix products:
+TensorFlow spends a dozen element-wise ops on them, each a pass over the batch, and Philox draws
+the masks. mlp/fused_kernels.cc does a layer's batch norm and dropout in two passes forward and two
+backward, with masks from a cheap counter-based hash (the file says how). Same batch norm as
+mlp/layers.py to float32 rounding; the masks are other random draws of the same distribution,
+still a pure function of (seed, step, layer).
+
+The library is compiled with the machine's C++ compiler ($CXX, default g++) on first use, for this
+CPU (-march=native), and cached under the data cache (see mlp.data.cache_dir) by a key of the
+source, TensorFlow's version and build flags and the CPU model: a few seconds, once per machine.
+
+    kernels, ops, why = resolve("auto")   # ("fused", ops, "") or ("tensorflow", None, reason)
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from mlp.config import KERNELS, ConfigError
+
+SOURCE = Path(__file__).with_name("fused_kernels.cc")
+BUILD_TIMEOUT = 600
+
+# The loaded library. TensorFlow registers a library's ops once per process, so a process loads
+# one copy, whichever cache it came from.
+_ops = None
+
+
+class KernelBuildError(RuntimeError):
+    """The fused kernels cannot be built or loaded here; the message says why."""
+
+
+def library_path(cache_dir=None):
+    from mlp.data import cache_dir as default_cache_dir
+    from mlp.precision import cpu_model
+
+    flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *flags, cpu_model(),
+                                    _compiler()]).encode()).hexdigest()[:16]
+    return Path(cache_dir or default_cache_dir() / "kernels") / f"fused_kernels-{key}.so"
+
+
+def _compiler():
+    return os.environ.get("CXX") or "g++"
+
+
+def load(cache_dir=None):
+    """The ops module of the fused kernels, built first if this machine has not built them;
+    KernelBuildError says why it cannot be."""
+    global _ops
+    if _ops is None:
+        path = build_library(cache_dir)
+        try:
+            _ops = tf.load_op_library(str(path))
+        except (tf.errors.OpError, OSError) as e:
+            raise KernelBuildError(f"cannot load {path}: {str(e).splitlines()[0]}; delete it to "
+                                   "build it again") from None
+    return _ops
+
+
+def build_library(cache_dir=None):
+    """The compiled library's path in `cache_dir` (default: the data cache's kernels/), compiled
+    first if it is not there; KernelBuildError says why it cannot be."""
+    path = library_path(cache_dir)
+    if not path.exists():
+        _build(path)
+    return path
+
+
+def _build(path):
+    compiler = _compiler()
+    if shutil.which(compiler) is None:
+        raise KernelBuildError(f"no C++ compiler {compiler!r} found (set $CXX or install g++)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise KernelBuildError(f"cannot create {path.parent}: {e.strerror}") from None
+    # Another process may build the same file at the same time: each writes its own temporary
+    # file and renames it into place, which is atomic.
+    handle, temporary = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(handle)
+    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-w", str(SOURCE), "-o",
+               temporary, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        if done.returncode != 0:
+            errors = [line for line in done.stderr.splitlines() if "error" in line]
+            raise KernelBuildError(f"{compiler} failed on {SOURCE.name}: "
+                                   f"{(errors or done.stderr.splitlines() or ['no output'])[0]}")
+        os.replace(temporary, path)
+    except subprocess.TimeoutExpired:
+        raise KernelBuildError(f"{compiler} took over {BUILD_TIMEOUT} s on {SOURCE.name}") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def resolve(kernels, gpus=None, loader=load):
+    """(the kernels a run uses, "fused" or "tensorflow"; the ops module or None; why auto did not
+    take the fused ones, or ""). The fused kernels run on the CPU only; `auto` takes them where
+    there is no GPU and they build. ConfigError when `fused` is asked for and cannot be had."""
+    if kernels not in KERNELS:
+        raise ConfigError(f"--kernels: must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    if kernels == "tensorflow":
+        return "tensorflow", None, ""
+    gpus = tf.config.list_physical_devices("GPU") if gpus is None else gpus
+    try:
+        if gpus:
+            raise KernelBuildError("they run on the CPU only, and this machine has a GPU")
+        return "fused", loader(), ""
+    except KernelBuildError as e:
+        if kernels == "fused":
+            raise ConfigError(f"--kernels fused: {e}; or use --kernels tensorflow") from None
+        return "tensorflow", None, str(e)
+
+
+# Applied to gradients, after differentiation.
+tf.no_gradient("MlpAddScaled")
+
+
+@tf.RegisterGradient("MlpDropout")
+def _dropout_gradient(op, dy):
+    # Dropout is a fixed mask times its input: its gradient is the same dropout of dy.
+    return _ops_of(op).mlp_dropout(dy, op.inputs[1], rate=op.get_attr("rate")), None
+
+
+@tf.RegisterGradient("MlpBatchNormDropout")
+def _batch_norm_dropout_gradient(op, dy, _dmean, _dvariance):
+    # The batch statistics feed only the moving averages, which are not differentiated.
+    x, gamma, _beta, seed = op.inputs
+    _y, mean, variance = op.outputs
+    dx, dgamma, dbeta = _ops_of(op).mlp_batch_norm_dropout_grad(
+        dy, x, gamma, mean, variance, seed, epsilon=op.get_attr("epsilon"),
+        rate=op.get_attr("rate"))
+    return dx, dgamma, dbeta, None
+
+
+def _ops_of(_op):
+    # A gradient is only asked for after a forward op ran, so the library is loaded.
+    return _ops
+
+
+def batch_norm_dropout(ops, x, norm, rate, seed):
+    """Training-mode `norm` (an mlp.layers.BatchNorm, which updates its moving statistics) and
+    then dropout at `rate`, with the int pair `seed`, in one kernel; in float32, returned in x's
+    dtype."""
+    y, mean, variance = ops.mlp_batch_norm_dropout(
+        tf.cast(x, tf.float32), norm.gamma, norm.beta, tf.cast(seed, tf.int64),
+        epsilon=norm.epsilon, rate=rate)
+    norm.update_moving_statistics(mean, variance)
+    return tf.cast(y, x.dtype)
+
+
+def dropout(ops, x, rate, seed):
+    """Training-mode dropout at `rate` with the int pair `seed`, in x's dtype."""
+    return tf.cast(ops.mlp_dropout(tf.cast(x, tf.float32), tf.cast(seed, tf.int64), rate=rate),
+                   x.dtype)

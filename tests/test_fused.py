@@ -1,0 +1,212 @@
+"""The fused batch-norm and dropout kernels (mlp/fused.py): the same numbers as TensorFlow's ops,
+masks of the right distribution, and the choice between them (--kernels)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlp import MLP, BatchNorm, fused
+from mlp.config import Config, ConfigError
+from mlp.experiment import assemble
+from tests.conftest import SMALL_RUN_FLAGS, run_experiment
+
+
+@pytest.fixture(scope="module")
+def ops():
+    return fused.load()
+
+
+def _seed(a, b):
+    return tf.constant([a, b], tf.int64)
+
+
+def _mask(ops, shape, rate, seed):
+    return ops.mlp_dropout(tf.ones(shape), seed, rate=rate).numpy()
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 40), features=st.integers(1, 70), rate=st.sampled_from([0.0, 0.2, 0.5]),
+       seed=st.integers(0, 2**31 - 1))
+def test_fused_batch_norm_dropout_matches_tensorflow_ops_with_the_same_mask(ops, rows, features,
+                                                                            rate, seed):
+    rng = np.random.default_rng(seed)
+    x = tf.constant((rng.normal(size=(rows, features)) * 3 + 1).astype(np.float32))
+    upstream = tf.constant(rng.normal(size=(rows, features)).astype(np.float32))
+    gamma = rng.uniform(0.5, 2, features).astype(np.float32)
+    beta = rng.normal(size=features).astype(np.float32)
+    step_seed = _seed(seed, 7)
+    mask = _mask(ops, (rows, features), rate, step_seed)
+    norms = []
+    for _ in range(2):
+        norm = BatchNorm(features)
+        norm.gamma.assign(gamma)
+        norm.beta.assign(beta)
+        norms.append(norm)
+
+    def outputs_and_gradients(forward, norm):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = forward(norm)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, *tape.gradient(loss, [x, norm.gamma, norm.beta]), norm.moving_mean,
+                norm.moving_variance]
+
+    ours = outputs_and_gradients(
+        lambda norm: fused.batch_norm_dropout(ops, x, norm, rate, step_seed), norms[0])
+    reference = outputs_and_gradients(lambda norm: norm(x, training=True) * mask, norms[1])
+    for name, a, b in zip(["y", "dx", "dgamma", "dbeta", "moving mean", "moving variance"],
+                          ours, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * (1 + np.abs(b).max()),
+                                   err_msg=name)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rate=st.floats(0.05, 0.8), seed=st.integers(0, 2**31 - 1), step=st.integers(0, 10**6))
+def test_fused_dropout_masks_keep_the_expected_value_and_change_with_the_step(ops, rate, seed,
+                                                                               step):
+    shape = (300, 700)
+    mask = _mask(ops, shape, rate, _seed(seed, step))
+    kept = mask != 0
+    np.testing.assert_allclose(mask[kept], 1.0 / (1.0 - rate), rtol=1e-6)
+    n = kept.size
+    sigma = np.sqrt(rate * (1 - rate) / n)
+    assert abs((1 - kept.mean()) - rate) < 5 * sigma
+    np.testing.assert_array_equal(mask, _mask(ops, shape, rate, _seed(seed, step)))
+    # Another step, and the next row: as independent as two fresh draws.
+    agree = rate**2 + (1 - rate) ** 2
+    sigma_agree = np.sqrt(agree * (1 - agree) / n)
+    other = _mask(ops, shape, rate, _seed(seed, step + 1)) != 0
+    assert abs((other == kept).mean() - agree) < 5 * sigma_agree
+    rows_agree = (kept[1:] == kept[:-1]).mean()
+    assert abs(rows_agree - agree) < 5 * np.sqrt(agree * (1 - agree) / kept[1:].size)
+
+
+def test_fused_dropout_gradient_is_the_same_dropout_of_the_upstream_gradient(ops):
+    x = tf.random.normal([64, 33])
+    upstream = tf.random.normal([64, 33])
+    seed = _seed(5, 9)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fused.dropout(ops, x, 0.3, seed)
+    gradient = tape.gradient(y, x, output_gradients=upstream)
+    mask = _mask(ops, (64, 33), 0.3, seed)
+    np.testing.assert_array_equal(y, x.numpy() * mask)
+    np.testing.assert_array_equal(gradient, upstream.numpy() * mask)
+
+
+def test_fused_kernels_reject_bad_inputs_with_a_clear_error(ops):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="rows, features"):
+        ops.mlp_dropout(tf.ones([2, 3, 4]), _seed(0, 0), rate=0.1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be \\[features\\]"):
+        ops.mlp_batch_norm_dropout(tf.ones([4, 3]), tf.ones([2]), tf.ones([3]), _seed(0, 0),
+                                   epsilon=1e-3, rate=0.1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="dropout rate"):
+        ops.mlp_dropout(tf.ones([2, 3]), _seed(0, 0), rate=1.0)
+
+
+@pytest.mark.parametrize("sync_batch_norm", [False, True])
+def test_a_model_with_fused_kernels_trains_like_one_with_tensorflow_ops(ops, sync_batch_norm):
+    """Without dropout the two differ only by rounding: logits, every gradient and the moving
+    statistics; with it, each layer's mask is the fused dropout's of that layer's seed."""
+    images = tf.random.stateless_uniform([32, 784], seed=(1, 2))
+    labels = tf.random.stateless_uniform([32], seed=(1, 3), maxval=10, dtype=tf.int32)
+
+    def step(model):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True, step=tf.constant(4, tf.int64))
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return [logits, *tape.gradient(loss, model.trainable_variables),
+                *[v for v in model.variables if "moving" in v.name]]
+
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        models = [MLP((40, 30), dropout=0.0, seed=3, sync_batch_norm=sync_batch_norm,
+                      fused_ops=fused_ops) for fused_ops in (ops, None)]
+    if sync_batch_norm:
+        results = [strategy.run(step, args=(model,)) for model in models]
+    else:
+        results = [step(model) for model in models]
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    dropping = MLP((40, 30), dropout=0.25, dropout_layers=1, batch_norm=False, seed=3,
+                   fused_ops=ops)
+    logits = dropping(images, training=True, step=tf.constant(4, tf.int64))
+    layer_seed = tf.random.experimental.stateless_fold_in(tf.constant([3, 4], tf.int64), 0)
+    hidden = dropping.hidden[0](images)
+    hidden = hidden * _mask(ops, hidden.shape, 0.25, tf.cast(layer_seed, tf.int64))
+    np.testing.assert_allclose(logits, dropping.logits_layer(dropping.hidden[1](hidden)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_auto_falls_back_to_tensorflow_ops_without_a_compiler_and_fused_says_why(tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    load = lambda: fused.build_library(tmp_path / "cache")  # noqa: E731
+    kernels, ops, why = fused.resolve("auto", gpus=[], loader=load)
+    assert (kernels, ops) == ("tensorflow", None) and "no C++ compiler" in why
+    with pytest.raises(ConfigError, match="--kernels fused: no C\\+\\+ compiler.*--kernels tensorflow"):
+        fused.resolve("fused", gpus=[], loader=load)
+    assert fused.resolve("tensorflow", gpus=[], loader=load) == ("tensorflow", None, "")
+
+
+def test_a_failed_build_names_the_compilers_error_and_leaves_no_files(tmp_path, monkeypatch):
+    compiler = tmp_path / "broken-g++"
+    compiler.write_text("#!/bin/sh\necho 'kernels.cc:1: error: out of cheese' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    with pytest.raises(fused.KernelBuildError, match="failed on fused_kernels.cc.*out of cheese"):
+        fused.build_library(tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_auto_takes_tensorflow_ops_on_a_gpu(monkeypatch):
+    def loader():
+        raise AssertionError("the library is not built for a GPU machine")
+
+    kernels, ops, why = fused.resolve("auto", gpus=["GPU:0"], loader=loader)
+    assert (kernels, ops) == ("tensorflow", None) and "CPU only" in why
+    with pytest.raises(ConfigError, match="--kernels fused: .*CPU only"):
+        fused.resolve("fused", gpus=["GPU:0"], loader=loader)
+
+
+def test_kernels_fused_without_a_compiler_exits_2_with_one_line(small_data, tmp_path):
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+                          "--kernels", "fused", *SMALL_RUN_FLAGS, env=env)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m experiments.improved: error: --kernels fused: no C++ "
+                           "compiler"), done.stderr
+
+
+def test_runs_saved_before_the_kernels_setting_resume_with_tensorflow_ops():
+    values = Config().to_dict()
+    del values["kernels"]
+    assert Config.from_dict(values, "config.json").kernels == "tensorflow"
+    with pytest.raises(ConfigError, match="unknown settings kernel"):
+        Config.from_dict({**values, "kernel": "fused"}, "config.json")
+
+
+def test_a_resumed_auto_run_keeps_the_kernels_it_started_with(small_data, tmp_path):
+    config = Config(data_dir=str(small_data), logdir=str(tmp_path), verify_checksums=False,
+                    validation_size=100, batch_size=50, epochs=1, histograms=False,
+                    kernels="auto")
+    run_dir = tmp_path / "run"
+    first = assemble(config, run_dir, out=open(os.devnull, "w"))
+    assert first.parts.kernels == "fused"
+    assert json.loads((run_dir / "kernels.json").read_text())["kernels"] == "fused"
+    # A run that started where the fused kernels could not be built resumes with TensorFlow's.
+    (run_dir / "kernels.json").write_text(json.dumps({"kernels": "tensorflow"}))
+    resumed = assemble(config, run_dir, resume=True, out=open(os.devnull, "w"))
+    assert resumed.parts.kernels == "tensorflow" and resumed.parts.model.fused_ops is None
+    (run_dir / "kernels.json").write_text(json.dumps({"kernels": "turbo"}))
+    with pytest.raises(ConfigError, match="kernels.json: names no kernels"):
+        assemble(config, run_dir, resume=True, out=open(os.devnull, "w"))
