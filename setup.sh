@@ -5,16 +5,25 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Debian packages: the real Fashion-MNIST, and a C++ compiler for the fused kernels (mlp/fused.py;
+# without one, runs fall back to TensorFlow's ops).
 data=/usr/share/datasets/fashion-mnist
+packages=()
 if [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f "$data/t10k-labels-idx1-ubyte.gz" ]; then
+  packages+=(dataset-fashion-mnist)
+fi
+if ! command -v "${CXX:-g++}" >/dev/null; then
+  packages+=(g++)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "setup: installing dataset-fashion-mnist with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    echo "setup: installing ${packages[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then
-    echo "setup: installing dataset-fashion-mnist with sudo apt-get"
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    echo "setup: installing ${packages[*]} with sudo apt-get"
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "setup: no apt-get; the experiments will look in the cache or download the data" >&2
+    echo "setup: no apt-get for ${packages[*]}; the experiments will look in the cache or download the data, and use TensorFlow's ops without a C++ compiler" >&2
   fi
 fi
 
