@@ -6,7 +6,8 @@ TensorFlow spends a dozen element-wise ops on them, each a pass over the batch, 
 the masks. mlp/fused_kernels.cc does a layer's batch norm and dropout in two passes forward and two
 backward, with masks from a cheap counter-based hash (the file says how). Same batch norm as
 mlp/layers.py to float32 rounding; the masks are other random draws of the same distribution,
-still a pure function of (seed, step, layer).
+still a pure function of (seed, step, layer). The L2 term's gradient, gradient + 2 l2 W, is one
+kernel too (MlpAddScaled; see mlp/training.py).
 
 The library is compiled with the machine's C++ compiler ($CXX, default g++) on first use, for this
 CPU (-march=native), and cached under the data cache (see mlp.data.cache_dir) by a key of the
@@ -39,6 +40,7 @@ class KernelBuildError(RuntimeError):
 
 
 def library_path(cache_dir=None):
+    """Where this machine's build of the library is (or goes) in `cache_dir`."""
     from mlp.data import cache_dir as default_cache_dir
     from mlp.precision import cpu_model
 
