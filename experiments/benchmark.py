@@ -26,6 +26,8 @@ import statistics
 import sys
 import time
 
+from mlp.config import KERNELS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -192,8 +194,7 @@ def main(argv=None):
     parser.add_argument("--cpu-devices", type=int, default=None,
                         help="logical CPU devices for mirrored (default: 2 when mirrored is timed, "
                              "else the CPU is left whole)")
-    parser.add_argument("--kernels", nargs="+", default=["auto", "tensorflow"],
-                        choices=["auto", "fused", "tensorflow"],
+    parser.add_argument("--kernels", nargs="+", default=["auto", "tensorflow"], choices=KERNELS,
                         help="batch norm and dropout kernels of our loop to time, each in every "
                              "precision: the fused ones (auto: where they build) and "
                              "TensorFlow's ops (default: auto tensorflow)")

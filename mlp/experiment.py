@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlp import report
+from mlp import fused, report
 from mlp.build import Parts, build
 from mlp.controller import (Checkpoints, Controller, EarlyStopping, EpochSummaries, PrintEpoch,
                             ReduceLROnPlateau, Validate)
@@ -41,7 +41,7 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.
     run_dir = Path(run_dir)
     parts = build(config, strategy, splits,
                   _auto_choice(config, run_dir, "precision", COMPUTE_DTYPES, resume),
-                  _auto_choice(config, run_dir, "kernels", ("fused", "tensorflow"), resume))
+                  _auto_choice(config, run_dir, "kernels", fused.RESOLVED, resume))
     if role.is_chief:
         _record_auto_choice(config, run_dir, "precision", parts.precision,
                             probe=parts.precision_probe)

@@ -27,6 +27,8 @@ import tensorflow as tf
 
 from mlp.config import KERNELS, ConfigError
 
+# What `auto` resolves to.
+RESOLVED = tuple(kernels for kernels in KERNELS if kernels != "auto")
 SOURCE = Path(__file__).with_name("fused_kernels.cc")
 BUILD_TIMEOUT = 600
 
@@ -124,14 +126,15 @@ def resolve(kernels, gpus=None, loader=load):
         return "tensorflow", None, str(e)
 
 
-# Applied to gradients, after differentiation.
+# Applied to gradients, after differentiation. The gradient functions below run only after a
+# forward op did, so the library is loaded.
 tf.no_gradient("MlpAddScaled")
 
 
 @tf.RegisterGradient("MlpDropout")
 def _dropout_gradient(op, dy):
     # Dropout is a fixed mask times its input: its gradient is the same dropout of dy.
-    return _ops_of(op).mlp_dropout(dy, op.inputs[1], rate=op.get_attr("rate")), None
+    return _ops.mlp_dropout(dy, op.inputs[1], rate=op.get_attr("rate")), None
 
 
 @tf.RegisterGradient("MlpBatchNormDropout")
@@ -139,15 +142,10 @@ def _batch_norm_dropout_gradient(op, dy, _dmean, _dvariance):
     # The batch statistics feed only the moving averages, which are not differentiated.
     x, gamma, _beta, seed = op.inputs
     _y, mean, variance = op.outputs
-    dx, dgamma, dbeta = _ops_of(op).mlp_batch_norm_dropout_grad(
+    dx, dgamma, dbeta = _ops.mlp_batch_norm_dropout_grad(
         dy, x, gamma, mean, variance, seed, epsilon=op.get_attr("epsilon"),
         rate=op.get_attr("rate"))
     return dx, dgamma, dbeta, None
-
-
-def _ops_of(_op):
-    # A gradient is only asked for after a forward op ran, so the library is loaded.
-    return _ops
 
 
 def batch_norm_dropout(ops, x, norm, rate, seed):

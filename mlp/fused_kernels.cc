@@ -45,8 +45,8 @@ inline uint32_t Fmix32(uint32_t h) {
   return h ^ (h >> 16);
 }
 
-// The dropout mask of one op call. Kernels copy its fields into locals before their loops, so
-// the compiler sees no aliasing and vectorizes the hash.
+// The dropout mask of one op call. Loops use copies of its fields in locals, so the compiler sees
+// no aliasing with their stores and vectorizes the hash.
 struct DropoutMask {
   DropoutMask(const Tensor& seed, float rate) {
     auto s = seed.flat<int64_t>();
@@ -62,6 +62,17 @@ struct DropoutMask {
   static inline float At(uint32_t i, uint32_t k0, uint32_t k1, uint32_t threshold, float scale) {
     return Fmix32(Fmix32(i ^ k0) + k1) >= threshold ? scale : 0.0f;
   }
+  // out[j] = in[j] * mask(first + j) for j < n; a copy when the rate is 0.
+  void Apply(const float* __restrict in, float* __restrict out, int64_t first, int64_t n) const {
+    const uint32_t k0 = key0, k1 = key1, t = threshold;
+    const float s = scale;
+    if (!on) {
+      for (int64_t j = 0; j < n; ++j) out[j] = in[j];
+      return;
+    }
+    for (int64_t j = 0; j < n; ++j)
+      out[j] = in[j] * At(static_cast<uint32_t>(first + j), k0, k1, t, s);
+  }
   uint32_t key0, key1, threshold;
   float scale;
   bool on;
@@ -75,6 +86,14 @@ void ForFeatures(OpKernelContext* ctx, int64_t rows, int64_t features, Fn fn) {
   const int64_t blocks = (features + block - 1) / block;
   Shard(workers->num_threads, workers->workers, blocks, rows * block * 8,
         [&](int64_t b0, int64_t b1) { fn(b0 * block, std::min(b1 * block, features)); });
+}
+
+// Outputs: [rows, features] like input `matrix`, then two [features] like input `vector`.
+absl::Status MatrixAndTwoVectors(shape_inference::InferenceContext* c, int matrix, int vector) {
+  c->set_output(0, c->input(matrix));
+  c->set_output(1, c->input(vector));
+  c->set_output(2, c->input(vector));
+  return absl::OkStatus();
 }
 
 absl::Status CheckRate(float rate) {
@@ -131,20 +150,9 @@ class MlpDropoutOp : public OpKernel {
     const float* xp = x.flat<float>().data();
     float* yp = y->flat<float>().data();
     ForFeatures(ctx, rows, features, [&](int64_t f0, int64_t f1) {
-      const uint32_t k0 = mask.key0, k1 = mask.key1, threshold = mask.threshold;
-      const float scale = mask.scale;
-      const bool masked = mask.on;
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t row = r * features + f0;
-        const float* __restrict xr = xp + row;
-        float* __restrict yr = yp + row;
-        if (masked) {
-          for (int64_t j = 0; j < f1 - f0; ++j)
-            yr[j] = xr[j] * DropoutMask::At(static_cast<uint32_t>(row + j), k0, k1, threshold,
-                                            scale);
-        } else {
-          for (int64_t j = 0; j < f1 - f0; ++j) yr[j] = xr[j];
-        }
+        mask.Apply(xp + row, yp + row, row, f1 - f0);
       }
     });
   }
@@ -165,19 +173,25 @@ REGISTER_OP("MlpBatchNormDropout")
     .Output("mean: float")
     .Output("variance: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(1));
-      c->set_output(2, c->input(1));
-      return absl::OkStatus();
+      return MatrixAndTwoVectors(c, 0, 1);  // y like x; mean, variance like gamma
     });
 
-class MlpBatchNormDropoutOp : public OpKernel {
+// The attributes both batch-norm kernels take.
+class BatchNormDropoutKernel : public OpKernel {
  public:
-  explicit MlpBatchNormDropoutOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit BatchNormDropoutKernel(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("rate", &rate_));
     OP_REQUIRES_OK(ctx, CheckRate(rate_));
   }
+
+ protected:
+  float epsilon_, rate_;
+};
+
+class MlpBatchNormDropoutOp : public BatchNormDropoutKernel {
+ public:
+  using BatchNormDropoutKernel::BatchNormDropoutKernel;
 
   // mean and the biased variance over the rows, per feature (accumulated in double, so the
   // one-pass formula E[x^2] - E[x]^2 keeps float32 precision); y = dropout(x * s + t) with
@@ -240,9 +254,6 @@ class MlpBatchNormDropoutOp : public OpKernel {
       }
     });
   }
-
- private:
-  float epsilon_, rate_;
 };
 REGISTER_KERNEL_BUILDER(Name("MlpBatchNormDropout").Device(DEVICE_CPU), MlpBatchNormDropoutOp);
 
@@ -259,19 +270,12 @@ REGISTER_OP("MlpBatchNormDropoutGrad")
     .Output("dgamma: float")
     .Output("dbeta: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(1));
-      c->set_output(1, c->input(2));
-      c->set_output(2, c->input(2));
-      return absl::OkStatus();
+      return MatrixAndTwoVectors(c, 1, 2);  // dx like x; dgamma, dbeta like gamma
     });
 
-class MlpBatchNormDropoutGradOp : public OpKernel {
+class MlpBatchNormDropoutGradOp : public BatchNormDropoutKernel {
  public:
-  explicit MlpBatchNormDropoutGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("rate", &rate_));
-    OP_REQUIRES_OK(ctx, CheckRate(rate_));
-  }
+  using BatchNormDropoutKernel::BatchNormDropoutKernel;
 
   // With dz = dy * mask and xhat = (x - mean) / sqrt(variance + epsilon):
   // dbeta = sum dz, dgamma = sum dz * xhat, dx = gamma / sqrt(variance + epsilon) *
@@ -298,9 +302,6 @@ class MlpBatchNormDropoutGradOp : public OpKernel {
     float* dgamma_p = dgamma->flat<float>().data();
     float* dbeta_p = dbeta->flat<float>().data();
     ForFeatures(ctx, rows, features, [&](int64_t f0, int64_t f1) {
-      const uint32_t k0 = mask.key0, k1 = mask.key1, threshold = mask.threshold;
-      const float keep_scale = mask.scale;
-      const bool masked = mask.on;
       const int64_t width = f1 - f0;
       std::vector<float> per_feature(5 * width, 0.0f);
       float* __restrict sum_dz = per_feature.data();
@@ -312,16 +313,9 @@ class MlpBatchNormDropoutGradOp : public OpKernel {
       // Pass 1: dz into dx's buffer (its own loop, which vectorizes), then the sums.
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t row = r * features + f0;
-        const float* __restrict dyr = dyp + row;
         const float* __restrict xr = xp + row;
         float* __restrict dzr = dxp + row;
-        if (masked) {
-          for (int64_t j = 0; j < width; ++j)
-            dzr[j] = dyr[j] * DropoutMask::At(static_cast<uint32_t>(row + j), k0, k1, threshold,
-                                              keep_scale);
-        } else {
-          for (int64_t j = 0; j < width; ++j) dzr[j] = dyr[j];
-        }
+        mask.Apply(dyp + row, dzr, row, width);
         for (int64_t j = 0; j < width; ++j) {
           sum_dz[j] += dzr[j];
           sum_dz_centered[j] += dzr[j] * (xr[j] - mu[j]);
@@ -345,9 +339,6 @@ class MlpBatchNormDropoutGradOp : public OpKernel {
       }
     });
   }
-
- private:
-  float epsilon_, rate_;
 };
 REGISTER_KERNEL_BUILDER(Name("MlpBatchNormDropoutGrad").Device(DEVICE_CPU),
                         MlpBatchNormDropoutGradOp);
