@@ -114,7 +114,7 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
             schedule = cosine_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
                                           round(config.warmup_epochs * steps_per_epoch),
                                           config.min_learning_rate)
-        optimizer = make_optimizer(precision, config.learning_rate)
+        optimizer = make_optimizer(precision, config.learning_rate, fused_ops)
         trainer = Trainer(model, optimizer, l2=config.l2, label_smoothing=config.label_smoothing,
                           schedule=schedule, ema_decay=config.ema_decay, strategy=strategy)
         evaluator = Evaluator(model, l2=config.l2, test_time_flip=config.test_time_flip,

@@ -6,12 +6,13 @@ TensorFlow spends a dozen element-wise ops on them, each a pass over the batch, 
 the masks. mlp/fused_kernels.cc does a layer's batch norm and dropout in two passes forward and two
 backward, with masks from a cheap counter-based hash (the file says how). Same batch norm as
 mlp/layers.py to float32 rounding; the masks are other random draws of the same distribution,
-still a pure function of (seed, step, layer). The L2 term's gradient, gradient + 2 l2 W, is one
-kernel too (MlpAddScaled; see mlp/training.py).
+still a pure function of (seed, step, layer). Adam's update is one kernel too, with the L2 term's
+gradient 2 l2 W folded into its one pass (MlpApplyAdam; see mlp/optim.py).
 
 The library is compiled with the machine's C++ compiler ($CXX, default g++) on first use, for this
 CPU (-march=native), and cached under the data cache (see mlp.data.cache_dir) by a key of the
-source, TensorFlow's version and build flags and the CPU model: a few seconds, once per machine.
+source, the compiler and its flags, TensorFlow's version and build flags and the CPU model: a few
+seconds, once per machine.
 
     kernels, ops, why = resolve("auto")   # ("fused", ops, "") or ("tensorflow", None, reason)
 """
@@ -31,6 +32,10 @@ from mlp.config import KERNELS, ConfigError
 RESOLVED = tuple(kernels for kernels in KERNELS if kernels != "auto")
 SOURCE = Path(__file__).with_name("fused_kernels.cc")
 BUILD_TIMEOUT = 600
+# No fused multiply-adds (-ffp-contract=off): MlpApplyAdam then rounds as TensorFlow's
+# ResourceApplyAdam does, bit for bit. -fno-math-errno lets sqrt vectorize.
+COMPILE_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-ffp-contract=off",
+                 "-fno-math-errno", "-w")
 
 # The loaded library. TensorFlow registers a library's ops once per process, so a process loads
 # one copy, whichever cache it came from.
@@ -46,7 +51,7 @@ def library_path(cache_dir=None):
     from mlp.data import cache_dir as default_cache_dir
     from mlp.precision import cpu_model
 
-    flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    flags = [*COMPILE_FLAGS, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *flags, cpu_model(),
                                     _compiler()]).encode()).hexdigest()[:16]
     return Path(cache_dir or default_cache_dir() / "kernels") / f"fused_kernels-{key}.so"
@@ -91,8 +96,8 @@ def _build(path):
     # file and renames it into place, which is atomic.
     handle, temporary = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(handle)
-    command = [compiler, "-shared", "-fPIC", "-O3", "-march=native", "-w", str(SOURCE), "-o",
-               temporary, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    command = [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", temporary,
+               *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
         if done.returncode != 0:
@@ -126,11 +131,7 @@ def resolve(kernels, gpus=None, loader=load):
         return "tensorflow", None, str(e)
 
 
-# Applied to gradients, after differentiation. The gradient functions below run only after a
-# forward op did, so the library is loaded.
-tf.no_gradient("MlpAddScaled")
-
-
+# The gradient functions below run only after a forward op did, so the library is loaded.
 @tf.RegisterGradient("MlpDropout")
 def _dropout_gradient(op, dy):
     # Dropout is a fixed mask times its input: its gradient is the same dropout of dy.

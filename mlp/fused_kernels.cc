@@ -7,8 +7,9 @@
 //   MlpBatchNormDropoutGrad  its gradient: one pass for the sums, one for dx.
 //   MlpDropout               y = dropout(x); it is linear, so its gradient is MlpDropout of dy
 //                            with the same seed.
-//   MlpAddScaled             gradient + factor * weights, one pass: the L2 term's gradient.
 // Inputs are [rows, features] float32. Each call shards the features over the CPU's threads.
+//   MlpApplyAdam             Adam's update of a variable, with the L2 term's gradient added to
+//                            the gradient, in one pass over the variable and its two slots.
 //
 // Dropout keeps element i (row-major index) iff hash(i) >= rate * 2^32 and scales kept elements
 // by 1 / (1 - rate). hash is two rounds of MurmurHash3's 32-bit finalizer keyed by a 64-bit key
@@ -23,6 +24,8 @@
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/util/work_sharder.h"
@@ -343,49 +346,106 @@ class MlpBatchNormDropoutGradOp : public BatchNormDropoutKernel {
 REGISTER_KERNEL_BUILDER(Name("MlpBatchNormDropoutGrad").Device(DEVICE_CPU),
                         MlpBatchNormDropoutGradOp);
 
-REGISTER_OP("MlpAddScaled")
+REGISTER_OP("MlpApplyAdam")
+    .Input("var: resource")
+    .Input("m: resource")
+    .Input("v: resource")
     .Input("gradient: float")
-    .Input("weights: float")
-    .Input("factor: float")
-    .Output("sum: float")
-    .SetShapeFn([](shape_inference::InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      return absl::OkStatus();
-    });
+    .Input("alpha: float")
+    .Input("one_minus_beta1: float")
+    .Input("one_minus_beta2: float")
+    .Input("epsilon: float")
+    .Input("weight_factor: float")
+    .SetShapeFn(shape_inference::NoOutputs);
 
-// gradient + factor * weights in one pass, in the gradient's buffer when nothing else holds it:
-// the L2 term's gradient added to the data gradient (TensorFlow's Mul and AddV2 take two passes
-// and a temporary the size of the weights).
-class MlpAddScaledOp : public OpKernel {
+namespace {
+
+// The float32 tensor of resource variable `var`, copied first if a read still holds its buffer
+// (so that read keeps the value it read), as TensorFlow's own update ops do. Hold var->mu().
+absl::Status WritableTensor(OpKernelContext* ctx, Var* var, Tensor** tensor) {
+  Tensor* t = var->tensor();
+  if (!var->is_initialized) {
+    return errors::FailedPrecondition("the variable is not initialized");
+  }
+  if (t->dtype() != DT_FLOAT) {
+    return errors::InvalidArgument("the variable must be float32, got ", DataTypeString(t->dtype()));
+  }
+  if (var->copy_on_read_mode.load() || !t->RefCountIsOne()) {
+    Tensor copy;
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(DT_FLOAT, t->shape(), &copy));
+    std::copy_n(t->flat<float>().data(), t->NumElements(), copy.flat<float>().data());
+    *t = copy;
+  }
+  *tensor = t;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Adam's update of one variable with the L2 term's gradient folded in, in one pass:
+//   g = gradient + weight_factor * var
+//   m += (g - m) * one_minus_beta1;  v += (g^2 - v) * one_minus_beta2
+//   var -= m * alpha / (sqrt(v) + epsilon)
+// with alpha = lr sqrt(1 - beta2^t) / (1 - beta1^t). This is ResourceApplyAdam's arithmetic,
+// operation for operation (the library is built without fused multiply-adds, see mlp/fused.py),
+// so with weight_factor 0 it gives the same bits; TensorFlow's kernel takes three passes over
+// the variable's memory and the L2 term a fourth.
+class MlpApplyAdamOp : public OpKernel {
  public:
-  explicit MlpAddScaledOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit MlpApplyAdamOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& gradient = ctx->input(0);
-    const Tensor& weights = ctx->input(1);
-    const Tensor& factor = ctx->input(2);
-    OP_REQUIRES(ctx, gradient.shape() == weights.shape(),
-                errors::InvalidArgument("gradient and weights must have the same shape, got ",
-                                        gradient.shape().DebugString(), " and ",
-                                        weights.shape().DebugString()));
-    OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(factor.shape()),
-                errors::InvalidArgument("factor must be a scalar"));
-    Tensor* sum = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, gradient.shape(), &sum));
-    const float f = factor.scalar<float>()();
+    core::RefCountPtr<Var> variables[3];
+    for (int i = 0; i < 3; ++i) {
+      OP_REQUIRES_OK(ctx, LookupResource(ctx, HandleFromInput(ctx, i), &variables[i]));
+    }
+    // Locked in address order, as TensorFlow's training ops lock several variables.
+    mutex* mutexes[3] = {variables[0]->mu(), variables[1]->mu(), variables[2]->mu()};
+    std::sort(mutexes, mutexes + 3);
+    OP_REQUIRES(ctx, mutexes[0] != mutexes[1] && mutexes[1] != mutexes[2],
+                errors::InvalidArgument("var, m and v must be three different variables"));
+    mutex_lock lock0(*mutexes[0]), lock1(*mutexes[1]), lock2(*mutexes[2]);
+    Tensor* tensors[3];
+    for (int i = 0; i < 3; ++i) {
+      OP_REQUIRES_OK(ctx, WritableTensor(ctx, variables[i].get(), &tensors[i]));
+    }
+    const Tensor& gradient = ctx->input(3);
+    for (int i = 0; i < 3; ++i) {
+      OP_REQUIRES(ctx, tensors[i]->shape() == gradient.shape(),
+                  errors::InvalidArgument("input ", i, " has shape ",
+                                          tensors[i]->shape().DebugString(), ", the gradient ",
+                                          gradient.shape().DebugString()));
+    }
+    float scalars[5];
+    for (int i = 0; i < 5; ++i) {
+      OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(ctx->input(4 + i).shape()),
+                  errors::InvalidArgument("input ", 4 + i, " must be a scalar"));
+      scalars[i] = ctx->input(4 + i).scalar<float>()();
+    }
+    float* wp = tensors[0]->flat<float>().data();
+    float* mp = tensors[1]->flat<float>().data();
+    float* vp = tensors[2]->flat<float>().data();
     const float* gp = gradient.flat<float>().data();
-    const float* wp = weights.flat<float>().data();
-    float* sp = sum->flat<float>().data();
     auto workers = ctx->device()->tensorflow_cpu_worker_threads();
-    Shard(workers->num_threads, workers->workers, gradient.NumElements(), 2,
+    Shard(workers->num_threads, workers->workers, gradient.NumElements(), 16,
           [&](int64_t begin, int64_t end) {
-            const float* g = gp;
-            const float* __restrict w = wp;
-            float* s = sp;  // may be g's buffer: element i is read before it is written
-            for (int64_t i = begin; i < end; ++i) s[i] = g[i] + f * w[i];
+            float* __restrict w = wp;
+            float* __restrict m = mp;
+            float* __restrict v = vp;
+            const float* __restrict g = gp;
+            const float alpha = scalars[0], beta1 = scalars[1], beta2 = scalars[2],
+                        epsilon = scalars[3], factor = scalars[4];
+            for (int64_t i = begin; i < end; ++i) {
+              const float gi = g[i] + factor * w[i];
+              const float mi = m[i] + (gi - m[i]) * beta1;
+              const float vi = v[i] + (gi * gi - v[i]) * beta2;
+              m[i] = mi;
+              v[i] = vi;
+              w[i] = w[i] - mi * alpha / (std::sqrt(vi) + epsilon);
+            }
           });
   }
 };
-REGISTER_KERNEL_BUILDER(Name("MlpAddScaled").Device(DEVICE_CPU), MlpAddScaledOp);
+REGISTER_KERNEL_BUILDER(Name("MlpApplyAdam").Device(DEVICE_CPU), MlpApplyAdamOp);
 
 }  // namespace tensorflow

@@ -15,8 +15,6 @@ checkpoints and summaries), and so what any other model given to them must provi
                            averages and the weights digest hold (tf.Module's, fixed order).
   model.histogram_variables()
                            {tag: variable} written as TensorBoard histograms each epoch.
-  model.fused_ops          optional: the fused kernels' ops (mlp/fused.py) or None; the trainer
-                           then adds the L2 term's gradient with them too.
 """
 
 import numpy as np

@@ -58,6 +58,13 @@ class Trainer(tf.Module):
                               if ema_decay else [])
         self.optimizer.build(self.model.trainable_variables)
         self.loss_scaling = hasattr(optimizer, "scale_loss") and hasattr(optimizer, "inner_optimizer")
+        # The L2 term's gradient, 2 l2 W: added by the optimizer's update where it can (FusedAdam
+        # folds it into its pass; under loss scaling it gets the unscaled gradients), else to the
+        # gradients in the step.
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        self.l2_in_optimizer = bool(self.l2) and hasattr(inner, "add_l2_gradient")
+        if self.l2_in_optimizer:
+            inner.add_l2_gradient(self.model.kernels, 2.0 * self.l2)
 
     @property
     def learning_rate(self):
@@ -94,7 +101,7 @@ class Trainer(tf.Module):
                 data_loss = tf.reduce_sum(self.data_loss(logits, labels)) / global_count
             target = self.optimizer.scale_loss(data_loss) if self.loss_scaling else data_loss
         gradients = tape.gradient(target, variables)
-        if self.l2:
+        if self.l2 and not self.l2_in_optimizer:
             # The L2 term's gradient, 2 l2 W (each replica's share), added to the data gradient:
             # the gradient of data loss + l2 sum(W^2) without computing the term's value each
             # step (it is only reported; see train_loop).
@@ -102,8 +109,7 @@ class Trainer(tf.Module):
             if self.loss_scaling:
                 factor = self.optimizer.scale_loss(factor)
             kernels = {id(kernel) for kernel in self.model.kernels}
-            add_scaled = self._add_scaled()
-            gradients = [add_scaled(g, v, factor) if id(v) in kernels else g
+            gradients = [g + factor * v if id(v) in kernels else g
                          for g, v in zip(gradients, variables)]
         self.optimizer.apply(gradients, variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
@@ -113,14 +119,6 @@ class Trainer(tf.Module):
         data_sum = tf.cast(data_loss, tf.float64) * tf.cast(global_count, tf.float64)
         return tf.stack([data_sum, data_sum, tf.constant(0.0, tf.float64), correct,
                          tf.cast(count, tf.float64)])
-
-    def _add_scaled(self):
-        """gradient, weights, factor -> gradient + factor * weights: one fused pass with the
-        model's fused kernels (mlp/fused.py), else TensorFlow's multiply and add."""
-        ops = getattr(self.model, "fused_ops", None)
-        if ops is None:
-            return lambda g, v, factor: g + factor * v
-        return lambda g, v, factor: ops.mlp_add_scaled(g, v, factor)
 
     def _update_averages(self):
         # Early on the average forgets faster, so it is not dominated by the initial weights.

@@ -178,9 +178,8 @@ def test_early_stopping_triggers_and_restores_the_best_epochs_weights(splits, tm
     assert results["weights_digest"] == Digests.digests[0] != Digests.digests[-1]
 
 
-def _one_step_update(l2, optimizer, images, labels, fused_ops=None):
-    model = MLP(hidden_sizes=(5,), batch_norm=False, dropout=0.0, input_size=6, seed=2,
-                fused_ops=fused_ops)
+def _one_step_update(l2, optimizer, images, labels):
+    model = MLP(hidden_sizes=(5,), batch_norm=False, dropout=0.0, input_size=6, seed=2)
     before = [v.numpy().copy() for v in model.trainable_variables]
     with tf.GradientTape() as tape:
         data_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -192,19 +191,56 @@ def _one_step_update(l2, optimizer, images, labels, fused_ops=None):
     return model, before, data_gradients
 
 
-@pytest.mark.parametrize("kernels", ["tensorflow", "fused"])
-def test_the_training_gradient_is_the_data_gradient_plus_2_l2_w(kernels):
+def test_the_training_gradient_is_the_data_gradient_plus_2_l2_w():
+    # With an optimizer that cannot take the L2 term's gradient, the trainer adds it.
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((8, 6)), tf.float32)
     labels = tf.constant(rng.integers(0, 10, 8), tf.int32)
     l2 = 0.05
-    fused_ops = fused.load() if kernels == "fused" else None  # its L2 gradient is one kernel
-    model, before, data_gradients = _one_step_update(l2, keras.optimizers.SGD(1.0), images, labels,
-                                                     fused_ops)
+    model, before, data_gradients = _one_step_update(l2, keras.optimizers.SGD(1.0), images, labels)
     kernels = {id(k) for k in model.kernels}
     for variable, old, gradient in zip(model.trainable_variables, before, data_gradients):
         expected = gradient + (2 * l2 * old if id(variable) in kernels else 0)
         np.testing.assert_allclose(old - variable.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernels,loss_scaling", [("tensorflow", False), ("fused", False),
+                                                   ("fused", True)])
+def test_fused_adam_with_the_l2_gradient_trains_as_adam_on_the_penalized_loss(kernels,
+                                                                              loss_scaling):
+    # The trainer hands the L2 term to FusedAdam (folded into MlpApplyAdam's pass with the fused
+    # kernels; under loss scaling, added to the unscaled gradient). Oracle: Keras's Adam on data
+    # loss + l2_penalty, differentiated by the tape. The penalty's gradient is about as large as
+    # the data gradient here, so a wrong factor shows.
+    from mlp.optim import FusedAdam
+    from mlp.regularization import l2_penalty
+
+    rng = np.random.default_rng(3)
+    images = tf.constant(rng.random((8, 6)), tf.float32)
+    labels = tf.constant(rng.integers(0, 10, 8), tf.int32)
+    l2, steps = 0.2, 4
+
+    def model():
+        return MLP(hidden_sizes=(5,), batch_norm=False, dropout=0.0, input_size=6, seed=2)
+
+    ours = model()
+    optimizer = FusedAdam(0.05, fused_ops=fused.load() if kernels == "fused" else None)
+    if loss_scaling:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=2.0 ** 12)
+    trainer = Trainer(ours, optimizer, l2=l2)
+    assert trainer.l2_in_optimizer
+    trainer.train_loop(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()),
+                       tf.constant(steps))
+
+    reference, adam = model(), keras.optimizers.Adam(0.05)
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, reference(images, training=True))) + l2_penalty(reference.kernels, l2)
+        adam.apply(tape.gradient(loss, reference.trainable_variables),
+                   reference.trainable_variables)
+    for a, b in zip(ours.trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_the_trainer_scales_the_loss_for_a_loss_scale_optimizer():
