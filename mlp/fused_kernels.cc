@@ -7,9 +7,10 @@
 //   MlpBatchNormDropoutGrad  its gradient: one pass for the sums, one for dx.
 //   MlpDropout               y = dropout(x); it is linear, so its gradient is MlpDropout of dy
 //                            with the same seed.
-// Inputs are [rows, features] float32. Each call shards the features over the CPU's threads.
 //   MlpApplyAdam             Adam's update of a variable, with the L2 term's gradient added to
 //                            the gradient, in one pass over the variable and its two slots.
+// The batch-norm and dropout kernels take [rows, features] float32 and shard the features over
+// the CPU's threads; MlpApplyAdam shards the variable's elements.
 //
 // Dropout keeps element i (row-major index) iff hash(i) >= rate * 2^32 and scales kept elements
 // by 1 / (1 - rate). hash is two rounds of MurmurHash3's 32-bit finalizer keyed by a 64-bit key

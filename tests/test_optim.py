@@ -51,8 +51,12 @@ def test_make_optimizer_wraps_only_float16_in_loss_scaling():
     assert float(scaled.learning_rate.numpy()) == pytest.approx(1e-3)
 
 
-def _adam_steps(optimizer, start, gradient_fn, steps):
+def _adam_steps(optimizer, start, gradient_fn, steps, l2_factor=None):
+    """Variables from `start` after `steps` steps of `optimizer` with gradients gradient_fn(v)
+    (and, with `l2_factor`, the L2 gradient left to the optimizer); the variables and slots."""
     variables = [tf.Variable(w) for w in start]
+    if l2_factor is not None:
+        optimizer.add_l2_gradient(variables, l2_factor)
     optimizer.build(variables)
 
     @tf.function
@@ -76,26 +80,11 @@ def test_the_fused_update_with_the_l2_gradient_is_tensorflows_bit_for_bit(
     rng = np.random.default_rng(seed)
     start = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
     gradient = lambda v: tf.sin(3.0 * v) * 0.1  # noqa: E731
-    ours = FusedAdam(learning_rate, fused_ops=ops)
-    ours.add_l2_gradient([], factor)  # no variable: the factor reaches none
-    probe = [tf.Variable(w) for w in start]
-    ours.add_l2_gradient(probe, factor)  # variables of another optimizer's run: ignored there
-    fused_variables = [tf.Variable(w) for w in start]
-    ours.add_l2_gradient(fused_variables, factor)
-    ours.build(fused_variables)
-
-    @tf.function
-    def step():
-        ours.apply([gradient(v) for v in fused_variables], fused_variables)
-
-    for _ in range(steps):
-        step()
-    expected, expected_slots = _adam_steps(FusedAdam(learning_rate), start,
-                                           lambda v: gradient(v) + factor * v, steps)
-    for a, b in zip(fused_variables, expected):
-        np.testing.assert_array_equal(a.numpy(), b)
-    for a, b in zip(ours.variables, expected_slots):
-        np.testing.assert_array_equal(np.asarray(a), b)
+    ours = _adam_steps(FusedAdam(learning_rate, fused_ops=ops), start, gradient, steps, factor)
+    expected = _adam_steps(FusedAdam(learning_rate), start, lambda v: gradient(v) + factor * v,
+                           steps)
+    for a, b in zip(ours[0] + ours[1], expected[0] + expected[1]):  # variables, then slots
+        np.testing.assert_array_equal(a, b)
 
 
 def test_the_l2_gradient_reaches_only_the_variables_named(ops):
