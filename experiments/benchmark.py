@@ -205,7 +205,7 @@ def main(argv=None):
                         help="logical CPU devices for mirrored (default: 2 when mirrored is timed, "
                              "else the CPU is left whole)")
     parser.add_argument("--kernels", nargs="+", default=["auto", "tensorflow"], choices=KERNELS,
-                        help="batch norm and dropout kernels of our loop to time, each in every "
+                        help="batch norm, dropout and Adam kernels of our loop to time, each in every "
                              "precision: the fused ones (auto: where they build) and "
                              "TensorFlow's ops (default: auto tensorflow)")
     parser.add_argument("--breakdown", action="store_true",

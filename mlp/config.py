@@ -85,10 +85,11 @@ class Config:
     precision: str = _doc("float32", "float32, mixed_float16, mixed_bfloat16, or auto "
                           "(mixed_float16 on a GPU of compute capability >= 7.0, else float32)",
                           choices=PRECISIONS)
-    kernels: str = _doc("auto", "batch norm and dropout in training: fused (one C++ kernel per "
-                        "layer, built with g++ on first use; dropout masks from a hash), "
-                        "tensorflow (TensorFlow's ops; masks from Philox), or auto (fused on a "
-                        "CPU where they build, else tensorflow)", choices=KERNELS)
+    kernels: str = _doc("auto", "batch norm, dropout and Adam's update in training: fused (one "
+                        "C++ kernel per layer and per variable update, built with g++ on first "
+                        "use; dropout masks from a hash), tensorflow (TensorFlow's ops; masks "
+                        "from Philox), or auto (fused on a CPU where they build, else "
+                        "tensorflow)", choices=KERNELS)
     steps_per_loop: int = _doc(0, "optimizer steps per tf.function call; 0: a whole epoch per "
                                "call, or 50 when the progress bar is shown")
     deterministic: bool = _doc(False, "turn on TensorFlow op determinism, so two runs with the "

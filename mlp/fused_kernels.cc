@@ -361,23 +361,34 @@ REGISTER_OP("MlpApplyAdam")
 
 namespace {
 
-// The float32 tensor of resource variable `var`, copied first if a read still holds its buffer
-// (so that read keeps the value it read), as TensorFlow's own update ops do. Hold var->mu().
-absl::Status WritableTensor(OpKernelContext* ctx, Var* var, Tensor** tensor) {
-  Tensor* t = var->tensor();
+// Whether resource variable `var` can take the update: initialized, float32, of `shape`. Hold
+// var->mu().
+absl::Status CheckVariable(int input, Var* var, const TensorShape& shape) {
+  const Tensor* t = var->tensor();
   if (!var->is_initialized) {
-    return errors::FailedPrecondition("the variable is not initialized");
+    return errors::FailedPrecondition("input ", input, ": the variable is not initialized");
   }
   if (t->dtype() != DT_FLOAT) {
-    return errors::InvalidArgument("the variable must be float32, got ", DataTypeString(t->dtype()));
+    return errors::InvalidArgument("input ", input, ": the variable must be float32, got ",
+                                   DataTypeString(t->dtype()));
   }
+  if (t->shape() != shape) {
+    return errors::InvalidArgument("input ", input, " has shape ", t->shape().DebugString(),
+                                   ", the gradient ", shape.DebugString());
+  }
+  return absl::OkStatus();
+}
+
+// Gives `var` a buffer of its own if a read still holds its buffer (so that read keeps the value
+// it read), as TensorFlow's own update ops do. Hold var->mu().
+absl::Status CopyIfShared(OpKernelContext* ctx, Var* var) {
+  Tensor* t = var->tensor();
   if (var->copy_on_read_mode.load() || !t->RefCountIsOne()) {
     Tensor copy;
     TF_RETURN_IF_ERROR(ctx->allocate_temp(DT_FLOAT, t->shape(), &copy));
     std::copy_n(t->flat<float>().data(), t->NumElements(), copy.flat<float>().data());
     *t = copy;
   }
-  *tensor = t;
   return absl::OkStatus();
 }
 
@@ -406,16 +417,10 @@ class MlpApplyAdamOp : public OpKernel {
     OP_REQUIRES(ctx, mutexes[0] != mutexes[1] && mutexes[1] != mutexes[2],
                 errors::InvalidArgument("var, m and v must be three different variables"));
     mutex_lock lock0(*mutexes[0]), lock1(*mutexes[1]), lock2(*mutexes[2]);
-    Tensor* tensors[3];
-    for (int i = 0; i < 3; ++i) {
-      OP_REQUIRES_OK(ctx, WritableTensor(ctx, variables[i].get(), &tensors[i]));
-    }
+    // Every input is checked before any variable is touched.
     const Tensor& gradient = ctx->input(3);
     for (int i = 0; i < 3; ++i) {
-      OP_REQUIRES(ctx, tensors[i]->shape() == gradient.shape(),
-                  errors::InvalidArgument("input ", i, " has shape ",
-                                          tensors[i]->shape().DebugString(), ", the gradient ",
-                                          gradient.shape().DebugString()));
+      OP_REQUIRES_OK(ctx, CheckVariable(i, variables[i].get(), gradient.shape()));
     }
     float scalars[5];
     for (int i = 0; i < 5; ++i) {
@@ -423,9 +428,10 @@ class MlpApplyAdamOp : public OpKernel {
                   errors::InvalidArgument("input ", 4 + i, " must be a scalar"));
       scalars[i] = ctx->input(4 + i).scalar<float>()();
     }
-    float* wp = tensors[0]->flat<float>().data();
-    float* mp = tensors[1]->flat<float>().data();
-    float* vp = tensors[2]->flat<float>().data();
+    for (int i = 0; i < 3; ++i) OP_REQUIRES_OK(ctx, CopyIfShared(ctx, variables[i].get()));
+    float* wp = variables[0]->tensor()->flat<float>().data();
+    float* mp = variables[1]->tensor()->flat<float>().data();
+    float* vp = variables[2]->tensor()->flat<float>().data();
     const float* gp = gradient.flat<float>().data();
     auto workers = ctx->device()->tensorflow_cpu_worker_threads();
     Shard(workers->num_threads, workers->workers, gradient.NumElements(), 16,
