@@ -167,7 +167,7 @@ def execute(name, config, run_dir, resume=False, role=WorkerRole(), strategy=Non
             print(f"{prog}: {e}", file=sys.stderr)
             return e.exit_code, None
         except tf.errors.OpError as e:
-            # What a collective whose peer died or timed out raises (see --collective-timeout).
+            # What a collective raises when a peer died or stopped sending heartbeats.
             peer_errors = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                            tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError)
             if config.strategy == "multi_worker" and isinstance(e, peer_errors):

@@ -103,8 +103,9 @@ class Config:
                             "0: leave it whole)")
     sync_batch_norm: bool = _doc(False, "batch norm takes its statistics over the global batch "
                                  "(all-reduced across replicas) instead of each replica's part")
-    collective_timeout: float = _doc(60.0, "multi_worker: seconds a collective may wait for the "
-                                     "other workers before the run stops with an error")
+    heartbeat_timeout: float = _doc(10.0, "multi_worker: a worker that sends no heartbeat for "
+                                    "this many seconds counts as dead, and the others stop "
+                                    "with an error (a killed worker is noticed at once)")
     # --- data --------------------------------------------------------------------------------
     data_dir: str = _doc(None, "directory with the four IDX files (default: $FASHION_MNIST_DIR, "
                          "the cache, /usr/share/datasets/fashion-mnist, else download)")
@@ -119,9 +120,11 @@ class Config:
 
     # Fields that do not change what a run computes: they may differ on --resume.
     NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
-                         "collective_timeout")
+                         "heartbeat_timeout")
     # Fields added after runs were saved without them, with the value those runs had.
-    ADDED_FIELDS = {"kernels": "tensorflow"}
+    ADDED_FIELDS = {"kernels": "tensorflow", "heartbeat_timeout": 10.0}
+    # Fields that saved runs may have and that no longer exist (neither changed results).
+    REMOVED_FIELDS = ("collective_timeout",)
 
     @classmethod
     def from_dict(cls, values, source):
@@ -131,7 +134,8 @@ class Config:
             raise ConfigError(f"{source}: not a JSON object of settings; restore the file or "
                               "start a new run")
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {**{k: v for k, v in cls.ADDED_FIELDS.items() if k not in values}, **values}
+        values = {**{k: v for k, v in cls.ADDED_FIELDS.items() if k not in values},
+                  **{k: v for k, v in values.items() if k not in cls.REMOVED_FIELDS}}
         unknown, missing = sorted(set(values) - names), sorted(names - set(values))
         if unknown or missing:
             what = "; ".join(part for part in (
@@ -181,7 +185,7 @@ class Config:
                 bad(name, f"must be zero or more, got {value}")
 
         for name in ("epochs", "batch_size", "learning_rate", "validation_size",
-                     "collective_timeout", "whitening_epsilon"):
+                     "heartbeat_timeout", "whitening_epsilon"):
             positive(name)
         for name in ("l2", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
                      "min_learning_rate", "early_stopping_patience", "early_stopping_min_delta",

@@ -161,8 +161,8 @@ class Controller:
         command plus --resume").
       keep_iterator: never destroy the training iterator (multi-worker runs, which end the
         process without teardown): destroying a multi-worker distributed iterator was seen to
-        block for longer than the collective timeout, while the other workers waited for this
-        one in the final evaluation.
+        block for a minute and more, while the other workers waited for this one in the final
+        evaluation.
     """
 
     def __init__(self, trainer, batches, steps_per_epoch, epochs, checkpoints, decisions=(),

@@ -75,14 +75,19 @@ def split_cpu(count):
                                 f"{len(tf.config.list_logical_devices('CPU'))} CPU devices") from None
 
 
-def make_strategy(name, collective_timeout=60.0):
+def make_strategy(name, heartbeat_timeout=10.0):
     """The tf.distribute strategy for `name`:
 
     one_device: TensorFlow's default strategy, the code path of a run without distribution
       (no replica machinery in the graph at all).
     mirrored: MirroredStrategy over every GPU, else over every logical CPU device.
-    multi_worker: MultiWorkerMirroredStrategy from $TF_CONFIG; a collective that waits longer
-      than `collective_timeout` seconds for a peer (a dead worker) fails instead of hanging.
+    multi_worker: MultiWorkerMirroredStrategy from $TF_CONFIG. A dead or stalled worker is found
+      by TensorFlow's coordination service: a worker whose heartbeats stop for
+      `heartbeat_timeout` seconds is declared dead and every collective in flight is aborted
+      (a killed process whose connections close is noticed at once). The collectives get no
+      timeout of their own: TensorFlow starts a thread for each timed collective that sleeps out
+      the timeout, so a run with hundreds of steps a second would soon hold tens of thousands of
+      threads and die.
     """
     import tensorflow as tf
 
@@ -94,14 +99,37 @@ def make_strategy(name, collective_timeout=60.0):
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         worker_role(name)  # a clear error for a missing or bad TF_CONFIG
+        _configure_heartbeats(heartbeat_timeout)
         options = tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.RING,
-            timeout_seconds=collective_timeout)
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     raise StrategyError(f"unknown strategy {name!r}")
+
+
+def _configure_heartbeats(heartbeat_timeout):
+    """Set up the coordination service as MultiWorkerMirroredStrategy would (one standalone
+    service led by the chief, or worker 0, over the chief and worker jobs), with our heartbeat
+    timeout; the strategy keeps a service that is already configured."""
+    import tensorflow as tf
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    try:
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    except ImportError:  # where other TensorFlow builds keep it
+        from tsl.protobuf import coordination_config_pb2
+
+    cluster = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ("chief", "worker") if job in cluster.jobs]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(cluster),
+        heartbeat_timeout_in_ms=int(heartbeat_timeout * 1000),
+        coordinated_jobs=jobs)
 
 
 def setup(config):
     """Split the CPU, then make the strategy, for `config` (the order TensorFlow requires)."""
     split_cpu(config.cpu_devices)
-    return make_strategy(config.strategy, config.collective_timeout)
+    return make_strategy(config.strategy, config.heartbeat_timeout)

@@ -1,12 +1,15 @@
 """Distribution on this CPU: the per-replica input split, the worker role from TF_CONFIG, one step
 under MirroredStrategy on 2 logical CPU devices against one device, and real multi-worker runs of
-2 processes on 127.0.0.1 (both finish; a dead worker stops the other; resuming continues)."""
+2 processes on 127.0.0.1 (both finish with a bounded number of threads; a killed or frozen worker
+stops the other; resuming continues)."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -16,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlp import data as data_lib
+from mlp.config import Config
 from mlp.distribute import StrategyError, WorkerRole, worker_role
 from mlp.model import MLP
 from tests.conftest import REAL_DATA, REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
@@ -163,24 +167,55 @@ def _start_workers(args, count=2):
     for index in range(count):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
                "TF_CONFIG": _tf_config(ports, index)}
-        processes.append(subprocess.Popen(
+        # Output goes to files, not pipes: a worker must never block on a full pipe while the
+        # test is sampling the other's threads.
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        process = subprocess.Popen(
             [sys.executable, "-m", "experiments.improved", "--strategy", "multi_worker",
-             *map(str, args)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True))
+             *map(str, args)], cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+        process.output = (out, err)
+        processes.append(process)
     return processes
 
 
+def _threads(pid):
+    """The thread count of a live process, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+    except (OSError, StopIteration):
+        return None
+
+
+class Outcome(tuple):
+    """(exit code, stdout, stderr) of a worker, and the most threads it was seen to hold."""
+    peak_threads = 0
+
+
 def _finish(processes, timeout=WORKER_TIMEOUT):
-    """(exit code, stdout, stderr) of each worker; kills them all if one is stuck."""
-    outcomes = []
+    """Each worker's Outcome, sampling its threads every 0.1 s until it ends; kills them all if
+    one is stuck."""
+    peaks = [0] * len(processes)
     deadline = time.time() + timeout
     try:
-        for process in processes:
-            out, err = process.communicate(timeout=max(deadline - time.time(), 1))
-            outcomes.append((process.returncode, out, err))
+        while any(p.poll() is None for p in processes) and time.time() < deadline:
+            for i, process in enumerate(processes):
+                peaks[i] = max(peaks[i], _threads(process.pid) or 0)
+            time.sleep(0.1)
     finally:
         for process in processes:
             process.kill()
+            process.wait()
+    outcomes = []
+    for process, peak in zip(processes, peaks):
+        texts = []
+        for stream in process.output:
+            stream.seek(0)
+            texts.append(stream.read())
+            stream.close()
+        outcome = Outcome((process.returncode, *texts))
+        outcome.peak_threads = peak
+        outcomes.append(outcome)
     return outcomes
 
 
@@ -188,8 +223,12 @@ def _digest(stdout):
     return stdout.strip().splitlines()[-1].split("weights ")[1].split(";")[0]
 
 
-MULTI_WORKER_FLAGS = ["--epochs", 30, "--seed", 3, "--deterministic", "--collective-timeout", 20,
-                      *SMALL_RUN_FLAGS]
+# Batch 8: about 60 steps an epoch, each with several collectives, so a resource held per
+# collective (a thread, say) shows within seconds.
+MULTI_WORKER_FLAGS = ["--epochs", 4, "--seed", 3, "--deterministic", "--heartbeat-timeout", 5,
+                      *SMALL_RUN_FLAGS, "--batch-size", 8]
+# A one-device run holds about 16 threads and a worker about 130 whatever its length.
+THREAD_BOUND = 400
 
 
 @pytest.fixture(scope="module")
@@ -219,25 +258,83 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(uninterrupted_mul
     assert len(list((run_dir / "validation").glob("events.out.tfevents.*"))) == 1
 
 
-def test_a_dead_worker_stops_the_other_and_resuming_both_continues_exactly(
-        multi_worker_data, uninterrupted_multi_worker, tmp_path):
-    args = ["--data-dir", multi_worker_data, "--logdir", tmp_path, "--run-name", "whole",
-            *MULTI_WORKER_FLAGS]
+def test_a_worker_holds_a_bounded_number_of_threads_however_many_steps_it_runs(
+        uninterrupted_multi_worker):
+    _, outcomes = uninterrupted_multi_worker
+    for outcome in outcomes:
+        assert 50 < outcome.peak_threads < THREAD_BOUND  # > 50: the sampling saw the worker
+
+
+def test_runs_saved_with_a_collective_timeout_resume_with_the_default_heartbeat_timeout():
+    values = Config().to_dict()
+    del values["heartbeat_timeout"]
+    values["collective_timeout"] = 60.0  # what runs saved before the heartbeat setting have
+    assert Config.from_dict(values, "config.json") == Config()
+
+
+def test_the_multi_worker_strategy_uses_our_heartbeat_timeout():
+    # A one-worker cluster in its own process (the strategy starts a server and configures the
+    # process's runtime once).
+    program = ("from mlp.distribute import make_strategy\n"
+               "from tensorflow.python.eager import context\n"
+               "make_strategy('multi_worker', heartbeat_timeout=7.5)\n"
+               "service = context.context().coordination_service\n"
+               "print(service.heartbeat_timeout_in_ms, service.service_type)\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
+           "TF_CONFIG": _tf_config(_free_ports(1), 0)}
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True,
+                          text=True, timeout=WORKER_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["7500", "standalone"]
+
+
+def _stop_one_worker_after_the_first_checkpoint(args, run_dir, signal_number):
+    """Start two workers, send worker 1 `signal_number` once the chief has saved a checkpoint;
+    worker 0's Outcome and the seconds it took to end after the signal."""
     processes = _start_workers(args)
-    checkpoints = tmp_path / "whole" / "checkpoints"
     deadline = time.time() + WORKER_TIMEOUT
-    while time.time() < deadline and not list(checkpoints.glob("ckpt-*.index")):
-        assert processes[0].poll() is None, processes[0].communicate()[1][-3000:]
+    while time.time() < deadline and not list((run_dir / "checkpoints").glob("ckpt-*.index")):
+        assert processes[0].poll() is None, _finish(processes)[0][2][-3000:]
         time.sleep(0.05)
-    processes[1].kill()
-    killed_at = time.time()
-    (code, _, err), _ = _finish(processes)
+    processes[1].send_signal(signal_number)
+    signalled_at = time.time()
+    try:
+        processes[0].wait(timeout=WORKER_TIMEOUT)
+    finally:
+        processes[1].kill()  # a frozen worker never ends by itself
+    seconds = time.time() - signalled_at
+    return _finish(processes)[0], seconds
+
+
+def _assert_lost_a_worker(outcome, run_dir):
+    code, _, err = outcome
     assert code == 1, err[-3000:]
-    assert time.time() - killed_at < 120  # the collective timeout / health check, not a hang
     last_line = err.strip().splitlines()[-1]
     assert "lost another worker" in last_line and "--resume" in last_line
     assert "Traceback" not in err
-    assert not (tmp_path / "whole" / "results.json").exists()
+    assert not (run_dir / "results.json").exists()
+
+
+def test_a_frozen_worker_stops_the_other_within_the_heartbeat_timeout(multi_worker_data,
+                                                                        tmp_path):
+    # SIGSTOP: the process and its connections stay up, so only the missing heartbeats tell.
+    args = ["--data-dir", multi_worker_data, "--logdir", tmp_path, "--run-name", "frozen",
+            *MULTI_WORKER_FLAGS]
+    outcome, seconds = _stop_one_worker_after_the_first_checkpoint(
+        args, tmp_path / "frozen", signal.SIGSTOP)
+    _assert_lost_a_worker(outcome, tmp_path / "frozen")
+    assert "stopped sending heartbeats" in outcome[2]
+    assert seconds < 5 + 10  # --heartbeat-timeout 5, and the service's check interval
+
+
+def test_a_killed_worker_stops_the_other_and_resuming_both_continues_exactly(
+        multi_worker_data, uninterrupted_multi_worker, tmp_path):
+    args = ["--data-dir", multi_worker_data, "--logdir", tmp_path, "--run-name", "whole",
+            *MULTI_WORKER_FLAGS]
+    outcome, seconds = _stop_one_worker_after_the_first_checkpoint(
+        args, tmp_path / "whole", signal.SIGKILL)
+    _assert_lost_a_worker(outcome, tmp_path / "whole")
+    assert seconds < 5 + 10  # a closed connection, or else the missing heartbeats
 
     resumed = _finish(_start_workers([*args, "--resume"]))
     for code, out, err in resumed:
@@ -256,7 +353,7 @@ def test_multi_worker_accuracy_matches_one_device_on_real_data(tmp_path):
     # measure bfloat16 faster, and that comparison would not be like with like.
     flags = ["--data-dir", REAL_DATA, "--logdir", tmp_path, "--epochs", 2, "--train-subset", 6000,
              "--batch-size", 100, "--sync-batch-norm", "--dropout", 0, "--no-histograms",
-             "--collective-timeout", 30, "--precision", "float32"]
+             "--precision", "float32"]
     single = run_experiment("improved", *flags, "--run-name", "one")
     assert single.returncode == 0, single.stderr[-3000:]
     outcomes = _finish(_start_workers([*flags, "--run-name", "two"]))
