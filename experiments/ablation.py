@@ -1,8 +1,8 @@
 """Ablation: what each technique of a recipe is worth, over several seeds.
 
---study NAME takes the recipe experiments/NAME.py (its CONFIG) and the variants defined beside it
-(its `variants()`): improved (one technique removed at a time, plus the baseline) or best (one
-ingredient removed at a time).
+--study NAME takes a recipe apart with the variants declared beside it in experiments/recipes.py:
+improved (one technique removed at a time, plus the baseline) or best (one ingredient removed at
+a time).
 
 Every run is an ordinary run directory under <logdir>/<study-name>/ (TensorBoard scalars,
 hparams, images, results.json), trained by the same code path as the experiments. Re-running the
@@ -20,26 +20,26 @@ scheduler; each run locks its directory while it trains, so two workers never tr
 
 import argparse
 import dataclasses
-import importlib
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from experiments.runs import add_study_arguments, study_overrides
+from experiments.recipes import ABLATIONS
+from experiments.study import add_study_arguments, study_overrides
 
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
 # on the plain images only (no retraining: every run records both).
 NO_TEST_TIME_FLIP = "no test-time flip (the full recipe's runs, plain images)"
-STUDIES = ("improved", "best")
+PROG = "python -m experiments.ablation"
 
 
 def study_variants(study):
-    """{variant name: Config}: the full recipe first, then the variants defined beside it."""
-    module = importlib.import_module(f"experiments.{study}")
-    return {FULL: module.CONFIG, **module.variants()}
+    """{variant name: Config}: the full recipe first, then the variants declared beside it."""
+    full, variants = ABLATIONS[study]
+    return {FULL: full, **variants()}
 
 
 def slug(name):
@@ -102,11 +102,10 @@ def write_chart(study_dir, rows, title, table):
     writer.close()
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m experiments.ablation", description=__doc__,
+def parse(argv):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", choices=STUDIES, default="improved",
+    parser.add_argument("--study", choices=sorted(ABLATIONS), default="improved",
                         help="which recipe to take apart (default: improved)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant: 0..N-1 (default: 3)")
     parser.add_argument("--quick", action="store_true",
@@ -138,14 +137,20 @@ def main(argv=None):
     if args.study_name is not None and (not args.study_name or "/" in args.study_name
                                         or args.study_name in (".", "..")):
         parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
+    variants = study_variants(args.study)
+    unknown = set(args.variants or ()) - set(variants)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {sorted(variants)}")
+    return parser, args
 
-    from mlp.config import ConfigError, check_writable_dir
+
+def plan_study(args, parser):
+    """(the study's directory, the overrides every run takes, [(variant, seed, config), ...]).
+    Raises ConfigError for a setting no run can take."""
+    from mlp.config import check_writable_dir
 
     variants = study_variants(args.study)
     if args.variants:
-        unknown = set(args.variants) - set(variants)
-        if unknown:
-            parser.error(f"unknown variants {sorted(unknown)}; choose from {sorted(variants)}")
         variants = {name: variants[name] for name in variants if name in args.variants}
     overrides = {"histograms": False}
     if args.quick:
@@ -159,58 +164,32 @@ def main(argv=None):
         + ([args.precision] if args.precision else [])
         + ([f"n{args.train_subset}"] if args.train_subset else []))
     study_dir = Path(args.logdir) / study_name
+    check_writable_dir(study_dir, "logdir")
     plan = []
-    try:
-        check_writable_dir(study_dir, "logdir")
-        for name, config in variants.items():
-            for seed in range(args.seeds):
-                run_name = f"{slug(name)}-seed{seed}"
-                # Cosine schedules and warm-up are defined over --epochs, so shorten them together.
-                config_run = dataclasses.replace(config, seed=seed, logdir=str(study_dir),
-                                                 run_name=run_name, **overrides)
-                if config_run.lr_schedule == "cosine":
-                    config_run = dataclasses.replace(
-                        config_run, warmup_epochs=min(config_run.warmup_epochs,
-                                                      config_run.epochs / 10))
-                plan.append((name, seed, config_run.validate()))
-    except ConfigError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+    for name, config in variants.items():
+        for seed in range(args.seeds):
+            run_name = f"{slug(name)}-seed{seed}"
+            config_run = dataclasses.replace(config, seed=seed, logdir=str(study_dir),
+                                             run_name=run_name, **overrides)
+            # Cosine schedules and warm-up are defined over --epochs, so shorten them together.
+            if config_run.lr_schedule == "cosine":
+                config_run = dataclasses.replace(
+                    config_run, warmup_epochs=min(config_run.warmup_epochs,
+                                                  config_run.epochs / 10))
+            plan.append((name, seed, config_run.validate()))
     if args.runs:
         unknown = set(args.runs) - {config.run_name for _, _, config in plan}
         if unknown:
             parser.error(f"unknown runs {sorted(unknown)}; --list-commands lists them")
         plan = [entry for entry in plan if entry[2].run_name in args.runs]
-    if args.list_commands:
-        base = [word for word in argv if word != "--list-commands"]
-        for _, _, config in plan:
-            print(shlex.join(["python", "-m", "experiments.ablation", *base, "--runs",
-                              config.run_name]))
-        return 0
-
-    from mlp.signals import Interrupted, SignalGuard
-
-    with SignalGuard() as guard:
-        try:
-            return _run_study(args, parser, plan, study_dir, overrides, guard)
-        except Interrupted as e:
-            print(f"{parser.prog}: {e}", file=sys.stderr)
-            return e.exit_code
+    return study_dir, overrides, plan
 
 
-def _run_study(args, parser, plan, study_dir, overrides, guard):
-    from experiments.runs import run_plan
+def report(args, plan, records, study_dir, overrides):
+    """Write ablation.json, ablation.md and ablation.png of the finished runs; print the table."""
     from mlp.io import atomic_write_json, atomic_write_text
 
-    started = time.perf_counter()
-    code, records = run_plan("ablation", plan, study_dir, guard, "the same ablation command",
-                             report_only=args.report_only)
-    if code:
-        return code
     finished_runs = sum(len(runs) for runs in records.values())
-    if not records:
-        print(f"no finished runs in {study_dir} yet")
-        return 0
     full_config = next((config for name, _, config in plan if name == FULL), None)
     if FULL in records and full_config.test_time_flip:
         records[NO_TEST_TIME_FLIP] = [{**run, "test_accuracy": run["test_accuracy_single_view"]}
@@ -228,6 +207,37 @@ def _run_study(args, parser, plan, study_dir, overrides, guard):
     atomic_write_text(study_dir / "ablation.md", table)
     write_chart(study_dir, rows, f"ablation of {args.study}{shortened}", table)
     print("\n" + table)
+
+
+def main(argv=None):
+    from mlp.exits import run_guarded
+    from mlp.signals import SignalGuard
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, args = parse(argv)
+    with SignalGuard() as guard:
+        return run_guarded(PROG, _main, argv, parser, args, guard)
+
+
+def _main(argv, parser, args, guard):
+    from experiments.study import run_plan
+
+    study_dir, overrides, plan = plan_study(args, parser)
+    if args.list_commands:
+        base = [word for word in argv if word != "--list-commands"]
+        for _, _, config in plan:
+            print(shlex.join(["python", "-m", "experiments.ablation", *base, "--runs",
+                              config.run_name]))
+        return 0
+    started = time.perf_counter()
+    code, records = run_plan(PROG, "ablation", plan, study_dir, guard,
+                             "the same ablation command", report_only=args.report_only)
+    if code:
+        return code
+    if not records:
+        print(f"no finished runs in {study_dir} yet")
+        return 0
+    report(args, plan, records, study_dir, overrides)
     print(f"wrote {study_dir / 'ablation.json'}, ablation.md and ablation.png in "
           f"{time.perf_counter() - started:.0f}s")
     return 0

@@ -64,53 +64,6 @@ class OurLoop:
         return float(self.parts.evaluator.evaluate(self.test)["accuracy"].numpy())
 
 
-def keras_model(config):
-    import keras
-
-    layers = [keras.Input((784,))]
-    regularizer = keras.regularizers.L2(config.l2)
-    for i, width in enumerate(config.hidden_sizes):
-        layers.append(keras.layers.Dense(width, activation="relu",
-                                         kernel_initializer=config.initializer,
-                                         kernel_regularizer=regularizer))
-        layers.append(keras.layers.BatchNormalization())
-        if i < config.dropout_layers:
-            layers.append(keras.layers.Dropout(config.dropout))
-    layers.append(keras.layers.Dense(10, kernel_regularizer=regularizer))
-    return keras.Sequential(layers)
-
-
-class KerasFit:
-    """One epoch of Keras model.fit per call, on the identical architecture and optimizer."""
-
-    def __init__(self, config, splits, steps_per_execution):
-        import keras
-
-        self.splits = splits
-        self.batch_size = config.batch_size
-        self.model = keras_model(config)
-        self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                           metrics=["accuracy"], steps_per_execution=steps_per_execution)
-        self.seconds = []
-        timer = keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: self.seconds.append(-time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: self.seconds.append(self.seconds.pop()
-                                                                 + time.perf_counter()))
-        self.callbacks = [timer]
-
-    def epoch(self):
-        self.model.fit(self.splits.train_images, self.splits.train_labels,
-                       batch_size=self.batch_size, epochs=1, shuffle=True, verbose=0,
-                       callbacks=self.callbacks)
-        return self.seconds[-1]
-
-    def test_accuracy(self):
-        _, accuracy = self.model.evaluate(self.splits.test_images, self.splits.test_labels,
-                                          batch_size=1000, verbose=0)
-        return float(accuracy)
-
-
 class MatmulFloor:
     """The forward and backward matrix products of one epoch, nothing else; with `adam`, also one
     fused Adam update (TensorFlow's ResourceApplyAdam) of every trainable variable of the model
@@ -174,10 +127,11 @@ WITHOUT["all three"] = {k: v for change in WITHOUT.values() for k, v in change.i
 
 
 WIDTHS = ("improved", "best")
+PROG = "python -m experiments.benchmark"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
+def parse(argv):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed epochs per measurement, after one warm-up epoch (default: 5)")
@@ -213,6 +167,9 @@ def main(argv=None):
                              "without L2 and without all three: what each part of the recipe "
                              "costs, and how far the bare loop is from the floor")
     parser.add_argument("--skip-keras", action="store_true", help="do not time model.fit")
+    parser.add_argument("--train-subset", type=int, default=0,
+                        help="time epochs of only the first N training images (0: all 55,000; "
+                             "a smaller N for a quick look, not for figures)")
     parser.add_argument("--data-dir", default=None, help="directory of the four IDX files "
                         "(default: as the experiments look for them)")
     parser.add_argument("--logdir", default="tensorboard_logs",
@@ -223,70 +180,78 @@ def main(argv=None):
         args.batch_sizes, args.widths, args.precisions = [32, 128, 512], list(WIDTHS), ["float32"]
     if args.repeats < 1 or min(args.batch_sizes) < 1 or args.steps_per_execution < 1:
         parser.error("--repeats, --batch-sizes and --steps-per-execution must be positive")
-
-    from mlp.distribute import make_strategy, split_cpu
-
-    cpu_devices = args.cpu_devices if args.cpu_devices is not None else (
+    if args.train_subset < 0:
+        parser.error("--train-subset must be zero or more")
+    args.cpu_devices = args.cpu_devices if args.cpu_devices is not None else (
         2 if "mirrored" in args.strategies else 0)
-    split_cpu(cpu_devices)  # before TensorFlow starts
-    import tensorflow as tf
+    return args
 
-    from experiments.best import CONFIG as BEST
-    from experiments.improved import CONFIG as IMPROVED
-    from mlp import fused
-    from mlp.cli import ToolError, output_dir_and_data
-    from mlp.precision import cpu_model
 
-    try:
-        out_dir, splits = output_dir_and_data(args.logdir, "benchmark", args.data_dir)
-    except ToolError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    n = len(splits.train_labels)
-    _, fused_ops, _ = fused.resolve("auto")
-    models = {"improved": IMPROVED, "best": dataclasses.replace(
+def model_configs():
+    """{widths name: the config whose model the benchmark times}."""
+    from experiments.recipes import BEST, IMPROVED
+
+    return {"improved": IMPROVED, "best": dataclasses.replace(
         IMPROVED, hidden_sizes=BEST.hidden_sizes, dropout=BEST.dropout,
         dropout_layers=BEST.dropout_layers, l2=BEST.l2)}
-    settings = [(widths, batch) for widths in args.widths for batch in args.batch_sizes]
-    contenders = {}  # (setting, name) -> contender
-    for widths, batch in settings:
-        config = dataclasses.replace(models[widths], batch_size=batch, epochs=args.repeats + 1,
-                                     lr_schedule="constant", early_stopping=False,
-                                     histograms=False, data_dir=args.data_dir)
-        setting = (widths, batch)
-        for strategy_name in args.strategies:
-            strategy = make_strategy(strategy_name)
-            where = ("" if strategy_name == "one_device"
-                     else f" {strategy_name} x{strategy.num_replicas_in_sync}")
-            for precision in args.precisions:
-                for kernels in args.kernels:
-                    loop = OurLoop(dataclasses.replace(config, precision=precision,
-                                                       strategy=strategy_name, kernels=kernels),
-                                   splits, strategy)
-                    which = "" if loop.parts.kernels == "fused" else ", tensorflow kernels"
-                    contenders.setdefault((setting, f"ours {precision}{where}{which}"), loop)
-        if args.breakdown:
-            for part, change in WITHOUT.items():
-                contenders[setting, f"ours float32 without {part}"] = OurLoop(
-                    dataclasses.replace(config, precision="float32", **change), splits)
-        contenders[setting, FLOOR] = MatmulFloor(config, n, tf.float32, adam=True)
-        if fused_ops is not None:
-            contenders[setting, FUSED_FLOOR] = MatmulFloor(config, n, tf.float32, adam=True,
-                                                           fused_ops=fused_ops)
-        contenders[setting, "matmul floor float32"] = MatmulFloor(config, n, tf.float32)
-        if "mixed_bfloat16" in args.precisions:
-            contenders[setting, "matmul floor bfloat16"] = MatmulFloor(config, n, tf.bfloat16)
-        if not args.skip_keras:
-            if args.keras_default:
-                contenders[setting, "keras fit"] = KerasFit(config, splits, 1)
-            contenders[setting, f"keras fit spe={args.steps_per_execution}"] = KerasFit(
-                config, splits, args.steps_per_execution)
-    print(f"benchmark: {n} images; {args.repeats} rounds after a warm-up round, each round one "
-          f"epoch of every contender in turn; TensorFlow {tf.__version__}; {cpu_model()}; CPU "
-          f"split into {max(cpu_devices, 1)} logical device(s)", flush=True)
+
+
+def plan(args, splits):
+    """{(setting, contender name): contender}, a setting being (widths, batch size), in the order
+    each round times them."""
+    import tensorflow as tf
+
+    from experiments.keras_reference import KerasFit
+    from mlp import fused
+    from mlp.distribute import make_strategy
+
+    n = len(splits.train_labels)
+    _, fused_ops, _ = fused.resolve("auto")
+    models = model_configs()
+    contenders = {}
+    for widths in args.widths:
+        for batch in args.batch_sizes:
+            config = dataclasses.replace(models[widths], batch_size=batch,
+                                         epochs=args.repeats + 1, lr_schedule="constant",
+                                         early_stopping=False, histograms=False,
+                                         data_dir=args.data_dir)
+            setting = (widths, batch)
+            for strategy_name in args.strategies:
+                strategy = make_strategy(strategy_name)
+                where = ("" if strategy_name == "one_device"
+                         else f" {strategy_name} x{strategy.num_replicas_in_sync}")
+                for precision in args.precisions:
+                    for kernels in args.kernels:
+                        loop = OurLoop(dataclasses.replace(config, precision=precision,
+                                                           strategy=strategy_name,
+                                                           kernels=kernels), splits, strategy)
+                        which = "" if loop.parts.kernels == "fused" else ", tensorflow kernels"
+                        contenders.setdefault((setting, f"ours {precision}{where}{which}"), loop)
+            if args.breakdown:
+                for part, change in WITHOUT.items():
+                    contenders[setting, f"ours float32 without {part}"] = OurLoop(
+                        dataclasses.replace(config, precision="float32", **change), splits)
+            contenders[setting, FLOOR] = MatmulFloor(config, n, tf.float32, adam=True)
+            if fused_ops is not None:
+                contenders[setting, FUSED_FLOOR] = MatmulFloor(config, n, tf.float32, adam=True,
+                                                               fused_ops=fused_ops)
+            contenders[setting, "matmul floor float32"] = MatmulFloor(config, n, tf.float32)
+            if "mixed_bfloat16" in args.precisions:
+                contenders[setting, "matmul floor bfloat16"] = MatmulFloor(config, n, tf.bfloat16)
+            if not args.skip_keras:
+                if args.keras_default:
+                    contenders[setting, "keras fit"] = KerasFit(config, splits, 1)
+                contenders[setting, f"keras fit spe={args.steps_per_execution}"] = KerasFit(
+                    config, splits, args.steps_per_execution)
+    return contenders
+
+
+def run_rounds(contenders, repeats, n):
+    """Time one epoch of every contender per round, repeats + 1 rounds (the first a warm-up);
+    returns {key: row of figures}."""
     seconds = {key: [] for key in contenders}
     peak = {}
-    for round_number in range(args.repeats + 1):
+    for round_number in range(repeats + 1):
         for key, contender in contenders.items():
             seconds[key].append(contender.epoch())
             peak[key] = max(peak.get(key, 0), peak_rss_mb())
@@ -301,38 +266,75 @@ def main(argv=None):
                "peak_rss_mb_so_far": peak[key]}
         if hasattr(contender, "test_accuracy"):
             row["test_accuracy"] = contender.test_accuracy()
-            row["epochs_trained"] = args.repeats + 1
+            row["epochs_trained"] = repeats + 1
         if hasattr(contender, "recipe"):
             row["recipe"] = contender.recipe
         rows[key] = row
+    return rows
 
-    tables = []
+
+def tables(args, rows):
+    """One markdown table per setting: each contender's time, its ratio to the floor and to
+    Keras fit."""
+    out = []
     keras_name = f"keras fit spe={args.steps_per_execution}"
-    for widths, batch in settings:
-        setting = (widths, batch)
-        sizes = "-".join(map(str, models[widths].hidden_sizes))
-        floor = rows[setting, FLOOR]["median_epoch_seconds"]
-        keras = rows.get((setting, keras_name))
-        lines = [f"{widths} widths ({sizes}), batch {batch}:", "",
-                 "| what | s/epoch | samples/s | x floor | vs keras fit spe | test acc | "
-                 "process peak RSS MB |", "|---|---|---|---|---|---|---|"]
-        for (row_setting, name), m in rows.items():
-            if row_setting != setting:
-                continue
-            s = m["median_epoch_seconds"]
-            versus = f"{keras['median_epoch_seconds'] / s:.2f}x" if keras else "-"
-            accuracy = f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-"
-            lines.append(f"| {name} | {s:.3f} | {m['samples_per_second']:,.0f} | {s / floor:.2f} "
-                         f"| {versus} | {accuracy} | {m['peak_rss_mb_so_far']:,.0f} |")
-        tables.append("\n".join(lines))
-    table = "\n\n".join(tables)
+    models = model_configs()
+    for widths in args.widths:
+        for batch in args.batch_sizes:
+            setting = (widths, batch)
+            sizes = "-".join(map(str, models[widths].hidden_sizes))
+            floor = rows[setting, FLOOR]["median_epoch_seconds"]
+            keras = rows.get((setting, keras_name))
+            lines = [f"{widths} widths ({sizes}), batch {batch}:", "",
+                     "| what | s/epoch | samples/s | x floor | vs keras fit spe | test acc | "
+                     "process peak RSS MB |", "|---|---|---|---|---|---|---|"]
+            for (row_setting, name), m in rows.items():
+                if row_setting != setting:
+                    continue
+                s = m["median_epoch_seconds"]
+                versus = f"{keras['median_epoch_seconds'] / s:.2f}x" if keras else "-"
+                accuracy = f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-"
+                lines.append(f"| {name} | {s:.3f} | {m['samples_per_second']:,.0f} | "
+                             f"{s / floor:.2f} | {versus} | {accuracy} | "
+                             f"{m['peak_rss_mb_so_far']:,.0f} |")
+            out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def main(argv=None):
+    from mlp.exits import run_guarded
+
+    args = parse(argv)
+    return run_guarded(PROG, _main, args)
+
+
+def _main(args):
+    from mlp.distribute import split_cpu
+
+    split_cpu(args.cpu_devices)  # before TensorFlow starts
+    import tensorflow as tf
+
+    from mlp.cli import output_dir_and_data
+    from mlp.io import atomic_write_json
+    from mlp.machine import cpu_model
+
+    out_dir, splits = output_dir_and_data(args.logdir, "benchmark", args.data_dir)
+    if args.train_subset:
+        splits = dataclasses.replace(splits, train_images=splits.train_images[:args.train_subset],
+                                     train_labels=splits.train_labels[:args.train_subset])
+    n = len(splits.train_labels)
+    contenders = plan(args, splits)
+    print(f"benchmark: {n} images; {args.repeats} rounds after a warm-up round, each round one "
+          f"epoch of every contender in turn; TensorFlow {tf.__version__}; {cpu_model()}; CPU "
+          f"split into {max(args.cpu_devices, 1)} logical device(s)", flush=True)
+    rows = run_rounds(contenders, args.repeats, n)
+    table = tables(args, rows)
     print("\n'x floor': this row's time over the floor's (matrix products + one Adam pass of "
           "TensorFlow's ResourceApplyAdam, timed in the same rounds); 'vs keras fit spe': how many "
           "times faster than model.fit with steps_per_execution (higher is faster)\n\n" + table)
-    from mlp.io import atomic_write_json
     atomic_write_json(out_dir / "benchmark.json", {
         "repeats": args.repeats, "examples": n, "tensorflow": tf.__version__,
-        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "cpu_devices": cpu_devices,
+        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "cpu_devices": args.cpu_devices,
         "rows": [{"widths": w, "batch_size": b, "what": name, **m} for (w, b), name in rows
                  for m in [rows[(w, b), name]]],
         "table": table})

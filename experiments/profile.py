@@ -51,19 +51,20 @@ def main(argv=None):
     if args.steps < 1:
         parser.error("--steps must be positive")
 
+    from mlp.exits import run_guarded
+
+    return run_guarded(parser.prog, _main, args)
+
+
+def _main(args):
     import tensorflow as tf
 
-    from experiments.improved import CONFIG
+    from experiments.recipes import IMPROVED
     from mlp.build import build
-    from mlp.cli import ToolError, output_dir_and_data
+    from mlp.cli import output_dir_and_data
 
-    try:
-        out_dir, splits = output_dir_and_data(args.logdir, f"profile-{args.precision}",
-                                              args.data_dir)
-    except ToolError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    config = dataclasses.replace(CONFIG, precision=args.precision, epochs=1, histograms=False,
+    out_dir, splits = output_dir_and_data(args.logdir, f"profile-{args.precision}", args.data_dir)
+    config = dataclasses.replace(IMPROVED, precision=args.precision, epochs=1, histograms=False,
                                  early_stopping=False, lr_schedule="constant")
     parts = build(config, splits=splits)
     iterator = iter(parts.training_batches())

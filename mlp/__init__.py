@@ -14,11 +14,12 @@ _EXPORTS = {
     "Config": "mlp.config", "ConfigError": "mlp.config",
     "BatchNorm": "mlp.layers", "Dense": "mlp.layers", "Dropout": "mlp.layers",
     "MLP": "mlp.model",
-    "EarlyStopper": "mlp.plateau", "PlateauLRReducer": "mlp.plateau",
+    "EarlyStoppingRule": "mlp.rules", "PlateauRule": "mlp.rules",
     "l2_penalty": "mlp.regularization",
     "Trainer": "mlp.training", "weights_digest": "mlp.training",
     "Evaluator": "mlp.evaluation", "build": "mlp.build", "Parts": "mlp.build",
-    "Controller": "mlp.controller", "train_and_report": "mlp.experiment",
+    "Controller": "mlp.controller", "Checkpoints": "mlp.checkpointing",
+    "train_and_report": "mlp.run",
 }
 __all__ = sorted(_EXPORTS)
 

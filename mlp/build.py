@@ -2,7 +2,7 @@
 
     parts = build(config, strategy)
 
-Experiments (through mlp/experiment.py), the benchmark, the profiler and the tests all get their
+Experiments (through mlp/run.py), the benchmark, the profiler and the tests all get their
 model, optimizer, schedule, trainer, evaluator and pipelines here; nothing else constructs them.
 """
 
@@ -17,9 +17,11 @@ from mlp import fused
 from mlp.augment import make_augment
 from mlp.config import ConfigError
 from mlp.evaluation import Evaluator
+from mlp.machine import cache_dir
 from mlp.model import MLP
 from mlp.optim import make_optimizer
 from mlp.precision import COMPUTE_DTYPES, probe_model, resolve
+from mlp.regularization import L2Term
 from mlp.schedules import cosine_with_warmup
 from mlp.training import Trainer
 from mlp.whitening import zca
@@ -83,7 +85,7 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
     if precision is None:
         # Workers of a multi-worker run could measure differently; they share float32 on CPUs.
         probe_fn = (None if config.strategy == "multi_worker" else
-                    probe_model(config, str(data_lib.cache_dir() / "precision-probe.json"),
+                    probe_model(config, str(cache_dir() / "precision-probe.json"),
                                 fused_ops))
         precision, probe = resolve(config.precision, probe=probe_fn)
     if config.deterministic:
@@ -115,9 +117,10 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
                                           round(config.warmup_epochs * steps_per_epoch),
                                           config.min_learning_rate)
         optimizer = make_optimizer(precision, config.learning_rate, fused_ops)
-        trainer = Trainer(model, optimizer, l2=config.l2, label_smoothing=config.label_smoothing,
+        l2_term = L2Term(model.kernels, config.l2)
+        trainer = Trainer(model, optimizer, l2=l2_term, label_smoothing=config.label_smoothing,
                           schedule=schedule, ema_decay=config.ema_decay, strategy=strategy)
-        evaluator = Evaluator(model, l2=config.l2, test_time_flip=config.test_time_flip,
+        evaluator = Evaluator(model, l2=l2_term, test_time_flip=config.test_time_flip,
                               strategy=strategy)
     return Parts(config=config, strategy=strategy, precision=precision, precision_probe=probe,
                  kernels=kernels, kernels_note=kernels_note, splits=splits,

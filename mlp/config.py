@@ -1,10 +1,9 @@
 """One flat config for a run: every field a documented default the command line can override.
 
-An experiment is a recipe: a `Config` made by `recipe(...)`, which must name every field of the
-model, optimization and regularization sections, so that changing a default here never silently
-changes an experiment (see experiments/). `add_arguments` turns each field into a flag whose
---help text is the field's doc, and `Config.validate` rejects bad values before any training
-starts.
+The defaults are the improved recipe (experiments/recipes.py). A recipe is a parent config plus
+the changes that make it what it is: `recipe(parent, **changes)`. `add_arguments` turns each field
+into a flag whose --help text is the field's doc, and `Config.validate` rejects bad values before
+any training starts.
 """
 
 import argparse
@@ -216,28 +215,45 @@ class Config:
         return {f.name: (list(v) if isinstance(v, tuple) else v)
                 for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
 
+    def unused_fields(self):
+        """The fields this config's other settings make irrelevant (e.g. the plateau settings
+        under a cosine schedule)."""
+        unused = []
+        if self.whitening == "none":
+            unused.append("whitening_epsilon")
+        if self.lr_schedule != "cosine":
+            unused.append("warmup_epochs")
+        if self.lr_schedule != "plateau":
+            unused += ["plateau_factor", "plateau_patience", "plateau_min_delta",
+                       "plateau_cooldown"]
+            if self.lr_schedule == "constant":
+                unused.append("min_learning_rate")
+        if not self.early_stopping:
+            unused += ["early_stopping_patience", "early_stopping_min_delta",
+                       "early_stopping_start_epoch"]
+        return unused
+
     def result_fields(self):
         """The fields that change what a run computes (compared on --resume)."""
         return {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
 
 
-# The fields a recipe must state: what the model is and how it is trained and regularized.
-RECIPE_FIELDS = (
-    "hidden_sizes", "batch_norm", "dropout", "dropout_layers", "l2", "initializer",
-    "whitening", "whitening_epsilon",
-    "epochs", "batch_size", "learning_rate", "lr_schedule", "warmup_epochs", "plateau_factor",
-    "plateau_patience", "plateau_min_delta", "plateau_cooldown", "min_learning_rate",
-    "early_stopping", "early_stopping_patience", "early_stopping_min_delta",
-    "early_stopping_start_epoch", "label_smoothing", "augment_shift", "augment_flip",
-    "augment_erase", "ema_decay", "test_time_flip", "precision")
+def recipe(parent=None, **changes):
+    """A recipe: `parent` (default: the library's defaults, Config()) with `changes`.
 
-
-def recipe(**values):
-    """A Config that states every field of RECIPE_FIELDS; TypeError names any it leaves out."""
-    missing = [name for name in RECIPE_FIELDS if name not in values]
-    if missing:
-        raise TypeError(f"a recipe must state {', '.join(missing)}")
-    return Config(**values)
+    A recipe states only what makes it what it is, so each change must change something and
+    apply to the result: TypeError names a change equal to the parent's value, or one the result
+    does not use (see Config.unused_fields). tests/test_recipes.py snapshots every recipe fully
+    resolved, so changing a default here never silently changes an experiment."""
+    parent = Config() if parent is None else parent
+    result = dataclasses.replace(parent, **changes)
+    same = sorted(name for name, value in changes.items() if getattr(parent, name) == value)
+    unused = sorted(set(changes) & set(result.unused_fields()))
+    if same or unused:
+        raise TypeError("a recipe states only what it changes: " + "; ".join(part for part in (
+            f"{', '.join(same)} equal the parent's" if same else "",
+            f"{', '.join(unused)} do not apply to it" if unused else "") if part))
+    return result
 
 
 def check_writable_dir(path, flag):
@@ -251,21 +267,32 @@ def check_writable_dir(path, flag):
         raise ConfigError(f"--{flag}: {path} is not writable; choose another directory")
 
 
+# --help groups the flags as Config groups its fields: (title, the section's first field).
+SECTIONS = (("model", "hidden_sizes"), ("optimization and schedule", "epochs"),
+            ("extra regularization", "label_smoothing"), ("execution", "seed"),
+            ("distribution", "strategy"), ("data", "data_dir"), ("output", "logdir"))
+
+
 def add_arguments(parser, defaults):
-    """Add one flag per Config field to `parser`, with `defaults` as the default values."""
+    """Add one flag per Config field to `parser`, with `defaults` as the default values, in
+    --help's groups (SECTIONS)."""
+    starts = dict((first, title) for title, first in SECTIONS)
+    group = parser
     for f in dataclasses.fields(Config):
+        if f.name in starts:
+            group = parser.add_argument_group(starts[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         help_text = f.metadata["help"] + f" (default: {_show(default)})"
         if f.type is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text)
         elif f.type is tuple:
-            parser.add_argument(flag, type=int, nargs="+", default=default, help=help_text,
+            group.add_argument(flag, type=int, nargs="+", default=default, help=help_text,
                                 metavar="N")
         else:
             kind = {int: int, float: float, str: str}[f.type]
-            parser.add_argument(flag, type=kind, default=default, help=help_text,
+            group.add_argument(flag, type=kind, default=default, help=help_text,
                                 choices=f.metadata.get("choices"), metavar=f.name.upper())
 
 

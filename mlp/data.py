@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from mlp.exits import DataError  # noqa: F401 (raised here, and read as data.DataError)
+from mlp.machine import cache_dir
+
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -51,16 +54,6 @@ HOW_TO_GET = ("get the data with 'apt-get install dataset-fashion-mnist' (Debian
               "IDX files in a directory and pass --data-dir DIR or set FASHION_MNIST_DIR")
 
 _UBYTE = 0x08
-
-
-class DataError(Exception):
-    """The data is missing or not what it should be; the message says which file and why."""
-
-
-def cache_dir():
-    """Where downloaded files are kept: $XDG_CACHE_HOME/mlp-fashion-mnist (~/.cache by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mlp-fashion-mnist"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,7 +304,7 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
 
     def epoch_indices(epoch):
         # Each batch's indices sliced out of the permutation: one dataset element per batch
-        # (batching the permutation one element at a time was 1.2-1.9x slower here).
+        # (batching the permutation one element at a time was slower; docs/speed.md).
         order = epoch_permutation(num_examples, seed, epoch)
         return tf.data.Dataset.range(steps_per_epoch).map(
             lambda i: order[i * batch_size:tf.minimum((i + 1) * batch_size, num_examples)])
@@ -344,7 +337,7 @@ def evaluation_batches(images, labels, batch_size=1000, input_context=None):
 # Batches prepared ahead, and in parallel, of the training step. Fixed rather than tf.data's
 # autotuning: its background optimization thread can keep an iterator's destructor waiting for
 # minutes (seen at exit after SIGTERM, and under multi-worker training, where the waiting worker
-# stalls the others' collectives), and a fixed depth was as fast here (tests/test_data.py).
+# stalls the others' collectives), and a fixed depth was as fast (tests/test_data.py).
 PARALLEL_BATCHES = 2
 
 

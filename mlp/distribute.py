@@ -50,8 +50,8 @@ def worker_role(strategy_name, environ=os.environ):
         if not 0 <= task_index < len(cluster[task_type]):
             raise ValueError(f"task index {task_index} is outside the cluster's {task_type} list")
     except (ValueError, KeyError, TypeError) as e:
-        raise StrategyError(f"TF_CONFIG is not a usable cluster description ({e}); see the README's "
-                            "multi-worker section") from None
+        raise StrategyError(f"TF_CONFIG is not a usable cluster description ({e}); see "
+                            "docs/distributed.md") from None
     tasks = [("chief", i) for i in range(len(chiefs))] + [("worker", i) for i in range(len(workers))]
     index = tasks.index((task_type, task_index))
     return WorkerRole(index=index, count=len(tasks), is_chief=index == 0)

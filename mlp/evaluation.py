@@ -5,7 +5,7 @@ confusion matrix and every example's prediction, reduced across replicas under a
 import tensorflow as tf
 
 from mlp.augment import mirror
-from mlp.regularization import l2_penalty
+from mlp.regularization import L2Term
 from mlp.training import NUM_CLASSES
 
 
@@ -14,8 +14,8 @@ class Evaluator(tf.Module):
 
     Args:
       model: the model (interface in mlp/model.py).
-      l2: the training L2 factor, so `loss_with_l2` is what Keras reports as val_loss: the data
-        loss plus the L2 term of the current weights.
+      l2: the training L2 factor (or the run's L2Term), so `loss_with_l2` is what Keras reports
+        as val_loss: the data loss plus the L2 term of the current weights.
       test_time_flip: average the predicted probabilities of each image and its mirror image.
       strategy: the strategy the model's variables were made under (default: the current one);
         datasets given to `evaluate` are then distributed datasets cut by
@@ -25,7 +25,7 @@ class Evaluator(tf.Module):
     def __init__(self, model, l2=0.0, test_time_flip=False, strategy=None):
         super().__init__(name="evaluator")
         self.model = model
-        self.l2 = float(l2)
+        self.l2_term = l2 if isinstance(l2, L2Term) else L2Term(model.kernels, l2)
         self.test_time_flip = bool(test_time_flip)
         self.strategy = strategy or tf.distribute.get_strategy()
 
@@ -70,7 +70,7 @@ class Evaluator(tf.Module):
             index += 1
         examples = tf.cast(tf.reduce_sum(confusion), tf.float64)
         loss = loss_sum / examples
-        penalty = tf.cast(l2_penalty(self.model.kernels, self.l2), tf.float64)
+        penalty = tf.cast(self.l2_term.value(), tf.float64)
         return {"loss": loss,
                 "loss_with_l2": loss + penalty,
                 "accuracy": tf.cast(tf.linalg.trace(confusion), tf.float64) / examples,

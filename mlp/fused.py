@@ -1,8 +1,8 @@
 """Batch norm and dropout in training as fused CPU kernels, and the choice between them and
 TensorFlow's own ops (--kernels).
 
-On a 2-core CPU, a layer's batch norm and dropout cost about as much as its matrix products:
-TensorFlow spends a dozen element-wise ops on them, each a pass over the batch, and Philox draws
+On a 2-core CPU, a layer's batch norm and dropout cost about as much as its matrix products
+(docs/speed.md): TensorFlow spends a dozen element-wise ops on them, each a pass over the batch, and Philox draws
 the masks. mlp/fused_kernels.cc does a layer's batch norm and dropout in two passes forward and two
 backward, with masks from a cheap counter-based hash (the file says how). Same batch norm as
 mlp/layers.py to float32 rounding; the masks are other random draws of the same distribution,
@@ -10,7 +10,7 @@ still a pure function of (seed, step, layer). Adam's update is one kernel too, w
 gradient 2 l2 W folded into its one pass (MlpApplyAdam; see mlp/optim.py).
 
 The library is compiled with the machine's C++ compiler ($CXX, default g++) on first use, for this
-CPU (-march=native), and cached under the data cache (see mlp.data.cache_dir) by a key of the
+CPU (-march=native), and cached under the data cache (see mlp.machine.cache_dir) by a key of the
 source, the compiler and its flags, TensorFlow's version and build flags and the CPU model: a few
 seconds, once per machine.
 
@@ -27,6 +27,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from mlp.config import KERNELS, ConfigError
+from mlp.machine import cache_dir as default_cache_dir
+from mlp.machine import cpu_model
 
 # What `auto` resolves to.
 RESOLVED = tuple(kernels for kernels in KERNELS if kernels != "auto")
@@ -48,9 +50,6 @@ class KernelBuildError(RuntimeError):
 
 def library_path(cache_dir=None):
     """Where this machine's build of the library is (or goes) in `cache_dir`."""
-    from mlp.data import cache_dir as default_cache_dir
-    from mlp.precision import cpu_model
-
     flags = [*COMPILE_FLAGS, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *flags, cpu_model(),
                                     _compiler()]).encode()).hexdigest()[:16]

@@ -1,7 +1,7 @@
 """The optimizer: Keras's Adam, with its per-variable update done by one fused kernel.
 
 Keras's `Adam.update_step` spells the update out as about twenty element-wise ops per variable,
-each a pass over memory; on a 2-core CPU that was 0.38 s of a 1.3 s epoch. `FusedAdam` keeps
+each a pass over memory: on a 2-core CPU a large part of an epoch (docs/speed.md). `FusedAdam` keeps
 everything of Keras's Adam (its slots, learning-rate variable, iteration counter, checkpoint
 layout, and the same formula:
     m += (g - m)(1 - beta_1);  v += (g^2 - v)(1 - beta_2)

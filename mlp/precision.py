@@ -8,19 +8,20 @@ In every mode batch-norm statistics, the cross-entropy and the L2 penalty are co
 
 auto: on a GPU of compute capability 7.0 or newer (tensor cores) mixed_float16, which is known to
 pay there. Otherwise whether bfloat16 pays depends on the machine, not on a CPU flag: two CPUs
-that both report AVX-512 BF16 ran bfloat16 matrix products 1.5x faster and 1.6x slower than
-float32. So `auto` runs a short probe, the model's own layers forward and backward on a batch in
+that both report AVX-512 BF16 ran bfloat16 matrix products faster than float32 on one and slower
+on the other (docs/precision.md). So `auto` runs a short probe, the model's own layers forward and backward on a batch in
 each candidate precision, in interleaved rounds, and takes the fastest. The result is cached per
 machine (CPU model), TensorFlow version and shape of the probe.
 """
 
 import json
 import os
-import platform
 import statistics
 import time
 
 import tensorflow as tf
+
+from mlp.machine import cpu_model
 
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
 CPU_CANDIDATES = ("float32", "mixed_bfloat16")
@@ -107,18 +108,6 @@ def measure(config, candidates=CPU_CANDIDATES, rounds=PROBE_ROUNDS, steps=PROBE_
             if round_number:  # the first round traces
                 times[precision].append((time.perf_counter() - started) / steps)
     return {precision: statistics.median(values) for precision, values in times.items()}
-
-
-def cpu_model():
-    """The CPU's model name, as lscpu shows it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _read_cache(path):

@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
-from mlp.regularization import l2_penalty
+from mlp.regularization import L2Term
 
 NUM_CLASSES = 10
 # Columns of the per-epoch training sums, summed over examples: loss (data loss + L2 term),
@@ -27,7 +27,8 @@ class Trainer(tf.Module):
     Args:
       model: an MLP, or any model with the interface written down in mlp/model.py.
       optimizer: a Keras optimizer; wrap it in keras.optimizers.LossScaleOptimizer for float16.
-      l2: factor of the L2 penalty on the model's kernels.
+      l2: factor of the L2 penalty on the model's kernels, or the run's L2Term
+        (mlp/regularization.py), which then also tells the optimizer about it.
       label_smoothing: mixes the one-hot targets with the uniform distribution by this much.
       schedule: optional function step -> learning rate, applied in the graph before each step.
       ema_decay: if > 0, keep an exponential moving average of all model variables, updated
@@ -45,7 +46,7 @@ class Trainer(tf.Module):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model = model
         self.optimizer = optimizer
-        self.l2 = float(l2)
+        self.l2_term = l2 if isinstance(l2, L2Term) else L2Term(model.kernels, l2)
         self.label_smoothing = float(label_smoothing)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch_sums = tf.Variable(tf.zeros([len(TRAIN_SUMS)], tf.float64), trainable=False,
@@ -58,13 +59,7 @@ class Trainer(tf.Module):
                               if ema_decay else [])
         self.optimizer.build(self.model.trainable_variables)
         self.loss_scaling = hasattr(optimizer, "scale_loss") and hasattr(optimizer, "inner_optimizer")
-        # The L2 term's gradient, 2 l2 W: added by the optimizer's update where it can (FusedAdam
-        # folds it into its pass; under loss scaling it gets the unscaled gradients), else to the
-        # gradients in the step.
-        inner = getattr(optimizer, "inner_optimizer", optimizer)
-        self.l2_in_optimizer = bool(self.l2) and hasattr(inner, "add_l2_gradient")
-        if self.l2_in_optimizer:
-            inner.add_l2_gradient(self.model.kernels, 2.0 * self.l2)
+        self.l2_in_optimizer = self.l2_term.attach(optimizer)
 
     @property
     def learning_rate(self):
@@ -101,16 +96,10 @@ class Trainer(tf.Module):
                 data_loss = tf.reduce_sum(self.data_loss(logits, labels)) / global_count
             target = self.optimizer.scale_loss(data_loss) if self.loss_scaling else data_loss
         gradients = tape.gradient(target, variables)
-        if self.l2 and not self.l2_in_optimizer:
-            # The L2 term's gradient, 2 l2 W (each replica's share), added to the data gradient:
-            # the gradient of data loss + l2 sum(W^2) without computing the term's value each
-            # step (it is only reported; see train_loop).
-            factor = tf.constant(2.0 * self.l2 / replicas, tf.float32)
-            if self.loss_scaling:
-                factor = self.optimizer.scale_loss(factor)
-            kernels = {id(kernel) for kernel in self.model.kernels}
-            gradients = [g + factor * v if id(v) in kernels else g
-                         for g, v in zip(gradients, variables)]
+        # The gradient of data loss + the L2 term, without the term's value each step (it is
+        # only reported; see train_loop).
+        gradients = self.l2_term.add_gradient(
+            gradients, variables, replicas, self.optimizer.scale_loss if self.loss_scaling else None)
         self.optimizer.apply(gradients, variables)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                  labels), tf.float64))
@@ -154,7 +143,7 @@ class Trainer(tf.Module):
             sums += step_sums
         # The L2 term, reported with the weights at the end of this call for every example of it
         # (one pass over the kernels per call, not per step).
-        penalty = tf.cast(l2_penalty(self.model.kernels, self.l2), tf.float64) * sums[4]
+        penalty = tf.cast(self.l2_term.value(), tf.float64) * sums[4]
         self.epoch_sums.assign_add(sums + tf.stack([penalty, 0.0, penalty, 0.0, 0.0]))
         return done
 

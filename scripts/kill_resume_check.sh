@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The check of issue 4 on the real data: a deterministic run killed with SIGKILL after its second
+# Exact resume on the real data: a deterministic run killed with SIGKILL after its second
 # checkpoint, then resumed, must end with the same weights_digest as the same run left alone.
 #   scripts/kill_resume_check.sh [extra flags...]     (uses .venv/bin/python)
 set -euo pipefail

@@ -55,10 +55,64 @@ SMALL_RUN_FLAGS = ["--no-verify-checksums", "--validation-size", "100", "--batch
 
 
 def run_experiment(module, *args, timeout=300, env=None, **kwargs):
-    """Run `python -m experiments.<module> args` in the repo (with `env`, default this process's
-    environment); returns the CompletedProcess."""
+    """`python -m experiments.<module> args` in the repo: the CompletedProcess of its exit code,
+    stdout and stderr. Runs in this process (the same `main` the module runs, without a
+    process's start-up) unless a separate process shows something more: another environment
+    (`env`), or a strategy or device split, which TensorFlow can only set up once per process.
+    In this process an exception that would end the program is caught and its traceback put on
+    stderr with exit code 1, as the process would show it."""
+    args = [str(arg) for arg in args]
+    if env is None and not kwargs and not _needs_its_own_process(args):
+        return _run_in_process(module, args)
+    return run_process(module, *args, timeout=timeout, env=env, **kwargs)
+
+
+def run_process(module, *args, timeout=300, env=None, **kwargs):
+    """Run `python -m experiments.<module> args` in a new process (with `env`, default this
+    process's environment); returns the CompletedProcess."""
     env = {**(os.environ if env is None else env), "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", f"experiments.{module}", *map(str, args)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
                           **kwargs)
+
+
+def _needs_its_own_process(args):
+    strategy = args[args.index("--strategy") + 1] if "--strategy" in args[:-1] else "one_device"
+    return strategy != "one_device" or "--cpu-devices" in args
+
+
+def _entry(module):
+    """The function `python -m experiments.<module>` runs, taking argv and returning the code."""
+    import importlib
+
+    from experiments.recipes import RECIPES
+    from mlp import cli
+
+    program = importlib.import_module(f"experiments.{module}")
+    if not hasattr(program, "main"):  # a recipe's module: the shared command line
+        return lambda argv: cli.main(f"python -m experiments.{module}", module, RECIPES[module],
+                                     program.__doc__, argv)
+    return program.main
+
+
+def _run_in_process(module, args):
+    import contextlib
+    import io
+    import traceback
+
+    from tensorflow.python.framework import config as tf_config
+
+    deterministic = tf_config.is_op_determinism_enabled()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = _entry(module)(args)
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    if not deterministic and tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()  # --deterministic is for that run only
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())

@@ -129,10 +129,10 @@ def test_study_name_must_be_a_plain_name(tmp_path):
 
 
 def test_the_best_study_compares_like_with_like(small_data, tmp_path):
-    from experiments import best
+    from experiments.recipes import best_variants
 
     # Variants trained without flips are evaluated without test-time flipping too.
-    for name, config in best.variants().items():
+    for name, config in best_variants().items():
         assert config.test_time_flip == config.augment_flip, name
     # Test-time flipping has its own row: the full recipe's runs on the plain images.
     done = run_experiment("ablation", "--study", "best", "--data-dir", small_data, "--logdir",

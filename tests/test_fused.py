@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mlp import MLP, BatchNorm, fused
 from mlp.config import Config, ConfigError
-from mlp.experiment import assemble
+from mlp.run import assemble
 from tests.conftest import SMALL_RUN_FLAGS, run_experiment
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from mlp import data as data_lib
 from mlp.config import Config
 from mlp.controller import NonFiniteLoss
-from mlp.experiment import assemble, finish
+from mlp.run import assemble, finish
 from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
 
 EPOCHS = 4
@@ -238,7 +238,7 @@ def test_divergence_after_good_epochs_keeps_their_checkpoint(tmp_path):
 
 def test_second_interrupt_exits_at_once():
     script = ("import os, signal, time\n"
-              "from mlp.controller import SignalGuard\n"
+              "from mlp.signals import SignalGuard\n"
               "with SignalGuard() as guard:\n"
               "    os.kill(os.getpid(), signal.SIGINT)\n"
               "    time.sleep(0.2)\n"

@@ -3,7 +3,8 @@
 import json
 import math
 
-from experiments.speedrun import CONFIG, markdown, summarize
+from experiments.recipes import SPEEDRUN as CONFIG
+from experiments.speedrun import markdown, summarize
 from tests.conftest import run_experiment
 
 

@@ -10,7 +10,7 @@ from mlp import MLP, Config, Trainer, fused
 from mlp import data as data_lib
 from mlp.optim import make_optimizer
 from mlp.precision import resolve
-from mlp.experiment import assemble, finish
+from mlp.run import assemble, finish
 
 SMALL = Config(hidden_sizes=(32, 16), epochs=3, batch_size=50, validation_size=100,
                verify_checksums=False, histograms=False, lr_schedule="constant",

@@ -1,6 +1,7 @@
 """One run, start to end: build the parts, give them to a controller with the recipe's
-end-of-epoch actions, train, pick the weights, write the report. Every experiment and the
-ablation's runs go through `train_and_report`; tests use its two halves, `assemble` and `finish`.
+end-of-epoch actions, train, pick the weights, write the report. Every experiment and every
+study's runs go through `train_and_report`; tests use its two halves, `assemble` and `finish`.
+(The runnable experiments and studies are the package `experiments`.)
 """
 
 import signal
@@ -9,15 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlp import fused, report
+from mlp.actions import (EarlyStoppingAction, EpochSummariesAction, PlateauLRAction,
+                         PrintEpochAction, ValidateAction)
 from mlp.build import Parts, build
-from mlp.controller import (Checkpoints, Controller, EarlyStopping, EpochSummaries, PrintEpoch,
-                            ReduceLROnPlateau, Validate)
-from mlp.distribute import WorkerRole
+from mlp.checkpointing import Checkpoints
 from mlp.config import ConfigError
+from mlp.controller import Controller
+from mlp.distribute import WorkerRole
 from mlp.io import atomic_write_json, read_json
 from mlp.precision import COMPUTE_DTYPES
-from mlp.plateau import EarlyStopper, PlateauLRReducer
+from mlp.rules import EarlyStoppingRule, PlateauRule
 from mlp.signals import SignalGuard
+from mlp.summaries import Summaries
 
 
 @dataclass
@@ -26,18 +30,16 @@ class Run:
     run_dir: Path
     parts: Parts
     controller: Controller
-    stopping: object  # the EarlyStopping action, or None
+    stopping: object  # the EarlyStoppingAction, or None
     summaries: object  # mlp.summaries.Summaries on the chief, else None
     role: WorkerRole
     resumed: bool
 
 
-def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.stdout,
+def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None,
              role=WorkerRole(), resume_hint="the same command plus --resume"):
     """Build `config`'s parts under `strategy` and a controller with the recipe's actions,
     restored from `run_dir`'s last checkpoint if `resume`."""
-    from mlp.summaries import Summaries
-
     run_dir = Path(run_dir)
     parts = build(config, strategy, splits,
                   _auto_choice(config, run_dir, "precision", COMPUTE_DTYPES, resume),
@@ -47,16 +49,16 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.
                             probe=parts.precision_probe)
         _record_auto_choice(config, run_dir, "kernels", parts.kernels, note=parts.kernels_note)
     with parts.strategy.scope():
-        decisions = [Validate(parts.evaluator, parts.evaluation_batches(
+        decisions = [ValidateAction(parts.evaluator, parts.evaluation_batches(
             parts.splits.validation_images, parts.splits.validation_labels))]
         stopping = None
         if config.early_stopping:
-            stopping = EarlyStopping(parts.model, EarlyStopper(
+            stopping = EarlyStoppingAction(parts.model, EarlyStoppingRule(
                 config.early_stopping_patience, config.early_stopping_min_delta,
                 config.early_stopping_start_epoch, restore_best_weights=True))
             decisions.append(stopping)
         if config.lr_schedule == "plateau":
-            decisions.append(ReduceLROnPlateau(parts.trainer, PlateauLRReducer(
+            decisions.append(PlateauLRAction(parts.trainer, PlateauRule(
                 config.plateau_factor, config.plateau_patience, config.plateau_min_delta,
                 config.plateau_cooldown, config.min_learning_rate)))
     trackables = {"trainer": parts.trainer}
@@ -65,8 +67,9 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=sys.
     # Outside the scope: the loop's state is a string, which a strategy cannot mirror.
     checkpoints = Checkpoints(run_dir / "checkpoints", role.is_chief, **trackables)
     summaries = Summaries(run_dir) if role.is_chief else None
-    records = [EpochSummaries(summaries, parts.model, config.histograms)] if summaries else []
-    records.append(PrintEpoch(config.epochs, out))
+    records = ([EpochSummariesAction(summaries, parts.model, config.histograms)]
+               if summaries else [])
+    records.append(PrintEpochAction(config.epochs, out))
     controller = Controller(parts.trainer, parts.training_batches, parts.steps_per_epoch,
                             config.epochs, checkpoints, decisions, records, out,
                             config.steps_per_loop, resume_hint,
@@ -124,7 +127,7 @@ def _report(run, state):
     return results
 
 
-def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, out=sys.stdout,
+def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, out=None,
                      role=WorkerRole(), name="run", resume_hint="the same command plus --resume"):
     """`assemble`, say what is about to happen, `finish`."""
     with SignalGuard() as guard:

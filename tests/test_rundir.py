@@ -1,5 +1,5 @@
-"""Run directories: one process per run (a lock), unique default names, and recipes that state
-every field, so a library default never changes an experiment."""
+"""Run directories: one process per run (a lock), unique default names, and a killed process's
+leftovers removed."""
 
 import concurrent.futures
 import subprocess
@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import baseline, best, improved, speedrun
-from mlp.cli import _new_run_name
-from mlp.config import RECIPE_FIELDS, Config, recipe
 from mlp.io import RunInUse, RunLock
+from mlp.rundir import new_run_name
 from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment
 
 
@@ -43,7 +41,7 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
 
 
 def _name(logdir):
-    return _new_run_name(Path(logdir), "improved")
+    return new_run_name(Path(logdir), "improved")
 
 
 def test_default_run_names_are_unique_when_runs_start_together(tmp_path):
@@ -51,28 +49,6 @@ def test_default_run_names_are_unique_when_runs_start_together(tmp_path):
         names = list(pool.map(_name, [tmp_path] * 16))
     assert len(set(names)) == 16
     assert all((tmp_path / name).is_dir() for name in names)
-
-
-def test_a_recipe_must_state_every_recipe_field():
-    values = {name: getattr(improved.CONFIG, name) for name in RECIPE_FIELDS}
-    assert recipe(**values) == improved.CONFIG
-    del values["dropout"]
-    with pytest.raises(TypeError, match="must state dropout"):
-        recipe(**values)
-
-
-def test_every_field_that_changes_results_is_a_recipe_field_or_an_execution_choice():
-    execution = {"seed", "deterministic", "kernels", "strategy", "cpu_devices",
-                 "sync_batch_norm", "verify_checksums", "validation_size", "train_subset"}
-    assert set(Config().result_fields()) - set(RECIPE_FIELDS) == execution
-
-
-@pytest.mark.parametrize("module", [improved, baseline, best, speedrun])
-def test_recipes_do_not_take_the_library_defaults(module):
-    # Were every default different, the recipes would be the same: they state each field.
-    source = Path(module.__file__).read_text()
-    for name in RECIPE_FIELDS:
-        assert f"    {name}=" in source, f"{module.__name__} does not state {name}"
 
 
 def test_leftovers_of_a_killed_process_are_removed_when_the_run_is_continued(small_data, tmp_path):

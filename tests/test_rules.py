@@ -1,4 +1,4 @@
-"""The plateau reducer and early stopper make Keras's decisions, for any sequence and arguments."""
+"""The plateau and early-stopping rules make Keras's decisions, for any sequence and arguments."""
 
 
 import keras
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlp import EarlyStopper, PlateauLRReducer
+from mlp import EarlyStoppingRule, PlateauRule
 
 # Losses from a small grid so that ties and near-ties (the min_delta edge cases) are common.
 losses = st.lists(st.integers(0, 40).map(lambda i: 1.0 - i * 0.0125), min_size=1, max_size=30)
@@ -40,7 +40,7 @@ def test_plateau_reducer_matches_keras(values, factor, patience, min_delta, cool
                                                   cooldown=cooldown, min_lr=min_lr)
     reference.set_model(holder)
     reference.on_train_begin()
-    ours = PlateauLRReducer(factor, patience, min_delta, cooldown, min_lr)
+    ours = PlateauRule(factor, patience, min_delta, cooldown, min_lr)
     our_lr = float(holder.optimizer.learning_rate.numpy())
     for epoch, value in enumerate(values):
         reference.on_epoch_end(epoch, {"val_loss": value})
@@ -60,7 +60,7 @@ def test_early_stopper_matches_keras(values, patience, min_delta, start_from_epo
                                               restore_best_weights=True)
     reference.set_model(holder)
     reference.on_train_begin()
-    ours = EarlyStopper(patience, min_delta, start_from_epoch, restore_best_weights=True)
+    ours = EarlyStoppingRule(patience, min_delta, start_from_epoch, restore_best_weights=True)
     for epoch, value in enumerate(values):
         holder.weights_at = epoch
         reference.on_epoch_end(epoch, {"val_loss": value})
@@ -79,13 +79,13 @@ def test_early_stopper_matches_keras(values, patience, min_delta, start_from_epo
 def test_state_round_trip_continues_identically(values, split):
     """Saving the state mid-sequence and loading it into fresh objects changes no decision."""
     split = min(split, len(values))
-    reducer, stopper = PlateauLRReducer(0.5, 2, 1e-4, 1, 1e-5), EarlyStopper(3, 0.0, 1)
+    reducer, stopper = PlateauRule(0.5, 2, 1e-4, 1, 1e-5), EarlyStoppingRule(3, 0.0, 1)
     lr_a = lr_b = 1e-3
     for value in values[:split]:
         lr_a = reducer.update(value, lr_a)
         stopper.update(value)
     lr_b = lr_a
-    reducer_b, stopper_b = PlateauLRReducer(0.5, 2, 1e-4, 1, 1e-5), EarlyStopper(3, 0.0, 1)
+    reducer_b, stopper_b = PlateauRule(0.5, 2, 1e-4, 1, 1e-5), EarlyStoppingRule(3, 0.0, 1)
     reducer_b.load_state(reducer.state())
     stopper_b.load_state(stopper.state())
     for value in values[split:]:
@@ -94,7 +94,7 @@ def test_state_round_trip_continues_identically(values, split):
 
 
 def test_plateau_reduces_after_patience_and_respects_min_lr():
-    reducer = PlateauLRReducer(factor=0.5, patience=2, min_delta=0.0, min_lr=0.3)
+    reducer = PlateauRule(factor=0.5, patience=2, min_delta=0.0, min_lr=0.3)
     lrs = [1.0]
     for value in [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]:
         lrs.append(reducer.update(value, lrs[-1]))
@@ -103,11 +103,11 @@ def test_plateau_reduces_after_patience_and_respects_min_lr():
 
 def test_plateau_rejects_factor_of_one_or_more():
     with pytest.raises(ValueError, match="factor"):
-        PlateauLRReducer(factor=1.0)
+        PlateauRule(factor=1.0)
 
 
 def test_early_stopper_waits_patience_epochs():
-    stopper = EarlyStopper(patience=2)
+    stopper = EarlyStoppingRule(patience=2)
     decisions = [stopper.update(v) for v in [1.0, 0.9, 0.95, 0.95]]
     assert decisions == [False, False, False, True]
     assert (stopper.best, stopper.best_epoch) == (0.9, 1)

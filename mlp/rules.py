@@ -1,4 +1,7 @@
-"""Learning-rate reduction on plateaus and early stopping, as plain state machines.
+"""The decision rules of learning-rate reduction on plateaus and of early stopping, as plain
+state machines: each takes a number and returns a decision. Applying a decision to a trainer
+(setting its learning rate, keeping and restoring the best weights) is the job of the actions in
+mlp/actions/.
 
 They watch validation loss (lower is better) and make exactly the decisions of Keras's
 `ReduceLROnPlateau` and `EarlyStopping` callbacks for the same sequence and arguments; the tests
@@ -15,7 +18,7 @@ def _improves(value, best, min_delta):
     return best is None or bool(np.float32(value + abs(min_delta)) < np.float32(best))
 
 
-class PlateauLRReducer:
+class PlateauRule:
     """Multiply the learning rate by `factor` after `patience` epochs without improvement.
 
     After a reduction, `cooldown` epochs pass before the wait counts again; the learning rate
@@ -58,7 +61,7 @@ class PlateauLRReducer:
             state["best"], state["wait"], state["cooldown_counter"])
 
 
-class EarlyStopper:
+class EarlyStoppingRule:
     """Say stop once `patience` epochs have passed without improvement.
 
     Epochs before `start_from_epoch` are ignored. `best` and `best_epoch` (0-based) tell which

@@ -5,7 +5,6 @@ holds (its directory's lock) is left to it."""
 
 import contextlib
 import io
-import sys
 
 from mlp.config import PRECISIONS
 
@@ -32,18 +31,18 @@ def study_overrides(args, keys=("precision", "data_dir", "validation_size")):
     return overrides
 
 
-def run_plan(name, plan, study_dir, guard, continue_with, report_only=False):
-    """For the study experiments.<name>: train (or, with `report_only`, only read) each
-    (variant, seed, config) of `plan`, whose run directories are <study_dir>/<config.run_name>.
-    Returns (exit code, {variant: [record, ...]}),
-    a record being a finished run's seed and final figures; stops at the first failure, whose
-    one line is printed."""
+def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=False):
+    """For the study `prog` (runs named after `name`): train (or, with `report_only`, only read)
+    each (variant, seed, config) of `plan`, whose run directories are
+    <study_dir>/<config.run_name>. Returns (exit code, {variant: [record, ...]}), a record being a
+    finished run's seed and final figures; stops at the first run that fails, whose one line is
+    printed. Raises ConfigError or DataError (mlp/exits.py) for a run that cannot start."""
     from mlp import data as data_lib
-    from mlp.cli import execute, prepare_run_dir, remove_leftovers
+    from mlp import rundir
+    from mlp.cli import execute
     from mlp.config import ConfigError, check_writable_dir
     from mlp.io import RunInUse, RunLock, atomic_write_json, read_json
 
-    prog = f"python -m experiments.{name}"
     splits = None
     records = {}
     for index, (variant, seed, config) in enumerate(plan, 1):
@@ -56,11 +55,11 @@ def run_plan(name, plan, study_dir, guard, continue_with, report_only=False):
                 # Lock first, then look: what another worker finished meanwhile is not redone.
                 check_writable_dir(run_dir, "logdir")
                 lock = RunLock(run_dir)
-                remove_leftovers(run_dir)
+                rundir.remove_leftovers(run_dir)
             # As `--resume` of an experiment: a saved config must be the planned one.
             exists = (run_dir / "config.json").exists()
-            config, run_dir, finished = prepare_run_dir(
-                name, config, exists, set(config.result_fields()))
+            config, run_dir, finished = rundir.prepare(name, config, exists,
+                                                       set(config.result_fields()))
             if not exists and not report_only:
                 atomic_write_json(run_dir / "config.json", config.to_dict())
         except RunInUse:
@@ -68,8 +67,7 @@ def run_plan(name, plan, study_dir, guard, continue_with, report_only=False):
             continue
         except ConfigError as e:
             lock.__exit__(None, None, None)
-            print(f"{prog}: error: {label}: {e}", file=sys.stderr)
-            return 2, records
+            raise ConfigError(f"{label}: {e}") from None
         with lock:
             if finished:
                 print(f"{label}: finished before, skipped", flush=True)
@@ -78,14 +76,10 @@ def run_plan(name, plan, study_dir, guard, continue_with, report_only=False):
                 continue
             else:
                 print(f"{label}: {'resuming' if exists else 'training'} in {run_dir}", flush=True)
-                try:
-                    splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
-                                                     config.validation_size)
-                except data_lib.DataError as e:
-                    print(f"{prog}: data error: {e}", file=sys.stderr)
-                    return 1, records
+                splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
+                                                 config.validation_size)
                 # The study prints one line per run; a run's per-epoch lines go nowhere.
-                code, _ = execute(name, config, run_dir, resume=exists, splits=splits,
+                code, _ = execute(prog, name, config, run_dir, resume=exists, splits=splits,
                                   out=io.StringIO(), continue_with=continue_with)
                 if code:
                     return code, records
@@ -93,10 +87,8 @@ def run_plan(name, plan, study_dir, guard, continue_with, report_only=False):
             results = read_json(run_dir / "results.json")
             float(results["test_accuracy"])
         except (ConfigError, KeyError, TypeError, ValueError) as e:
-            print(f"{prog}: error: {label}: {run_dir / 'results.json'} is damaged "
-                  f"({e}); delete it and run the same command to report the run again",
-                  file=sys.stderr)
-            return 2, records
+            raise ConfigError(f"{label}: {run_dir / 'results.json'} is damaged ({e}); delete it "
+                              "and run the same command to report the run again") from None
         records.setdefault(variant, []).append({"seed": seed, **{k: results[k] for k in (
             "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
             "precision": results.get("precision"),

@@ -1,0 +1,121 @@
+"""Checkpoints of a run: the trainer, the actions' variables and the loop's own state in one
+tf.train.Checkpoint, kept by a tf.train.CheckpointManager; restoring falls back past damaged
+files instead of silently starting again.
+"""
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tensorflow as tf
+
+from mlp.exits import CheckpointError
+from mlp.io import atomic_write_text
+
+
+@dataclass
+class RunState:
+    """The loop's own state, saved inside every checkpoint as JSON."""
+    epochs_done: int = 0
+    stopped_early: bool = False
+    history: list = field(default_factory=list)  # one dict per finished epoch
+    partial_epoch_seconds: float = 0.0  # training time already spent in the unfinished epoch
+    actions: dict = field(default_factory=dict)  # each decision action's state, by its name
+
+    def to_json(self):
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
+
+
+class Checkpoints:
+    """One tf.train.Checkpoint of the trainer, the actions' variables and the loop's state, kept
+    in `directory` (the last two). Under multi-worker training every worker saves (TensorFlow's
+    rule); a worker that is not the chief writes into a temporary directory that it removes
+    again, and restores from the chief's `directory`.
+
+    Restoring does not trust the `checkpoint` index file (a damaged one would make TensorFlow
+    see no checkpoint at all, and the run silently start again): it tries the ckpt-N files
+    present, newest first, and falls back past damaged ones, saying so through `warn`.
+    """
+
+    def __init__(self, directory, is_chief=True, warn=None, **trackables):
+        self.directory = Path(directory)
+        self.is_chief = is_chief
+        self.warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.state_text = tf.Variable("", dtype=tf.string, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(run_state=self.state_text, **trackables)
+        # Made now rather than at the first save, so no restore leaves a value waiting for it.
+        self.checkpoint.save_counter  # noqa: B018
+        self.manager = self._manager()
+
+    def _manager(self):
+        return tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=2)
+
+    def saved(self):
+        """The checkpoint prefixes present in the directory, newest first."""
+        numbers = []
+        for index in self.directory.glob("ckpt-*.index"):
+            number = index.name[len("ckpt-"):-len(".index")]
+            if number.isdigit():
+                numbers.append(int(number))
+        return [str(self.directory / f"ckpt-{number}") for number in sorted(numbers, reverse=True)]
+
+    def restore(self):
+        """The saved RunState, or None when nothing was saved yet; CheckpointError when
+        checkpoints exist but none can be read."""
+        candidates = self.saved()
+        if not candidates:
+            if (self.directory / "checkpoint").exists():
+                raise CheckpointError(f"{self.directory / 'checkpoint'} names checkpoints but no "
+                                      "checkpoint files are left; restore them or start a new run")
+            return None
+        failures = []
+        for prefix in candidates:
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                state = RunState.from_json(self.state_text.numpy().decode())
+            except Exception as error:  # a damaged file can fail in many ways; none is fatal yet
+                failures.append((prefix, _reason(error)))
+                continue
+            for failed, reason in failures:
+                self.warn(f"checkpoint {failed} is damaged ({reason}); continuing from the "
+                          f"previous one, {prefix}")
+            if self.is_chief and tf.train.latest_checkpoint(str(self.directory)) != prefix:
+                # Point the index at what was restored, so saving and pruning go on from it.
+                kept = [p for p in reversed(candidates) if p not in dict(failures)]
+                times = [os.path.getmtime(f"{p}.index") for p in kept]
+                atomic_write_text(self.directory / "checkpoint", "".join(
+                    [f'model_checkpoint_path: "{Path(prefix).name}"\n']
+                    + [f'all_model_checkpoint_paths: "{Path(p).name}"\n' for p in kept]
+                    + [f"all_model_checkpoint_timestamps: {t}\n" for t in times]
+                    + [f"last_preserved_timestamp: {min(times) - 1}\n"]))
+                self.manager = self._manager()
+            return state
+        newest, reason = failures[0]
+        raise CheckpointError(f"cannot read checkpoint {newest} ({reason}) nor any older one in "
+                              f"{self.directory}; restore the files or start a new run")
+
+    def save(self, state, number):
+        self.state_text.assign(state.to_json())
+        if self.is_chief:
+            self.manager.save(checkpoint_number=number)
+            return
+        scratch = tempfile.mkdtemp(prefix="mlp-worker-checkpoint-")
+        try:
+            self.checkpoint.write(os.path.join(scratch, "ckpt"))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _reason(error):
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    message = re.sub(r"\{\{[^}]*\}\}\s*", "", message).strip()  # TensorFlow's op-node prefix
+    return message.splitlines()[0][:200] if message else type(error).__name__

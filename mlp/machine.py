@@ -1,0 +1,27 @@
+"""Facts about this machine that several modules need: the CPU's model name (in cache keys and
+reports) and the cache directory (downloads, the kernel build, the precision probe). It imports
+nothing of the project, so every module may import it."""
+
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_model():
+    """The CPU's model name, as lscpu shows it; on CPUs whose /proc/cpuinfo has no "model name"
+    (aarch64), the platform's processor or machine name."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cache_dir():
+    """Where downloaded files and per-machine builds are kept: $XDG_CACHE_HOME/mlp-fashion-mnist
+    (~/.cache by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mlp-fashion-mnist"

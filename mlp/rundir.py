@@ -1,0 +1,107 @@
+"""A run directory's life: its name, its lock, its config.json, the leftovers of a killed
+process, and which directory `--resume` continues. Every experiment and every study's run goes
+through here, so a run directory means the same thing whoever made it.
+
+    config, run_dir, finished = prepare(name, config, resume, explicit, role)
+    lock = claim(config, run_dir, resume, role)   # the chief's lock, released on exit
+"""
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+from mlp.config import Config, ConfigError, check_writable_dir
+from mlp.distribute import WorkerRole
+from mlp.io import RunLock, atomic_write_json, read_json
+
+
+def prepare(name, config, resume, explicit, role=WorkerRole()):
+    """Return (config, run_dir, finished) for a new run or a resumed one, or raise ConfigError.
+
+    A new run's directory is made here (so two runs never get the same default name); a worker
+    that is not the chief only reads: the chief makes and writes the run directory."""
+    logdir = Path(config.logdir)
+    if config.strategy == "multi_worker" and not config.run_name:
+        raise ConfigError("--run-name: multi_worker runs need one, the same on every worker")
+    if not resume:
+        run_name = config.run_name or new_run_name(logdir, name)
+        run_dir = logdir / run_name
+        if role.is_chief and (run_dir / "config.json").exists():
+            raise ConfigError(f"--run-name: {run_dir} already holds a run; pass --resume to "
+                              "continue it or choose another --run-name")
+        return dataclasses.replace(config, run_name=run_name), run_dir, False
+    if config.run_name:
+        run_dir = logdir / config.run_name
+    else:
+        candidates = sorted((p for p in logdir.glob(f"{name}-*") if (p / "config.json").exists()),
+                            key=lambda p: (p / "config.json").stat().st_mtime)
+        if not candidates:
+            raise ConfigError(f"--resume: no run of {name} in {logdir} to resume")
+        run_dir = candidates[-1]
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"--resume: no run to resume in {run_dir}")
+    saved = read_json(run_dir / "config.json")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{run_dir / 'config.json'}: not a JSON object of settings; restore "
+                          "it or start a new run")
+    saved["run_name"] = run_dir.name
+    given = config.to_dict()
+    differ = [key for key in sorted(explicit) if key in Config().result_fields()
+              and given[key] != saved.get(key)]
+    if differ:
+        details = ", ".join(f"--{key.replace('_', '-')} {given[key]} (saved: {saved.get(key)})"
+                            for key in differ)
+        raise ConfigError(f"--resume: the run in {run_dir} was made with other settings: "
+                          f"{details}; resume with its settings or start a new run")
+    merged = {**saved, **{key: given[key] for key in explicit if key in given}}
+    merged["logdir"] = config.logdir
+    return (Config.from_dict(merged, run_dir / "config.json"), run_dir,
+            (run_dir / "results.json").exists())
+
+
+def finished_line(run_dir):
+    """What to say about a finished run (its results.json read strictly)."""
+    results = read_json(run_dir / "results.json")
+    accuracy = results.get("test_accuracy") if isinstance(results, dict) else None
+    if not isinstance(accuracy, (int, float)):
+        raise ConfigError(f"{run_dir / 'results.json'}: has no test_accuracy; it was edited or "
+                          "damaged: restore it, or delete it and resume to report again")
+    return f"{run_dir} already finished (test accuracy {accuracy:.4f}); nothing to resume"
+
+
+def new_run_name(logdir, name):
+    """<name>-<timestamp>, with -2, -3, ... when runs start in the same second: the directory is
+    made here, and mkdir fails for all but one of the processes that race for a name."""
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    logdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        run_name = stem if attempt == 1 else f"{stem}-{attempt}"
+        try:
+            (logdir / run_name).mkdir()
+            return run_name
+        except FileExistsError:
+            continue
+    raise ConfigError(f"--run-name: too many runs named {stem}* in {logdir}; choose a --run-name")
+
+
+def claim(config, run_dir, resume, role):
+    """Check the run directory can be written, lock it for this process (the chief's), and write
+    a new run's config.json. Returns the lock, or None for a worker that is not the chief;
+    RunInUse if another process holds it."""
+    if not role.is_chief:
+        return None
+    check_writable_dir(run_dir, "logdir")
+    lock = RunLock(run_dir)  # RunInUse if another process holds it
+    remove_leftovers(run_dir)
+    if not resume:
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+    return lock
+
+
+def remove_leftovers(run_dir):
+    """Temporary files a killed process left in the run directory (half-written JSON, a
+    checkpoint's unfinished temporary shards). Only call it holding the run's lock."""
+    leftovers = [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob("*_temp*")]
+    for path in leftovers:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
