@@ -43,6 +43,7 @@ def test_a_study_without_the_full_recipe_has_no_change_to_show():
     assert "| no whitening | 0.9000 ± 0.0000 | — |" in table and "nan" not in table
 
 
+@pytest.mark.slow
 def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *FLAGS]
     first = run_experiment("ablation", *args)
@@ -72,6 +73,7 @@ SWEEP = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size"
          "--train-subset", "300", "--variants", FULL, "no L2", "--study-name", "sweep"]
 
 
+@pytest.mark.slow
 def test_sweep_lists_one_command_per_run_and_reports_what_finished(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *SWEEP]
     listed = run_experiment("ablation", *args, "--list-commands")
@@ -98,6 +100,7 @@ def test_sweep_lists_one_command_per_run_and_reports_what_finished(small_data, t
     assert "1 of 4 runs finished" in (study / "ablation.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_run_locked_by_another_process_is_skipped(small_data, tmp_path):
     from mlp.io import RunLock
 
@@ -112,6 +115,7 @@ def test_a_run_locked_by_another_process_is_skipped(small_data, tmp_path):
     assert (tmp_path / "locked" / "full-recipe-seed0" / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_a_saved_run_with_other_settings_is_not_reused(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *SWEEP, "--runs", "no-l2-seed0"]
     assert run_experiment("ablation", *args).returncode == 0
@@ -128,6 +132,7 @@ def test_study_name_must_be_a_plain_name(tmp_path):
     assert done.returncode == 2 and "plain directory name" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_best_study_compares_like_with_like(small_data, tmp_path):
     from experiments.recipes import best_variants
 
@@ -153,6 +158,7 @@ def test_the_best_study_compares_like_with_like(small_data, tmp_path):
     assert no_flip["test_accuracy"] == no_flip["test_accuracy_single_view"]
 
 
+@pytest.mark.slow
 def test_the_study_draws_its_chart_beside_the_table_and_in_tensorboard(small_data, tmp_path):
     import tensorflow as tf
 

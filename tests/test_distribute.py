@@ -36,7 +36,7 @@ class FakeContext:
         self.input_pipeline_id = pipeline_id
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(n=st.integers(20, 120), batch_size=st.integers(8, 40), workers=st.sampled_from([1, 2]),
        local=st.integers(1, 3), seed=st.integers(0, 5))
 def test_replica_parts_put_together_are_the_global_batches(n, batch_size, workers, local, seed):
@@ -111,25 +111,27 @@ def test_multi_worker_without_tf_config_or_run_name_exits_2_in_one_line(small_da
         assert complaint in done.stderr and "Traceback" not in done.stderr
 
 
-def _mirrored_step(data_dir, sync):
+def _mirrored_steps(data_dir):
     done = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "mirrored_step.py"),
-                           str(data_dir), "3", "sync" if sync else "local"],
+                           str(data_dir), "3"],
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
     # 3 steps of the same global batches (augmented, L2 on, dropout off) from the same weights.
-    result = _mirrored_step(small_data, sync=True)
+    both = _mirrored_steps(small_data)
+    result = both["sync"]
     assert result["replicas"] == 2
     assert result["max_weight_difference"] < 1e-4  # weights and moving statistics
     assert result["loss_difference"] < 1e-5 and result["accuracy_difference"] == 0
     assert result["eval_confusion_equal"] and result["eval_predictions_equal"]
     assert result["eval_loss_difference"] < 1e-5
     # Per-replica statistics are a different computation: the comparison can tell them apart.
-    local = _mirrored_step(small_data, sync=False)
+    local = both["local"]
     assert local["max_weight_difference"] > 100 * result["max_weight_difference"]
 
 
@@ -138,6 +140,7 @@ def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
     ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "0.5",
      "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--label-smoothing", "0.1"],
     ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]])
+@pytest.mark.slow
 def test_mirrored_runs_every_ingredient_through_the_command_line(small_data, tmp_path, flags):
     done = run_experiment("improved", "--strategy", "mirrored", "--cpu-devices", "2",
                           "--data-dir", small_data, "--logdir", tmp_path, "--run-name", "m",
@@ -244,6 +247,7 @@ def uninterrupted_multi_worker(multi_worker_data, tmp_path_factory):
     return logdir / "whole", outcomes
 
 
+@pytest.mark.slow
 def test_two_workers_train_one_model_and_only_the_chief_writes(uninterrupted_multi_worker):
     run_dir, outcomes = uninterrupted_multi_worker
     for code, out, err in outcomes:
@@ -258,6 +262,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(uninterrupted_mul
     assert len(list((run_dir / "validation").glob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow
 def test_a_worker_holds_a_bounded_number_of_threads_however_many_steps_it_runs(
         uninterrupted_multi_worker):
     _, outcomes = uninterrupted_multi_worker
@@ -272,6 +277,7 @@ def test_runs_saved_with_a_collective_timeout_resume_with_the_default_heartbeat_
     assert Config.from_dict(values, "config.json") == Config()
 
 
+@pytest.mark.slow
 def test_the_multi_worker_strategy_uses_our_heartbeat_timeout():
     # A one-worker cluster in its own process (the strategy starts a server and configures the
     # process's runtime once).
@@ -315,6 +321,7 @@ def _assert_lost_a_worker(outcome, run_dir):
     assert not (run_dir / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_a_frozen_worker_stops_the_other_within_the_heartbeat_timeout(multi_worker_data,
                                                                         tmp_path):
     # SIGSTOP: the process and its connections stay up, so only the missing heartbeats tell.
@@ -327,6 +334,7 @@ def test_a_frozen_worker_stops_the_other_within_the_heartbeat_timeout(multi_work
     assert seconds < 5 + 10  # --heartbeat-timeout 5, and the service's check interval
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_other_and_resuming_both_continues_exactly(
         multi_worker_data, uninterrupted_multi_worker, tmp_path):
     args = ["--data-dir", multi_worker_data, "--logdir", tmp_path, "--run-name", "whole",
@@ -348,6 +356,7 @@ def test_a_killed_worker_stops_the_other_and_resuming_both_continues_exactly(
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real Fashion-MNIST is not installed "
                     "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.slow
 def test_multi_worker_accuracy_matches_one_device_on_real_data(tmp_path):
     # Both in float32: multi-worker runs on CPUs take float32, while `auto` on one device may
     # measure bfloat16 faster, and that comparison would not be like with like.

@@ -141,6 +141,7 @@ def test_existing_run_is_never_overwritten(small_data, tmp_path):
 
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real Fashion-MNIST is not installed "
                     "(apt-get install dataset-fashion-mnist)")
+@pytest.mark.slow
 def test_one_epoch_of_the_improved_recipe_on_real_data(tmp_path):
     done = run_experiment("improved", "--epochs", "1", "--logdir", tmp_path, "--run-name", "real",
                           "--data-dir", REAL_DATA)

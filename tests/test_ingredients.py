@@ -23,12 +23,13 @@ def random_images(batch, seed):
 
 
 def shifted(picture, dy, dx):
-    """Reference shift with zero fill: output (r, c) = input (r - dy, c - dx)."""
+    """Reference shift with zero fill: output (r, c) = input (r - dy, c - dx), for a picture
+    [SIDE, SIDE] or a stack of them [..., SIDE, SIDE]."""
     out = np.zeros_like(picture)
-    for r in range(SIDE):
-        for c in range(SIDE):
-            if 0 <= r - dy < SIDE and 0 <= c - dx < SIDE:
-                out[r, c] = picture[r - dy, c - dx]
+    rows = [r for r in range(SIDE) if 0 <= r - dy < SIDE]  # output rows with an input row
+    cols = [c for c in range(SIDE) if 0 <= c - dx < SIDE]
+    out[..., rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = picture[
+        ..., rows[0] - dy:rows[-1] - dy + 1, cols[0] - dx:cols[-1] - dx + 1]
     return out
 
 
@@ -54,14 +55,17 @@ def test_shifts_cover_every_offset_and_flips_half_the_images():
     images = random_images(2000, 0)
     out = make_augment(7, shift=1, flip=True)(tf.constant(images), tf.constant(3, tf.int64))
     out = out.numpy().reshape(-1, SIDE, SIDE)
+    pictures = images.reshape(-1, SIDE, SIDE)
     seen = {}
-    for image, result in zip(images.reshape(-1, SIDE, SIDE), out):
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                for mirrored in (False, True):
-                    candidate = shifted(image, dy, dx)
-                    if np.array_equal(result, candidate[:, ::-1] if mirrored else candidate):
-                        seen[(dy, dx, mirrored)] = seen.get((dy, dx, mirrored), 0) + 1
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            for mirrored in (False, True):
+                candidates = shifted(pictures, dy, dx)
+                if mirrored:
+                    candidates = candidates[:, :, ::-1]
+                matches = int(np.all(out == candidates, axis=(1, 2)).sum())
+                if matches:
+                    seen[(dy, dx, mirrored)] = matches
     assert len(seen) == 18  # all 9 offsets, each mirrored and not
     flipped = sum(n for (_, _, mirrored), n in seen.items() if mirrored)
     assert 900 < flipped < 1100

@@ -68,6 +68,7 @@ def _wait_for_checkpoints(process, run_dir, count, timeout=120):
     raise AssertionError(f"no {count} checkpoints in time; exit code {process.poll()}")
 
 
+@pytest.mark.slow
 def test_two_deterministic_runs_give_the_same_weights(data_dir, tmp_path, uninterrupted):
     done = run_experiment("improved", *_args(data_dir, tmp_path, "again"))
     assert done.returncode == 0, done.stderr
@@ -90,6 +91,7 @@ def _kill_after_first_checkpoint(args, run_dir, delay):
 KILL_DELAYS = [0.0] + [round(random.Random(11).uniform(0.05, 0.6), 3)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", KILL_DELAYS)
 def test_sigkill_then_resume_equals_the_uninterrupted_run(data_dir, tmp_path, uninterrupted, delay):
     _kill_after_first_checkpoint(_args(data_dir, tmp_path, "killed"), tmp_path / "killed", delay)
@@ -106,6 +108,7 @@ def test_sigkill_then_resume_equals_the_uninterrupted_run(data_dir, tmp_path, un
     assert sorted(steps) == list(range(1, uninterrupted["epochs_run"] + 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_a_checkpoint_and_resume_continues_exactly(data_dir, tmp_path, uninterrupted,
                                                                 signum, code):
@@ -132,11 +135,14 @@ def test_resuming_a_finished_run_says_so(data_dir, tmp_path):
     assert (tmp_path / "finished" / "results.json").read_text() == before
 
 
+def _unfinished_run(args, run_dir):
+    """A run with checkpoints and no results.json, as a killed run leaves it."""
+    assert run_experiment("improved", *args).returncode == 0
+    (run_dir / "results.json").unlink()
+
+
 def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
-    process = _start(_args(data_dir, tmp_path, "bare"))
-    _wait_for_checkpoints(process, tmp_path / "bare", 1)
-    process.kill()
-    process.wait()
+    _unfinished_run(_args(data_dir, tmp_path, "bare"), tmp_path / "bare")
     resumed = run_experiment("improved", "--logdir", tmp_path, "--run-name", "bare", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _results(tmp_path, "bare")["experiment_config"]["epochs"] == EPOCHS
@@ -144,10 +150,7 @@ def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
 
 def test_resume_refuses_a_config_that_changes_results(data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "mismatch")
-    process = _start(args)
-    _wait_for_checkpoints(process, tmp_path / "mismatch", 1)
-    process.kill()
-    process.wait()
+    _unfinished_run(args, tmp_path / "mismatch")
     refused = run_experiment("improved", *args, "--resume", "--learning-rate", "0.5")
     assert refused.returncode == 2
     assert "--learning-rate 0.5 (saved: 0.001)" in refused.stderr
@@ -176,6 +179,7 @@ def _trainer_run(splits, run_dir):
     return assemble(config, run_dir, resume=True, splits=splits, out=io.StringIO())
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None)
 @given(first=st.integers(1, 25), then=st.integers(1, 25))
 def test_save_and_restore_at_any_step_continues_identically(first, then, tmp_path_factory):
@@ -272,6 +276,7 @@ def test_unwritable_checkpoint_directory_is_one_clear_line(data_dir, tmp_path):
     # an early-stopped run: no epoch after the first counts as an improvement
     ["--early-stopping-patience", "2", "--early-stopping-min-delta", "10", "--epochs", "8"]],
     ids=["best-machinery", "early-stopped"])
+@pytest.mark.slow
 def test_sigkill_and_resume_is_exact_for_other_machinery(data_dir, tmp_path, flags):
     whole = run_experiment("improved", *_args(data_dir, tmp_path, "whole"), *flags)
     assert whole.returncode == 0, whole.stderr

@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from experiments.recipes import SPEEDRUN as CONFIG
 from experiments.speedrun import markdown, summarize
 from tests.conftest import run_experiment
@@ -40,6 +42,7 @@ def test_the_recipe_stops_by_a_fixed_budget():
     assert CONFIG.whitening == "zca" and CONFIG.precision == "auto"
 
 
+@pytest.mark.slow
 def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data, tmp_path):
     args = ["--seeds", "2", "--data-dir", small_data, "--no-verify-checksums",
             "--validation-size", "100", "--logdir", tmp_path, "--name", "sr",

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import SMALL_RUN_FLAGS, run_experiment
 
+pytestmark = pytest.mark.slow  # a real tensorboard process
+
 
 @pytest.fixture(scope="module")
 def board(small_data, tmp_path_factory):
