@@ -80,7 +80,9 @@ class Checkpoints:
         failures = []
         for prefix in candidates:
             try:
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                # Every object given here must be in the file; the file may hold more (a reader
+                # such as mlp/export.py asks for the model's weights only).
+                self.checkpoint.restore(prefix).expect_partial().assert_existing_objects_matched()
                 state = RunState.from_json(self.state_text.numpy().decode())
             except Exception as error:  # a damaged file can fail in many ways; none is fatal yet
                 failures.append((prefix, _reason(error)))

@@ -84,6 +84,10 @@ def _main(prog, name, defaults, description, argv, guard):
     if finished:
         print(rundir.finished_line(run_dir))
         return 0
+    if not args.resume and config.kernels == "fused":
+        from mlp import fused
+
+        fused.resolve("fused")  # refused before the run directory holds anything
     guard.check("stopped before anything was written", "the same command")
     lock = rundir.claim(config, run_dir, args.resume, role)
     started = time.perf_counter()

@@ -30,6 +30,16 @@ INITIALIZERS = ("he_normal", "glorot_uniform")
 STRATEGIES = ("one_device", "mirrored", "multi_worker")
 WHITENINGS = ("none", "zca")
 KERNELS = ("auto", "fused", "tensorflow")
+# The largest integer setting: more than any run can use, and what TensorFlow's int32 scalars hold.
+MAX_INT = 2**31 - 1
+
+
+def _encodable(text):
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # bytes of another encoding, as Python reads them from argv
+        return False
 
 
 @dataclass(frozen=True)
@@ -162,11 +172,16 @@ class Config:
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             elif f.type is int:
                 ok = isinstance(value, int) and not isinstance(value, bool)
+                if ok and abs(value) > MAX_INT:
+                    bad(f.name, f"must be at most {MAX_INT} in size, got a number of "
+                                f"{len(str(abs(value)))} digits")
             else:
                 ok = isinstance(value, f.type)
             if not ok:
                 bad(f.name, f"must be {f.type.__name__ if f.type is not tuple else 'widths'}, "
                             f"got {value!r}")
+            if isinstance(value, str) and not _encodable(value):
+                bad(f.name, f"must be text that UTF-8 can write, got {value!r}")
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 bad(f.name, f"must be one of {', '.join(choices)}, got {value!r}")
@@ -208,6 +223,9 @@ class Config:
         if self.run_name is not None and (not self.run_name or "/" in self.run_name
                                           or self.run_name in (".", "..")):
             bad("run_name", f"must be a plain directory name, got {self.run_name!r}")
+        if self.run_name is not None and len(self.run_name.encode()) > 200:
+            bad("run_name", f"is {len(self.run_name.encode())} bytes long; a run directory's name "
+                "may be at most 200 (file systems allow 255, and checkpoint files add to it)")
         check_writable_dir(self.logdir, "logdir")
         return self
 

@@ -114,7 +114,7 @@ class Controller:
                 raise NonFiniteLoss(
                     f"loss is not finite at epoch {epoch + 1}, step {bad_step + 1} (global); "
                     f"the last good checkpoint is kept in {self.checkpoints.directory}; "
-                    "lower --learning-rate or use float32")
+                    "start a new run with a lower --learning-rate, or with --precision float32")
             if self.show_progress:
                 self._progress(epoch, end_step - int(self.trainer.step.numpy()))
             if guard.signum is not None and remaining > self.steps_per_loop:

@@ -11,6 +11,7 @@ slice, not a random one, so every run and every seed sees the same validation se
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import struct
@@ -91,7 +92,7 @@ def parse_idx(content, name="IDX data"):
     if len(content) < header:
         raise DataError(f"{name}: truncated inside its header")
     shape = struct.unpack(f">{ndim}I", content[4:header])
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python integers: no overflow for any header
     if len(content) != expected:
         what = "truncated" if len(content) < expected else "has trailing bytes"
         raise DataError(f"{name}: {what}: {len(content)} bytes, the header {shape} implies {expected}")
@@ -155,6 +156,7 @@ def download(target, mirrors=MIRRORS):
     or partial download never sits in the cache. Returns `target`; raises DataError when every
     mirror fails, with what each said.
     """
+    from mlp.config import ConfigError
     from mlp.io import RunInUse, RunLock
 
     target = Path(target)
@@ -163,6 +165,8 @@ def download(target, mirrors=MIRRORS):
         lock = RunLock(target)
     except RunInUse:
         raise DataError(f"another process is downloading into {target}; wait for it") from None
+    except ConfigError as e:  # the cache's lock file is a link, or its filesystem cannot lock
+        raise DataError(str(e)) from None
     with lock:
         # Staging directories of a download that was killed: nobody else is downloading now.
         for stale in target.glob(".download-*"):

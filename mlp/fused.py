@@ -11,8 +11,8 @@ gradient 2 l2 W folded into its one pass (MlpApplyAdam; see mlp/optim.py).
 
 The library is compiled with the machine's C++ compiler ($CXX, default g++) on first use, for this
 CPU (-march=native), and cached under the data cache (see mlp.machine.cache_dir) by a key of the
-source, the compiler and its flags, TensorFlow's version and build flags and the CPU model: a few
-seconds, once per machine.
+source, the compiler and its flags, TensorFlow's version and build flags and the CPU (its model
+and instruction-set flags): a few seconds, once per machine.
 
     kernels, ops, why = resolve("auto")   # ("fused", ops, "") or ("tensorflow", None, reason)
 """
@@ -20,6 +20,7 @@ seconds, once per machine.
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ import tensorflow as tf
 
 from mlp.config import KERNELS, ConfigError
 from mlp.machine import cache_dir as default_cache_dir
-from mlp.machine import cpu_model
+from mlp.machine import cpu_signature
 
 # What `auto` resolves to.
 RESOLVED = tuple(kernels for kernels in KERNELS if kernels != "auto")
@@ -38,6 +39,9 @@ BUILD_TIMEOUT = 600
 # ResourceApplyAdam does, bit for bit. -fno-math-errno lets sqrt vectorize.
 COMPILE_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-ffp-contract=off",
                  "-fno-math-errno", "-w")
+
+# A build's temporary file is <BUILDING><pid>-<random>.so beside the library.
+BUILDING = ".building-"
 
 # The loaded library. TensorFlow registers a library's ops once per process, so a process loads
 # one copy, whichever cache it came from.
@@ -51,7 +55,7 @@ class KernelBuildError(RuntimeError):
 def library_path(cache_dir=None):
     """Where this machine's build of the library is (or goes) in `cache_dir`."""
     flags = [*COMPILE_FLAGS, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *flags, cpu_model(),
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *flags, cpu_signature(),
                                     _compiler()]).encode()).hexdigest()[:16]
     return Path(cache_dir or default_cache_dir() / "kernels") / f"fused_kernels-{key}.so"
 
@@ -76,11 +80,27 @@ def load(cache_dir=None):
 
 def build_library(cache_dir=None):
     """The compiled library's path in `cache_dir` (default: the data cache's kernels/), compiled
-    first if it is not there; KernelBuildError says why it cannot be."""
+    first if it is not there; KernelBuildError says why it cannot be. A library is loaded into
+    the process, so it is trusted only from a directory and a file that belong to this user and
+    that no one else may write; otherwise it is built again into a private directory."""
     path = library_path(cache_dir)
+    if not (_private(path.parent) and (not os.path.lexists(path) or _private(path))):
+        path = Path(tempfile.mkdtemp(prefix="mlp-kernels-")) / path.name
     if not path.exists():
         _build(path)
     return path
+
+
+def _private(path):
+    """Whether `path` (if it exists) is this user's, not a link, and not group/world-writable."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return True  # made by this process when the library is built
+    except OSError:
+        return False
+    return (status.st_uid == os.getuid() and not stat.S_ISLNK(status.st_mode)
+            and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def _build(path):
@@ -89,12 +109,14 @@ def _build(path):
         raise KernelBuildError(f"no C++ compiler {compiler!r} found (set $CXX or install g++)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_builds(path.parent)
+        # Another process may build the same file at the same time: each writes its own
+        # temporary file, named after its process, and renames it into place, which is atomic.
+        handle, temporary = tempfile.mkstemp(prefix=f"{BUILDING}{os.getpid()}-", suffix=".so",
+                                             dir=path.parent)
+        os.close(handle)
     except OSError as e:
-        raise KernelBuildError(f"cannot create {path.parent}: {e.strerror}") from None
-    # Another process may build the same file at the same time: each writes its own temporary
-    # file and renames it into place, which is atomic.
-    handle, temporary = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(handle)
+        raise KernelBuildError(f"cannot write in {path.parent}: {e.strerror}") from None
     command = [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", temporary,
                *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
@@ -103,15 +125,37 @@ def _build(path):
             errors = [line for line in done.stderr.splitlines() if "error" in line]
             raise KernelBuildError(f"{compiler} failed on {SOURCE.name}: "
                                    f"{(errors or done.stderr.splitlines() or ['no output'])[0]}")
+        with open(temporary, "rb") as built:
+            os.fsync(built.fileno())  # on disk before the name says it is there
         os.replace(temporary, path)
     except subprocess.TimeoutExpired:
         raise KernelBuildError(f"{compiler} took over {BUILD_TIMEOUT} s on {SOURCE.name}") from None
+    except OSError as e:
+        raise KernelBuildError(f"cannot write {path}: {e.strerror}") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
 
 
-def resolve(kernels, gpus=None, loader=load):
+def _remove_dead_builds(directory):
+    """Remove the temporaries of builds whose process is gone (killed mid-build)."""
+    for leftover in directory.glob(f"{BUILDING}*.so"):
+        pid = leftover.name[len(BUILDING):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resolve(kernels, gpus=None, loader=None):
     """(the kernels a run uses, "fused" or "tensorflow"; the ops module or None; why auto did not
     take the fused ones, or ""). The fused kernels run on the CPU only; `auto` takes them where
     there is no GPU and they build. ConfigError when `fused` is asked for and cannot be had."""
@@ -123,7 +167,7 @@ def resolve(kernels, gpus=None, loader=load):
     try:
         if gpus:
             raise KernelBuildError("they run on the CPU only, and this machine has a GPU")
-        return "fused", loader(), ""
+        return "fused", (loader or load)(), ""
     except KernelBuildError as e:
         if kernels == "fused":
             raise ConfigError(f"--kernels fused: {e}; or use --kernels tensorflow") from None

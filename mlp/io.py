@@ -54,13 +54,26 @@ class RunInUse(RuntimeError):
 
 class RunLock:
     """An exclusive lock on a run directory for as long as this process holds it (the kernel
-    releases it on any exit, SIGKILL included), so two processes never train one run."""
+    releases it on any exit, SIGKILL included), so two processes never train one run. The lock
+    file is never followed through a symbolic link (whose target it would truncate), and a
+    filesystem that cannot lock is refused rather than trusted: ConfigError for both."""
 
     def __init__(self, run_dir):
+        import errno
         import fcntl
 
+        from mlp.config import ConfigError
+
         self.path = Path(run_dir) / ".lock"
-        self.file = open(self.path, "a+")
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ConfigError(f"{self.path} is a symbolic link; a run's lock must be a plain "
+                                  "file: remove the link") from None
+            raise ConfigError(f"cannot open {self.path} ({e.strerror}); fix the directory's "
+                              "permissions or choose another --logdir") from None
+        self.file = os.fdopen(fd, "r+")
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,6 +82,11 @@ class RunLock:
             self.file.close()
             raise RunInUse(f"{run_dir} is in use by another process (pid {holder}); wait for it "
                            "to finish or stop it first") from None
+        except OSError as e:
+            self.file.close()
+            raise ConfigError(f"cannot lock {self.path} ({e.strerror or errno.errorcode.get(e.errno)}"
+                              "); this filesystem does not support locks (NFS without a lock "
+                              "daemon, say): use a --logdir on a local disk") from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")

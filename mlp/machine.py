@@ -20,6 +20,21 @@ def cpu_model():
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_signature():
+    """What tells this CPU's instruction set apart, for keys of code compiled for it
+    (-march=native): the model name and the feature flags ("flags" on x86, "Features" on ARM)."""
+    lines = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip()
+                if key in ("model name", "flags", "Features") and line not in lines:
+                    lines.append(line)
+    except OSError:
+        pass
+    return "".join(lines) or f"{cpu_model()} {platform.machine()}"
+
+
 def cache_dir():
     """Where downloaded files and per-machine builds are kept: $XDG_CACHE_HOME/mlp-fashion-mnist
     (~/.cache by default)."""

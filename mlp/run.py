@@ -41,9 +41,15 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None
     """Build `config`'s parts under `strategy` and a controller with the recipe's actions,
     restored from `run_dir`'s last checkpoint if `resume`."""
     run_dir = Path(run_dir)
+    kernels = _auto_choice(config, run_dir, "kernels", fused.RESOLVED, resume)
+    kernels_lost = None
+    if resume and (kernels or config.kernels) == "fused":
+        # A run that trained on the fused kernels continues where they cannot be built (no
+        # compiler, a GPU) on TensorFlow's ops, rather than not at all; see _continued_without.
+        kernels, _, kernels_lost = fused.resolve("auto")
+        kernels_lost = kernels_lost if kernels == "tensorflow" else None
     parts = build(config, strategy, splits,
-                  _auto_choice(config, run_dir, "precision", COMPUTE_DTYPES, resume),
-                  _auto_choice(config, run_dir, "kernels", fused.RESOLVED, resume))
+                  _auto_choice(config, run_dir, "precision", COMPUTE_DTYPES, resume), kernels)
     if role.is_chief:
         _record_auto_choice(config, run_dir, "precision", parts.precision,
                             probe=parts.precision_probe)
@@ -75,7 +81,24 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None
                             config.steps_per_loop, resume_hint,
                             keep_iterator=config.strategy == "multi_worker")
     resumed = bool(resume and controller.restore())
+    if kernels_lost and role.is_chief:
+        _continued_without_fused_kernels(run_dir, controller.state.epochs_done, kernels_lost)
     return Run(run_dir, parts, controller, stopping, summaries, role, resumed)
+
+
+def _continued_without_fused_kernels(run_dir, epochs_done, why):
+    """Say, and record in kernels.json, that a run trained on the fused kernels goes on with
+    TensorFlow's ops: its dropout masks from here on are other random draws (Philox instead of
+    the kernels' hash), so it will not end with the weights an uninterrupted run would have."""
+    print(f"warning: this run trained on the fused kernels, which cannot be used here ({why}); "
+          f"it continues after epoch {epochs_done} on TensorFlow's ops, whose dropout masks are "
+          "other random draws, so it will not end exactly as an uninterrupted run would",
+          file=sys.stderr, flush=True)
+    path = run_dir / "kernels.json"
+    recorded = read_json(path) if path.exists() else {"kernels": "fused"}
+    changes = recorded.get("continued_on_tensorflow_ops", [])
+    atomic_write_json(path, {**recorded, "continued_on_tensorflow_ops": [
+        *changes, {"after_epoch": epochs_done, "why": why}]})
 
 
 def _auto_choice(config, run_dir, name, valid, resume):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mlp.config import Config, ConfigError, check_writable_dir
 from mlp.distribute import WorkerRole
+from mlp.exits import CannotWrite
 from mlp.io import RunLock, atomic_write_json, read_json
 
 
@@ -82,6 +83,8 @@ def new_run_name(logdir, name):
             return run_name
         except FileExistsError:
             continue
+        except OSError as e:
+            raise ConfigError(f"--logdir: cannot create {logdir / run_name}: {e.strerror}") from None
     raise ConfigError(f"--run-name: too many runs named {stem}* in {logdir}; choose a --run-name")
 
 
@@ -95,7 +98,12 @@ def claim(config, run_dir, resume, role):
     lock = RunLock(run_dir)  # RunInUse if another process holds it
     remove_leftovers(run_dir)
     if not resume:
-        atomic_write_json(run_dir / "config.json", config.to_dict())
+        try:
+            atomic_write_json(run_dir / "config.json", config.to_dict())
+        except OSError as e:
+            lock.release()
+            raise CannotWrite(f"{run_dir / 'config.json'}: {e.strerror}; free space or fix "
+                              "permissions, then run the same command again") from None
     return lock
 
 
@@ -104,4 +112,7 @@ def remove_leftovers(run_dir):
     checkpoint's unfinished temporary shards). Only call it holding the run's lock."""
     leftovers = [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob("*_temp*")]
     for path in leftovers:
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)  # a link goes, never what it points to

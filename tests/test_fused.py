@@ -210,3 +210,77 @@ def test_a_resumed_auto_run_keeps_the_kernels_it_started_with(small_data, tmp_pa
     (run_dir / "kernels.json").write_text(json.dumps({"kernels": "turbo"}))
     with pytest.raises(ConfigError, match="kernels.json: names no kernels"):
         assemble(config, run_dir, resume=True, out=open(os.devnull, "w"))
+
+
+def test_an_unwritable_kernel_cache_falls_back_to_tensorflow_ops_with_a_note(tmp_path,
+                                                                              monkeypatch):
+    # A read-only cache (root may write anywhere, so the refusal is injected where it happens).
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fused.tempfile, "mkstemp", refuse)
+    load = lambda: fused.build_library(tmp_path / "cache")  # noqa: E731
+    kernels, ops, why = fused.resolve("auto", gpus=[], loader=load)
+    assert (kernels, ops) == ("tensorflow", None)
+    assert why.startswith(f"cannot write in {tmp_path / 'cache'}: Permission denied")
+    with pytest.raises(ConfigError, match="--kernels fused: cannot write in"):
+        fused.resolve("fused", gpus=[], loader=load)
+
+
+def test_a_killed_builds_temporary_is_removed_and_a_live_ones_kept(tmp_path):
+    dead = tmp_path / f"{fused.BUILDING}999999999-abc.so"
+    live = tmp_path / f"{fused.BUILDING}{os.getpid()}-def.so"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    fused._remove_dead_builds(tmp_path)
+    assert not dead.exists() and live.exists()
+
+
+@pytest.mark.parametrize("share", ["directory", "library"])
+def test_a_library_others_may_write_is_never_loaded_but_built_privately(tmp_path, monkeypatch,
+                                                                        share):
+    built = []
+    monkeypatch.setattr(fused, "_build", lambda path: (built.append(path), path.touch()))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shared = fused.library_path(cache)
+    if share == "directory":
+        cache.chmod(0o777)
+    else:
+        shared.write_bytes(b"anyone's code")
+        shared.chmod(0o666)
+    path = fused.build_library(cache)
+    assert path.parent != cache and built == [path]
+    assert (path.parent.stat().st_mode & 0o077) == 0  # private to this user
+    cache.chmod(0o755)
+    if share == "library":
+        shared.chmod(0o644)
+        assert fused.build_library(cache) == shared  # this user's, no one else's: trusted
+
+
+@pytest.mark.parametrize("kernels", ["fused", "auto"])
+@pytest.mark.slow
+def test_a_fused_run_resumes_on_tensorflow_ops_where_the_kernels_cannot_be_built(
+        small_data, tmp_path, monkeypatch, kernels):
+    args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "moved", "--epochs", 2,
+            "--kernels", kernels, *SMALL_RUN_FLAGS]
+    assert run_experiment("improved", *args).returncode == 0
+    (tmp_path / "moved" / "results.json").unlink()  # as if killed before its report
+
+    def cannot_build(cache_dir=None):
+        raise fused.KernelBuildError("no C++ compiler 'g++' found (set $CXX or install g++)")
+
+    monkeypatch.setattr(fused, "load", cannot_build)
+    done = run_experiment("improved", *args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "continues after epoch 2 on TensorFlow's ops" in done.stderr
+    recorded = json.loads((tmp_path / "moved" / "kernels.json").read_text())
+    assert recorded["continued_on_tensorflow_ops"] == [
+        {"after_epoch": 2, "why": "no C++ compiler 'g++' found (set $CXX or install g++)"}]
+    assert json.loads((tmp_path / "moved" / "results.json").read_text())["kernels"] == "tensorflow"
+    # A new run that insists on them is refused with advice the program accepts.
+    refused = run_experiment("improved", *args[:5], "fresh", *args[6:], "--kernels", "fused")
+    assert refused.returncode == 2 and "or use --kernels tensorflow" in refused.stderr
+    accepted = run_experiment("improved", *args[:5], "fresh", *args[6:], "--kernels", "tensorflow",
+                              "--epochs", 1)
+    assert accepted.returncode == 0, accepted.stderr

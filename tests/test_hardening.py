@@ -283,3 +283,47 @@ def test_any_flags_and_any_bytes_give_exit_0_1_or_2_and_never_a_traceback(
     if done.returncode:
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("python -m experiments.improved: "), (args, last)
+
+
+# -- inputs that once ended in a traceback ---------------------------------------------------------
+
+@pytest.mark.parametrize("flags,words", [
+    (["--epochs", "1" + "0" * 400], "--epochs: must be at most 2147483647 in size"),
+    (["--run-name", "caf\udce9"], "--run-name: must be text that UTF-8 can write"),
+    (["--run-name", "x" * 300], "--run-name: is 300 bytes long"),
+])
+def test_inputs_that_once_raised_are_one_line_and_exit_2(flags, words, small_data, tmp_path):
+    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+                          *SMALL_RUN_FLAGS, *flags)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m experiments.improved: error: ") and words in last, last
+
+
+def test_an_idx_header_whose_dimensions_overflow_is_a_data_error():
+    from mlp import data as data_lib
+
+    # 2^22 x 2^22 x 2^20 = 2^64 bytes, which wraps to 0 in int64: a header with no data would
+    # look complete, and reshaping nothing to that shape would raise.
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2**22, 2**22, 2**20))
+    with pytest.raises(data_lib.DataError, match="truncated"):
+        data_lib.parse_idx(header, "huge")
+
+
+def test_a_full_disk_when_the_run_directory_is_made_is_one_line_and_exit_1(small_data, tmp_path,
+                                                                          monkeypatch):
+    import errno
+
+    from mlp import rundir
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir, "atomic_write_json", full)
+    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+                          "--run-name", "full", *SMALL_RUN_FLAGS)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m experiments.improved: cannot write: ") and "No space" in last
+    assert not (tmp_path / "full" / "config.json").exists()

@@ -2,14 +2,16 @@
 leftovers removed."""
 
 import concurrent.futures
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from mlp.config import ConfigError
 from mlp.io import RunInUse, RunLock
-from mlp.rundir import new_run_name
+from mlp.rundir import new_run_name, remove_leftovers
 from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment
 
 
@@ -65,3 +67,45 @@ def test_leftovers_of_a_killed_process_are_removed_when_the_run_is_continued(sma
     assert run_experiment("improved", *args, "--resume").returncode == 0
     assert not half_written.exists() and not shards.exists()
     assert (run_dir / "results.json").exists()
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_untouched(small_data,
+                                                                                 tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    run_dir = tmp_path / "logs" / "linked"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".lock").symlink_to(target)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        RunLock(run_dir)
+    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+                          "--run-name", "linked", "--epochs", 1, *SMALL_RUN_FLAGS)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "is a symbolic link" in done.stderr.strip().splitlines()[-1]
+    assert target.read_text() == "keep me"
+
+
+def test_a_filesystem_that_cannot_lock_is_refused_in_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ConfigError, match="does not support locks.*local disk"):
+        RunLock(tmp_path)
+
+
+def test_leftovers_that_are_links_are_unlinked_never_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data").write_text("not the run's")
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "ckpt-9_temp").symlink_to(outside)
+    (run_dir / ".results.json.x.tmp").symlink_to(outside / "data")
+    remove_leftovers(run_dir)
+    assert not os.path.lexists(run_dir / "checkpoints" / "ckpt-9_temp")
+    assert not os.path.lexists(run_dir / ".results.json.x.tmp")
+    assert (outside / "data").read_text() == "not the run's"

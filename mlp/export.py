@@ -1,0 +1,135 @@
+"""A trained run as a TensorFlow SavedModel that needs nothing of this repository.
+
+    export(run_dir, out_dir)   # the weights results.json reports, as <out_dir>/saved_model.pb
+
+The SavedModel holds the whole inference path in TensorFlow's own ops: uint8 pixels scaled to
+[0, 1], the whitening layer if the recipe has one, the hidden blocks with batch norm on its
+moving statistics and no dropout, the logits, softmax, and the average with the mirror image's
+prediction if the recipe evaluates with test-time flipping. Its `serving_default` signature takes
+`images` uint8 [N, 28, 28] and returns `probabilities` float32 [N, 10] and `classes` int32 [N];
+the class names are the `class_names` signature's output and the asset `class_names.txt`.
+
+The weights are the ones `results.json` reports (the best epoch's under early stopping, the
+moving average with --ema-decay, else the last): each candidate the checkpoint holds is put in
+the model and the one whose SHA-256 is the reported `weights_digest` is exported.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from mlp.augment import mirror
+from mlp.checkpointing import Checkpoints
+from mlp.config import Config, ConfigError
+from mlp.data import CLASS_NAMES
+from mlp.exits import CheckpointError
+from mlp.io import read_json
+from mlp.model import MLP
+from mlp.precision import COMPUTE_DTYPES
+from mlp.training import weights_digest
+
+SIDE = 28
+
+
+class Classifier(tf.Module):
+    """The exported module: `serve(images)` as described above, with the model's variables."""
+
+    def __init__(self, model, test_time_flip, class_names_file):
+        super().__init__(name="classifier")
+        self.model = model
+        self.test_time_flip = bool(test_time_flip)
+        self.class_names_file = tf.saved_model.Asset(str(class_names_file))
+        self.names = tf.constant(CLASS_NAMES)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")])
+    def serve(self, images):
+        pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, SIDE * SIDE])
+        probabilities = tf.nn.softmax(self.model(pixels, training=False))
+        if self.test_time_flip:
+            mirrored = tf.nn.softmax(self.model(mirror(pixels), training=False))
+            probabilities = (probabilities + mirrored) / 2.0
+        return {"probabilities": probabilities,
+                "classes": tf.argmax(probabilities, axis=1, output_type=tf.int32)}
+
+    @tf.function(input_signature=[])
+    def class_names(self):
+        return {"class_names": self.names}
+
+
+def chosen_model(run_dir):
+    """(the run's model holding the weights results.json reports, its Config, its results);
+    ConfigError for a directory that is not a finished run or whose checkpoints do not hold
+    those weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.json); give the directory "
+                          "a training run wrote")
+    if not (run_dir / "results.json").is_file():
+        raise ConfigError(f"{run_dir}: the run has not finished (no results.json); finish it "
+                          "with --resume first")
+    config = Config.from_dict(read_json(run_dir / "config.json"), run_dir / "config.json")
+    results = read_json(run_dir / "results.json")
+    digest = results.get("weights_digest") if isinstance(results, dict) else None
+    precision = results.get("precision") if isinstance(results, dict) else None
+    if not isinstance(digest, str) or precision not in COMPUTE_DTYPES:
+        raise ConfigError(f"{run_dir / 'results.json'}: has no weights_digest or precision; it "
+                          "was edited or damaged")
+    model = MLP.from_config(config, COMPUTE_DTYPES[precision])
+    copies = lambda: [tf.Variable(tf.zeros_like(v), trainable=False) for v in model.variables]  # noqa: E731
+    candidates = {"last": model.variables}
+    trainer = {"model": model}
+    if config.ema_decay:
+        candidates["moving average"] = trainer["ema_variables"] = copies()
+    trackables = {"trainer": tf.train.Checkpoint(**trainer)}
+    if config.early_stopping:
+        candidates["best epoch"] = trackables["best_weights"] = copies()
+    checkpoints = Checkpoints(run_dir / "checkpoints", is_chief=False, warn=lambda _: None,
+                              **trackables)
+    try:
+        restored = checkpoints.restore()
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from None
+    if restored is None:
+        raise ConfigError(f"{run_dir / 'checkpoints'}: no checkpoint to export from")
+    saved = [v.numpy() for v in model.variables]
+    for values in candidates.values():
+        for variable, value in zip(model.variables, values):
+            variable.assign(value)
+        if weights_digest(model) == digest:
+            return model, config, results
+    for variable, value in zip(model.variables, saved):
+        variable.assign(value)
+    raise ConfigError(f"{run_dir / 'checkpoints'}: no weights in the last checkpoint have "
+                          "the weights_digest results.json reports; the checkpoints were "
+                          "changed after the run finished")
+
+
+def export(run_dir, out_dir):
+    """Write the run's SavedModel into `out_dir` (which must not exist yet), whole or not at all;
+    returns the results the exported weights scored."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ConfigError(f"--out: {out_dir} already exists; remove it or choose another --out")
+    model, config, results = chosen_model(run_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        names = staging / "class_names.txt"
+        names.write_text("\n".join(CLASS_NAMES) + "\n")
+        classifier = Classifier(model, config.test_time_flip, names)
+        tf.saved_model.save(classifier, str(staging / "model"), signatures={
+            "serving_default": classifier.serve.get_concrete_function(),
+            "class_names": classifier.class_names.get_concrete_function()})
+        (staging / "model" / "export.json").write_text(json.dumps({
+            "run": str(Path(run_dir).resolve()), "weights_digest": results["weights_digest"],
+            "test_accuracy": results.get("test_accuracy"), "test_time_flip":
+            config.test_time_flip, "whitening": config.whitening,
+            "precision": results["precision"]}, indent=2, sort_keys=True) + "\n")
+        os.replace(staging / "model", out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return results
