@@ -14,8 +14,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mlp.exits import CheckpointError
+from mlp.exits import CannotWrite, CheckpointError
 from mlp.io import atomic_write_text
+
+# What TensorFlow raises when a file cannot be written (not a full list of its errors: a lost
+# peer's, for one, must reach the multi-worker handling as it is).
+WRITE_ERRORS = (tf.errors.FailedPreconditionError, tf.errors.PermissionDeniedError,
+                tf.errors.NotFoundError, tf.errors.ResourceExhaustedError,
+                tf.errors.DataLossError, tf.errors.UnknownError)
 
 
 @dataclass
@@ -106,15 +112,21 @@ class Checkpoints:
                               f"{self.directory}; restore the files or start a new run")
 
     def save(self, state, number):
+        """Save `state` and the trackables as checkpoint `number`; CannotWrite when the files
+        cannot be written (what a lost peer raises passes through)."""
         self.state_text.assign(state.to_json())
-        if self.is_chief:
-            self.manager.save(checkpoint_number=number)
-            return
-        scratch = tempfile.mkdtemp(prefix="mlp-worker-checkpoint-")
         try:
-            self.checkpoint.write(os.path.join(scratch, "ckpt"))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if self.is_chief:
+                self.manager.save(checkpoint_number=number)
+                return
+            scratch = tempfile.mkdtemp(prefix="mlp-worker-checkpoint-")
+            try:
+                self.checkpoint.write(os.path.join(scratch, "ckpt"))
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        except (OSError, *WRITE_ERRORS) as error:
+            raise CannotWrite(f"{self.directory}: {_reason(error)}; free space or fix "
+                              "permissions, then continue with --resume") from None
 
 
 def _reason(error):

@@ -122,7 +122,15 @@ def run_experiment(prog, name, defaults, description):
 def exit_now(code):
     """Exit with `code` once everything is written, without tearing down TensorFlow's runtime:
     its input-pipeline and collective threads can take minutes to join, and nothing is left for
-    them to do."""
+    them to do. Of the exit handlers this skips, the one that matters is done here: removing
+    the Python sources autograph wrote to the temporary directory for this process's
+    tf.functions."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("__autograph_generated_file"):
+            try:
+                os.remove(module.__file__)
+            except (OSError, TypeError, AttributeError):
+                pass
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -133,3 +133,33 @@ def setup(config):
     """Split the CPU, then make the strategy, for `config` (the order TensorFlow requires)."""
     split_cpu(config.cpu_devices)
     return make_strategy(config.strategy, config.heartbeat_timeout)
+
+
+def check_same_settings(strategy, settings, workers):
+    """Under a strategy of several `workers`, StrategyError naming the `settings` ({name: value},
+    those that change what a run computes) in which the workers differ, on every worker at once.
+
+    Each worker sums, over the workers, a 20-bit hash of each setting and its square: all equal
+    exactly when count x sum of squares = square of the sum (exact in float64 at these sizes)."""
+    import hashlib
+
+    import tensorflow as tf
+
+    if workers <= 1:
+        return
+    names = sorted(settings)
+    hashes = [int(hashlib.sha256(f"{name}={settings[name]!r}".encode()).hexdigest()[:5], 16)
+              for name in names]
+    mine = tf.constant([[float(h) for h in hashes], [float(h) ** 2 for h in hashes]], tf.float64)
+    replicas = strategy.num_replicas_in_sync
+    # Each worker has replicas / workers replicas, each contributing this worker's hashes.
+    summed = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                             strategy.experimental_distribute_values_from_function(
+                                 lambda context: mine), axis=None).numpy()
+    differ = [name for name, total, squares in zip(names, summed[0], summed[1])
+              if replicas * squares != total * total]
+    if differ:
+        flags = ", ".join(f"--{name.replace('_', '-')} (here {settings[name]!r})"
+                          for name in differ)
+        raise StrategyError(f"the workers were started with different settings: {flags}; start "
+                            "every worker with the same command but for TF_CONFIG")

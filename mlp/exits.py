@@ -35,6 +35,10 @@ class CannotWrite(RuntimeError):
     """A file of the run could not be written (disk full, permissions)."""
 
 
+class RunFailed(RuntimeError):
+    """TensorFlow failed for another reason (out of memory, say); the message is its own."""
+
+
 # What went wrong -> (exit code, the words that start the line after the program's name).
 EXITS = {
     ConfigError: (2, "error"),
@@ -45,6 +49,7 @@ EXITS = {
     CheckpointError: (1, "cannot resume"),
     LostWorker: (1, "lost another worker"),
     CannotWrite: (1, "cannot write"),
+    RunFailed: (1, "failed"),
 }
 HANDLED = (*EXITS, Interrupted)
 
@@ -72,7 +77,8 @@ def run_guarded(prog, function, *args, **kwargs):
 def from_tensorflow_error(error, multi_worker, run_dir, continue_with):
     """The HANDLED error a TensorFlow OpError or OSError of a running run stands for: under
     multi-worker training, what collectives raise when a peer died or stopped sending heartbeats
-    is a lost worker; anything else failed to write the run's files."""
+    is a lost worker; an OSError failed to write the run's files (the checkpoints say so
+    themselves, mlp/checkpointing.py); any other TensorFlow error is reported as it is."""
     import tensorflow as tf
 
     peer_errors = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
@@ -81,8 +87,11 @@ def from_tensorflow_error(error, multi_worker, run_dir, continue_with):
         return LostWorker(f"{type(error).__name__}: {_peer_line(error)}; the last checkpoint is "
                           f"in {run_dir / 'checkpoints'}: start every worker again with "
                           f"{continue_with}")
-    return CannotWrite(f"{_first_line(error)}; free space or fix permissions under {run_dir}, "
-                       "then continue with --resume")
+    if isinstance(error, OSError):
+        return CannotWrite(f"{_first_line(error)}; free space or fix permissions under "
+                           f"{run_dir}, then continue with --resume")
+    return RunFailed(f"{type(error).__name__}: {_first_line(error)}; the last checkpoint is in "
+                     f"{run_dir / 'checkpoints'}: continue with {continue_with}")
 
 
 def _peer_line(error):

@@ -16,7 +16,7 @@ from mlp.build import Parts, build
 from mlp.checkpointing import Checkpoints
 from mlp.config import ConfigError
 from mlp.controller import Controller
-from mlp.distribute import WorkerRole
+from mlp.distribute import WorkerRole, check_same_settings
 from mlp.io import atomic_write_json, read_json
 from mlp.precision import COMPUTE_DTYPES
 from mlp.rules import EarlyStoppingRule, PlateauRule
@@ -50,6 +50,8 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None
         kernels_lost = kernels_lost if kernels == "tensorflow" else None
     parts = build(config, strategy, splits,
                   _auto_choice(config, run_dir, "precision", COMPUTE_DTYPES, resume), kernels)
+    check_same_settings(parts.strategy, {**config.result_fields(), "kernels": parts.kernels,
+                                         "precision": parts.precision}, role.count)
     if role.is_chief:
         _record_auto_choice(config, run_dir, "precision", parts.precision,
                             probe=parts.precision_probe)

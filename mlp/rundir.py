@@ -36,7 +36,7 @@ def prepare(name, config, resume, explicit, role=WorkerRole()):
         run_dir = logdir / config.run_name
     else:
         candidates = sorted((p for p in logdir.glob(f"{name}-*") if (p / "config.json").exists()),
-                            key=lambda p: (p / "config.json").stat().st_mtime)
+                            key=lambda p: _started(p, name))
         if not candidates:
             raise ConfigError(f"--resume: no run of {name} in {logdir} to resume")
         run_dir = candidates[-1]
@@ -69,6 +69,19 @@ def finished_line(run_dir):
         raise ConfigError(f"{run_dir / 'results.json'}: has no test_accuracy; it was edited or "
                           "damaged: restore it, or delete it and resume to report again")
     return f"{run_dir} already finished (test accuracy {accuracy:.4f}); nothing to resume"
+
+
+def _started(run_dir, name):
+    """When the run in `run_dir` started, as a sortable key: the time its default name records
+    (<name>-YYYYmmdd-HHMMSS, then -2, -3, ... for runs of the same second); for another name the
+    time its config.json was written, which for a new run is when it started."""
+    stem, _, rest = run_dir.name.partition(f"{name}-")
+    parts = rest.split("-")
+    if (not stem and len(parts) in (2, 3) and all(p.isdigit() for p in parts)
+            and len(parts[0]) == 8 and len(parts[1]) == 6):
+        return parts[0] + parts[1], int(parts[2]) if len(parts) == 3 else 1
+    written = time.localtime((run_dir / "config.json").stat().st_mtime)
+    return time.strftime("%Y%m%d%H%M%S", written), 0
 
 
 def new_run_name(logdir, name):

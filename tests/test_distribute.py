@@ -374,3 +374,26 @@ def test_multi_worker_accuracy_matches_one_device_on_real_data(tmp_path):
     assert two["workers"] == 2 and one["workers"] == 1
     assert one["test_accuracy"] > 0.75
     assert abs(one["test_accuracy"] - two["test_accuracy"]) < 0.01
+
+
+@pytest.mark.slow
+def test_workers_started_with_different_settings_all_stop_naming_them(multi_worker_data,
+                                                                      tmp_path):
+    common = ["--data-dir", multi_worker_data, "--logdir", tmp_path, "--run-name", "apart",
+              "--epochs", 2, "--seed", 3, *SMALL_RUN_FLAGS]
+    ports = _free_ports(2)
+    processes = []
+    for index, learning_rate in enumerate(["0.001", "0.002"]):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO),
+               "TF_CONFIG": _tf_config(ports, index)}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "experiments.improved", "--strategy", "multi_worker",
+             *map(str, common), "--learning-rate", learning_rate], cwd=REPO, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, err = process.communicate(timeout=WORKER_TIMEOUT)
+        assert process.returncode == 2, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert "different settings: --learning-rate" in last and "Traceback" not in err
+        assert "--seed" not in last and "--epochs" not in last
+    assert not list((tmp_path / "apart").glob("checkpoints/ckpt-*"))

@@ -1,6 +1,7 @@
 """The experiments as a user runs them: subprocesses on small generated IDX data."""
 
 import json
+import os
 
 import pytest
 import tensorflow as tf
@@ -218,3 +219,14 @@ def test_benchmark_breakdown_times_the_loop_without_each_part_of_the_recipe(benc
         seconds = rows[name]["median_epoch_seconds"]
         assert f"| {name} | {seconds:.3f} | " in done.stdout
         assert f"| {seconds / floor:.2f} |" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_run_leaves_nothing_in_the_temporary_directory(small_data, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+                          "--epochs", 1, *SMALL_RUN_FLAGS,
+                          env={**os.environ, "TMPDIR": str(temporary)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in temporary.iterdir()) == []

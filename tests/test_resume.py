@@ -291,3 +291,18 @@ def test_sigkill_and_resume_is_exact_for_other_machinery(data_dir, tmp_path, fla
         assert results[key] == expected[key], key
     if "--early-stopping-min-delta" in flags:
         assert results["stopped_early"] and results["best_epoch"] == 1
+
+
+def test_an_error_that_is_not_about_files_is_not_reported_as_one(data_dir, tmp_path,
+                                                                 monkeypatch):
+    from mlp.training import Trainer
+
+    def out_of_memory(self, iterator, steps):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(Trainer, "train_loop", out_of_memory)
+    done = run_experiment("improved", *_args(data_dir, tmp_path, "oom"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "failed: ResourceExhaustedError: OOM when allocating tensor" in last
+    assert "cannot write" not in last and "--resume" in last

@@ -2,6 +2,7 @@
 leftovers removed."""
 
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -109,3 +110,18 @@ def test_leftovers_that_are_links_are_unlinked_never_followed(tmp_path):
     assert not os.path.lexists(run_dir / "checkpoints" / "ckpt-9_temp")
     assert not os.path.lexists(run_dir / ".results.json.x.tmp")
     assert (outside / "data").read_text() == "not the run's"
+
+
+def test_a_bare_resume_takes_the_run_that_started_last_not_the_last_touched(tmp_path):
+    from mlp.config import Config
+    from mlp.rundir import prepare
+
+    names = ["improved-20261201-090000", "improved-20261201-100000",
+             "improved-20261201-100000-2", "improved-20261130-235959"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(
+            json.dumps(Config(logdir=str(tmp_path)).to_dict()))
+    os.utime(tmp_path / names[0] / "config.json", (2e9, 2e9))  # touched last, started first
+    _, run_dir, finished = prepare("improved", Config(logdir=str(tmp_path)), True, set())
+    assert run_dir.name == "improved-20261201-100000-2" and not finished
