@@ -49,6 +49,8 @@ MIRRORS = (
     "https://fashion-mnist.s3.eu-central-1.amazonaws.com/",
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
+# How long a download waits for another one into the same cache to finish.
+DOWNLOAD_WAIT = 600
 # The most an IDX file read without its published checksum may decompress to (other datasets).
 UNVERIFIED_LIMIT = 256 * 2**20
 HOW_TO_GET = ("get the data with 'apt-get install dataset-fashion-mnist' (Debian), or put the four "
@@ -162,9 +164,11 @@ def download(target, mirrors=MIRRORS):
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     try:
-        lock = RunLock(target)
+        # Downloads into one cache take turns: the next finds the files the first fetched.
+        lock = RunLock(target, wait=DOWNLOAD_WAIT)
     except RunInUse:
-        raise DataError(f"another process is downloading into {target}; wait for it") from None
+        raise DataError(f"another process has been downloading into {target} for over "
+                        f"{DOWNLOAD_WAIT} s; wait for it, or stop it") from None
     except ConfigError as e:  # the cache's lock file is a link, or its filesystem cannot lock
         raise DataError(str(e)) from None
     with lock:

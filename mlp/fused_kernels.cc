@@ -187,9 +187,18 @@ class BatchNormDropoutKernel : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("rate", &rate_));
     OP_REQUIRES_OK(ctx, CheckRate(rate_));
+    OP_REQUIRES(ctx, epsilon_ > 0.0f && std::isfinite(epsilon_),
+                errors::InvalidArgument("epsilon must be positive and finite, got ", epsilon_));
   }
 
  protected:
+  // Batch statistics need at least one row (the mean of none is 0 / 0).
+  static void CheckRows(OpKernelContext* ctx, const Tensor& x) {
+    OP_REQUIRES(ctx, x.dim_size(0) > 0,
+                errors::InvalidArgument("batch norm needs at least one row, got x of shape ",
+                                        x.shape().DebugString()));
+  }
+
   float epsilon_, rate_;
 };
 
@@ -203,6 +212,8 @@ class MlpBatchNormDropoutOp : public BatchNormDropoutKernel {
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     CheckInputs(ctx, x, ctx->input(3), {1, 2});
+    if (!ctx->status().ok()) return;
+    CheckRows(ctx, x);
     if (!ctx->status().ok()) return;
     const int64_t rows = x.dim_size(0), features = x.dim_size(1);
     const DropoutMask mask(ctx->input(3), rate_);
@@ -288,6 +299,8 @@ class MlpBatchNormDropoutGradOp : public BatchNormDropoutKernel {
     const Tensor& dy = ctx->input(0);
     const Tensor& x = ctx->input(1);
     CheckInputs(ctx, x, ctx->input(5), {2, 3, 4});
+    if (!ctx->status().ok()) return;
+    CheckRows(ctx, x);
     if (!ctx->status().ok()) return;
     OP_REQUIRES(ctx, dy.shape() == x.shape(),
                 errors::InvalidArgument("dy and x must have the same shape"));

@@ -58,9 +58,12 @@ class RunLock:
     file is never followed through a symbolic link (whose target it would truncate), and a
     filesystem that cannot lock is refused rather than trusted: ConfigError for both."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, wait=0.0):
+        """Lock `run_dir`, waiting up to `wait` seconds for another holder to let go; RunInUse
+        if it still holds it then."""
         import errno
         import fcntl
+        import time
 
         from mlp.config import ConfigError
 
@@ -74,8 +77,16 @@ class RunLock:
             raise ConfigError(f"cannot open {self.path} ({e.strerror}); fix the directory's "
                               "permissions or choose another --logdir") from None
         self.file = os.fdopen(fd, "r+")
+        deadline = time.monotonic() + wait
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            while True:
+                try:
+                    fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.1)
         except BlockingIOError:
             self.file.seek(0)
             holder = self.file.read().strip() or "unknown"

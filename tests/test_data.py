@@ -292,11 +292,31 @@ def test_a_killed_downloads_staging_is_removed_by_the_next(mirror, isolated_cach
 
 
 def test_two_downloads_into_one_cache_take_turns(mirror, isolated_cache, monkeypatch):
+    import threading
+    import time
+
     from mlp.io import RunLock
 
     served, url = mirror
     _publish_small_files_as_real(served, monkeypatch)
     isolated_cache.mkdir(parents=True)
+    outcome = {}
+
+    def second_download():
+        started = time.monotonic()
+        outcome["target"] = data_lib.download(isolated_cache, (url,))
+        outcome["waited"] = time.monotonic() - started
+
+    with RunLock(isolated_cache):  # the first download, still running
+        second = threading.Thread(target=second_download)
+        second.start()
+        time.sleep(1.0)
+        assert second.is_alive() and "target" not in outcome  # it waits its turn
+    second.join(timeout=60)
+    assert outcome["target"] == isolated_cache and outcome["waited"] >= 1.0
+    assert all((isolated_cache / f"{stem}.gz").is_file() for stem, _, _ in data_lib.FILES.values())
+    # One that waits longer than it may gives up in one line.
+    monkeypatch.setattr(data_lib, "DOWNLOAD_WAIT", 0.3)
     with RunLock(isolated_cache):
-        with pytest.raises(data_lib.DataError, match="another process is downloading"):
+        with pytest.raises(data_lib.DataError, match="has been downloading .* for over 0.3 s"):
             data_lib.download(isolated_cache, (url,))
