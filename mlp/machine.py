@@ -7,11 +7,11 @@ import platform
 from pathlib import Path
 
 
-def cpu_model():
+def cpu_model(cpuinfo="/proc/cpuinfo"):
     """The CPU's model name, as lscpu shows it; on CPUs whose /proc/cpuinfo has no "model name"
     (aarch64), the platform's processor or machine name."""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
@@ -20,19 +20,19 @@ def cpu_model():
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def cpu_signature():
+def cpu_signature(cpuinfo="/proc/cpuinfo"):
     """What tells this CPU's instruction set apart, for keys of code compiled for it
     (-march=native): the model name and the feature flags ("flags" on x86, "Features" on ARM)."""
     lines = []
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 key = line.split(":", 1)[0].strip()
                 if key in ("model name", "flags", "Features") and line not in lines:
                     lines.append(line)
     except OSError:
         pass
-    return "".join(lines) or f"{cpu_model()} {platform.machine()}"
+    return "".join(lines) or f"{cpu_model(cpuinfo)} {platform.machine()}"
 
 
 def cache_dir():

@@ -321,3 +321,39 @@ def test_a_fused_run_resumes_on_tensorflow_ops_where_the_kernels_cannot_be_built
     accepted = run_experiment("improved", *args[:5], "fresh", *args[6:], "--kernels", "tensorflow",
                               "--epochs", 1)
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_the_kernel_cache_key_tells_cpus_apart_where_cpuinfo_has_no_model_name(tmp_path):
+    from mlp.machine import cpu_model, cpu_signature
+
+    # aarch64's /proc/cpuinfo: no "model name", the instruction set in "Features".
+    cpus = []
+    for features in ("fp asimd evtstrm aes pmull sha1 sha2 crc32", "fp asimd sve sve2 bf16"):
+        path = tmp_path / f"cpuinfo-{len(cpus)}"
+        path.write_text(f"processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: {features}\n"
+                        "CPU implementer\t: 0x41\n\nprocessor\t: 1\nBogoMIPS\t: 50.00\n"
+                        f"Features\t: {features}\n")
+        cpus.append((cpu_signature(path), cpu_model(path)))
+    assert cpus[0][0] != cpus[1][0] and "sve2" in cpus[1][0]
+    assert cpus[0][1] == cpus[1][1]  # the model name alone, the key before, cannot tell them apart
+
+
+def test_a_built_library_is_on_disk_before_its_name_is(tmp_path, monkeypatch):
+    import subprocess
+
+    events = []
+
+    def compile_quickly(command, **kwargs):
+        output = command[command.index("-o") + 1]
+        with open(output, "wb") as f:
+            f.write(b"\x7fELF")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(fused.shutil, "which", lambda name: "/usr/bin/g++")
+    monkeypatch.setattr(fused.subprocess, "run", compile_quickly)
+    monkeypatch.setattr(fused.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(fused.os, "replace",
+                        lambda a, b: (events.append("rename"), real_replace(a, b)))
+    path = fused.build_library(tmp_path / "cache")
+    assert path.read_bytes() == b"\x7fELF" and events == ["fsync", "rename"]

@@ -171,6 +171,12 @@ def test_divergence_stops_cleanly_and_keeps_the_last_good_checkpoint(data_dir, t
     assert done.returncode == 1, done.stdout + done.stderr
     assert "not finite at epoch" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "diverge" / "results.json").exists()
+    # The advice is one the program takes: a new run (a resume refuses another learning rate).
+    last = done.stderr.strip().splitlines()[-1]
+    assert "start a new run with a lower --learning-rate" in last
+    refused = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path,
+                             "--run-name", "diverge", "--learning-rate", "1e-3", "--resume")
+    assert refused.returncode == 2 and "--learning-rate" in refused.stderr
 
 
 def _trainer_run(splits, run_dir):
