@@ -45,7 +45,8 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None
     kernels_lost = None
     if resume and (kernels or config.kernels) == "fused":
         # A run that trained on the fused kernels continues where they cannot be built (no
-        # compiler, a GPU) on TensorFlow's ops, rather than not at all; see _continued_without.
+        # compiler, a GPU) on TensorFlow's ops, rather than not at all (see
+        # _continued_without_fused_kernels).
         kernels, _, kernels_lost = fused.resolve("auto")
         kernels_lost = kernels_lost if kernels == "tensorflow" else None
     parts = build(config, strategy, splits,
