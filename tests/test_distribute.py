@@ -332,7 +332,7 @@ def test_a_frozen_worker_stops_the_other_within_the_heartbeat_timeout(multi_work
         args, tmp_path / "frozen", signal.SIGSTOP)
     _assert_lost_a_worker(outcome, tmp_path / "frozen")
     assert "stopped sending heartbeats" in outcome[2]
-    assert seconds < 3 + 10  # --heartbeat-timeout 3, and the service's check interval
+    assert seconds < 3 + 20  # --heartbeat-timeout 3, the check interval, a busy machine
 
 
 @pytest.mark.slow
@@ -343,7 +343,7 @@ def test_a_killed_worker_stops_the_other_and_resuming_both_continues_exactly(
     outcome, seconds = _stop_one_worker_after_the_first_checkpoint(
         args, tmp_path / "whole", signal.SIGKILL)
     _assert_lost_a_worker(outcome, tmp_path / "whole")
-    assert seconds < 3 + 10  # a closed connection, or else the missing heartbeats
+    assert seconds < 3 + 20  # a closed connection, or else the missing heartbeats
 
     resumed = _finish(_start_workers([*args, "--resume"]))
     for code, out, err in resumed:
