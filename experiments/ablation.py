@@ -9,7 +9,9 @@ hparams, images, results.json), trained by the same code path as the experiments
 same command skips finished runs and resumes interrupted ones from their last checkpoint, after
 checking that their saved config is the one planned. Model selection uses validation data only;
 each run touches the test set once, at its end. Writes ablation.json and ablation.md (mean +- std
-over seeds, change against the full recipe, sorted by effect) and prints the table.
+over seeds, change against the full recipe sorted by effect, with its 95% interval over the
+paired seeds -- "within noise" when it contains 0 -- and McNemar's test on the seeds' test
+predictions pooled; the test set's binomial sampling error under the table) and prints the table.
 
 Sweeps on many machines: --list-commands prints one command per (variant, seed) run for any job
 scheduler; each run locks its directory while it trains, so two workers never train the same run
@@ -65,23 +67,74 @@ def summarize(records):
     for row in rows:
         row["change_vs_full"] = (row["test_accuracy"]["mean"] - full["test_accuracy"]["mean"]
                                  if full else None)
+        row.update(_significance(records, row["variant"]) if full and row is not full
+                   else {"change_interval": None, "within_noise": None, "mcnemar": None})
     rows.sort(key=lambda row: (row["variant"] != FULL, row["change_vs_full"] or 0.0))
     return rows
 
 
-def markdown(rows, note):
+def _significance(records, variant):
+    """Against the full recipe, on the seeds both have: the 95% t-interval of the paired change
+    in test accuracy, whether it contains 0, and McNemar's test on the seeds' test predictions
+    pooled (where every run left test_predictions.npz)."""
+    from mlp.significance import mcnemar, paired_interval
+
+    full = {run["seed"]: run for run in records[FULL]}
+    pairs = [(full[run["seed"]], run) for run in records[variant] if run["seed"] in full]
+    interval = paired_interval([run["test_accuracy"] - base["test_accuracy"]
+                                for base, run in pairs])
+    correct = [_test_correct(base) for base, run in pairs], [_test_correct(run) for _, run in pairs]
+    test = None
+    if pairs and all(c is not None for c in correct[0] + correct[1]) and variant != NO_TEST_TIME_FLIP:
+        b, c, p = mcnemar(zip(*correct))
+        test = {"only_full_right": b, "only_variant_right": c, "p": p}
+    return {"change_interval": list(interval[1:]) if interval else None,
+            "within_noise": interval[1] <= 0 <= interval[2] if interval else None,
+            "mcnemar": test}
+
+
+def _test_correct(run):
+    """Which test images the run classified right, from its test_predictions.npz; None if the
+    run has none."""
+    import numpy as np
+
+    path = Path(run.get("run_dir", "")) / "test_predictions.npz"
+    if not run.get("run_dir") or not path.is_file():
+        return None
+    saved = np.load(path)
+    return saved["probabilities"].argmax(axis=1) == saved["labels"]
+
+
+def markdown(rows, note, test_examples=None):
+    """The table: per variant mean ± std over seeds, the change against the full recipe with
+    its 95% interval over the paired seeds ("within noise" when it contains 0) and McNemar's p;
+    under it the test set's own sampling error."""
     lines = [note, "",
              "| variant | test accuracy | change vs full | without test-time flip | "
-             "validation accuracy | epochs | training s | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+             "validation accuracy | epochs | training s | seeds | 95% interval of the change | "
+             "McNemar p |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         t, t1, v, e, s = (row[k] for k in ("test_accuracy", "test_accuracy_single_view",
                                            "validation_accuracy", "epochs_run", "train_seconds"))
         change = ("—" if row["change_vs_full"] is None or row["variant"] == FULL
                   else f"{row['change_vs_full'] * 100:+.2f} pt")
+        interval = row.get("change_interval")
+        span = "—" if not interval else (
+            f"{interval[0] * 100:+.2f} to {interval[1] * 100:+.2f} pt"
+            + (" (within noise)" if row.get("within_noise") else ""))
+        test = row.get("mcnemar")
         lines.append(f"| {row['variant']} | {t['mean']:.4f} ± {t['std']:.4f} | {change} | "
                      f"{t1['mean']:.4f} ± {t1['std']:.4f} | {v['mean']:.4f} ± {v['std']:.4f} | "
-                     f"{e['mean']:.1f} | {s['mean']:.1f} | {len(row['seeds'])} |")
+                     f"{e['mean']:.1f} | {s['mean']:.1f} | {len(row['seeds'])} | {span} | "
+                     f"{'—' if not test else format(test['p'], '.3g')} |")
+    full = next((row for row in rows if row["variant"] == FULL), None)
+    if full and test_examples:
+        from mlp.significance import binomial_half_width
+
+        half = binomial_half_width(full["test_accuracy"]["mean"], test_examples)
+        lines += ["", f"Test-set sampling error: ±{half * 100:.2f} pt (95%, binomial, "
+                      f"{test_examples} test images at the full recipe's accuracy)."]
     return "\n".join(lines) + "\n"
 
 
@@ -203,10 +256,20 @@ def report(args, plan, records, study_dir, overrides):
             f"end; overrides {overrides}.{partial}")
     atomic_write_json(study_dir / "ablation.json", {"study": args.study, "overrides": overrides,
                                                     "seeds": args.seeds, "rows": rows})
-    table = markdown(rows, note)
+    table = markdown(rows, note, _test_examples(records))
     atomic_write_text(study_dir / "ablation.md", table)
     write_chart(study_dir, rows, f"ablation of {args.study}{shortened}", table)
     print("\n" + table)
+
+
+def _test_examples(records):
+    """How many test images the study's runs were scored on (from any run's predictions)."""
+    for runs in records.values():
+        for run in runs:
+            correct = _test_correct(run)
+            if correct is not None:
+                return len(correct)
+    return None
 
 
 def main(argv=None):

@@ -89,8 +89,9 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
         except (ConfigError, KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{label}: {run_dir / 'results.json'} is damaged ({e}); delete it "
                               "and run the same command to report the run again") from None
-        records.setdefault(variant, []).append({"seed": seed, **{k: results[k] for k in (
-            "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
+        records.setdefault(variant, []).append({"seed": seed, "run_dir": str(run_dir), **{
+            k: results[k] for k in (
+                "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
             "precision": results.get("precision"),
             "whitening_seconds": results.get("whitening_seconds", 0.0),
             # Runs from before test-time flipping existed were all single-view.

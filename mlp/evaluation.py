@@ -44,13 +44,13 @@ class Evaluator(tf.Module):
         loss_sum = -tf.reduce_sum(tf.cast(tf.gather(log_probs, labels, batch_dims=1), tf.float64))
         predicted = tf.argmax(log_probs, 1, output_type=tf.int32)
         confusion = tf.math.confusion_matrix(labels, predicted, NUM_CLASSES, dtype=tf.int64)
-        return loss_sum, confusion, predicted, tf.exp(tf.reduce_max(log_probs, 1))
+        return loss_sum, confusion, predicted, tf.exp(tf.reduce_max(log_probs, 1)), log_probs
 
     @tf.function
     def evaluate(self, dataset, single_view=False):
         """Over `dataset` of (images, labels) batches: "loss" (mean data loss), "loss_with_l2",
-        "accuracy", "confusion" (rows: true class), and each example's "predictions" and
-        "confidences" in the dataset's order. `single_view` (a Python bool) turns test-time
+        "accuracy", "confusion" (rows: true class), and each example's "predictions",
+        "confidences" and "log_probabilities" [N, 10] in the dataset's order. `single_view` (a Python bool) turns test-time
         flipping off for this call."""
         strategy = self.strategy
         total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
@@ -58,6 +58,8 @@ class Evaluator(tf.Module):
         confusion = tf.zeros([NUM_CLASSES, NUM_CLASSES], tf.int64)
         predictions = tf.TensorArray(tf.int32, size=0, dynamic_size=True, infer_shape=False)
         confidences = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
+        log_probabilities = tf.TensorArray(tf.float32, size=0, dynamic_size=True,
+                                           infer_shape=False)
         index = 0
         for batch in dataset:
             parts = strategy.run(lambda b: self._replica_step(b, single_view), args=(batch,))
@@ -67,6 +69,7 @@ class Evaluator(tf.Module):
             # are the batch's rows in order.
             predictions = predictions.write(index, strategy.gather(parts[2], axis=0))
             confidences = confidences.write(index, strategy.gather(parts[3], axis=0))
+            log_probabilities = log_probabilities.write(index, strategy.gather(parts[4], axis=0))
             index += 1
         examples = tf.cast(tf.reduce_sum(confusion), tf.float64)
         loss = loss_sum / examples
@@ -76,4 +79,5 @@ class Evaluator(tf.Module):
                 "accuracy": tf.cast(tf.linalg.trace(confusion), tf.float64) / examples,
                 "confusion": confusion,
                 "predictions": predictions.concat(),
-                "confidences": confidences.concat()}
+                "confidences": confidences.concat(),
+                "log_probabilities": log_probabilities.concat()}

@@ -111,3 +111,31 @@ def ablation_chart(rows, title):
     axes.set_title(title)
     figure.tight_layout()
     return _figure_to_array(figure)
+
+
+def reliability_image(probabilities, labels, bins=15):
+    """A reliability diagram: per equal-width bin of the top-class probability, the accuracy
+    (bars) against the bin's mean confidence, the diagonal for perfect calibration, and the
+    expected calibration error in the title; as a uint8 RGB image [1, H, W, 3]."""
+    from mlp.calibration import expected_calibration_error
+
+    plt = _pyplot()
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    edges = np.linspace(0, 1, bins + 1)
+    figure, axes = plt.subplots(figsize=(5, 5), dpi=100)
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            axes.bar(edges[b], correct[members].mean(), width=1 / bins, align="edge",
+                     color="tab:blue", edgecolor="white")
+    axes.plot([0, 1], [0, 1], color="tab:orange", linestyle="--")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("confidence (top-class probability)")
+    axes.set_ylabel("accuracy")
+    ece = expected_calibration_error(probabilities, labels, bins)
+    axes.set_title(f"test reliability (ECE {ece:.4f})")
+    figure.tight_layout()
+    return _figure_to_array(figure)

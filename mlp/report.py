@@ -4,6 +4,7 @@ images and hparams."""
 
 import numpy as np
 
+from mlp import calibration
 from mlp import data as data_lib
 from mlp import figures
 from mlp.training import weights_digest
@@ -63,6 +64,10 @@ def results(parts, state, best_epoch, workers=1):
                                if train_seconds else 0.0),
         "steps": int(parts.trainer.step.numpy()),
         "weights_digest": weights_digest(parts.model),
+        # ECE / NLL / Brier on the test set, and after temperature scaling fitted on validation.
+        "calibration": calibration.calibration(
+            test["log_probabilities"].numpy(), parts.splits.test_labels,
+            validation["log_probabilities"].numpy(), parts.splits.validation_labels),
         "confusion_matrix": confusion.tolist(),
         "per_class_accuracy": dict(zip(data_lib.CLASS_NAMES, map(float, per_class))),
         "history": history,
@@ -86,9 +91,27 @@ def write(summaries, results, test, splits):
                     "each captioned true → predicted (confidence)")
     # Distinct tags: TensorBoard's fast loader drops a tag written by two plugins.
     summaries.text("test", "most_confident_mistakes_list", listing, final_step)
+    summaries.image("test", "reliability_diagram",
+                    figures.reliability_image(np.exp(test["log_probabilities"].numpy()),
+                                              splits.test_labels), final_step,
+                    "accuracy against confidence in 15 bins; the diagonal is perfect calibration")
     hparams = {**results["experiment_config"], "replicas": results["replicas"],
                "workers": results["workers"], "precision_used": results["precision"],
                "kernels_used": results["kernels"]}
     summaries.hparams(hparams, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS},
                       final_step)
     summaries.flush()
+
+
+def write_predictions(run_dir, test, splits):
+    """test_predictions.npz in `run_dir`: the final evaluation's `probabilities` float32
+    [N, 10] (with test-time flipping if the recipe uses it) and the `labels` [N], from which every
+    test figure of results.json can be computed again without the model."""
+    import io
+
+    from mlp.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.savez(buffer, probabilities=np.exp(test["log_probabilities"].numpy()).astype(np.float32),
+             labels=np.asarray(splits.test_labels, np.int64))
+    atomic_write_bytes(run_dir / "test_predictions.npz", buffer.getvalue())

@@ -148,6 +148,7 @@ def _report(run, state):
     results, test = report.results(run.parts, state, best_epoch, run.role.count)
     if run.summaries:
         report.write(run.summaries, results, test, run.parts.splits)
+        report.write_predictions(run.run_dir, test, run.parts.splits)
         run.summaries.close()
         atomic_write_json(run.run_dir / "results.json", results)
     return results

@@ -65,7 +65,8 @@ def test_runs_and_scalar_tags_are_shown(board):
 
 def test_confusion_matrix_and_mistakes_are_images(board):
     tags = _get(board, "/data/plugin/images/tags", until=lambda t: "shown/test" in t)
-    assert {"confusion_matrix", "most_confident_mistakes"} <= set(tags["shown/test"])
+    assert {"confusion_matrix", "most_confident_mistakes",
+            "reliability_diagram"} <= set(tags["shown/test"])
     images = _get(board, "/data/plugin/images/images?run=shown/test&tag=confusion_matrix")
     assert len(images) == 1 and images[0]["step"] == 2
     with urllib.request.urlopen(f"{board}/data/plugin/images/individualImage?"
