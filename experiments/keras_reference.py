@@ -4,7 +4,6 @@ The benchmark times one epoch of it per round (`KerasFit`); the speedrun times t
 with it to a target accuracy (`keras_time_to_accuracy`). Nothing here is used by our own loop.
 """
 
-import sys
 import time
 
 
