@@ -22,6 +22,7 @@ scheduler; each run locks its directory while it trains, so two workers never tr
 
 import argparse
 import dataclasses
+import functools
 import shlex
 import statistics
 import sys
@@ -96,10 +97,16 @@ def _significance(records, variant):
 def _test_correct(run):
     """Which test images the run classified right, from its test_predictions.npz; None if the
     run has none."""
+    return _correct_in(run["run_dir"]) if run.get("run_dir") else None
+
+
+@functools.lru_cache(maxsize=None)
+def _correct_in(run_dir):
+    """The full recipe's runs are compared with every variant: each file is read once."""
     import numpy as np
 
-    path = Path(run.get("run_dir", "")) / "test_predictions.npz"
-    if not run.get("run_dir") or not path.is_file():
+    path = Path(run_dir) / "test_predictions.npz"
+    if not path.is_file():
         return None
     saved = np.load(path)
     return saved["probabilities"].argmax(axis=1) == saved["labels"]

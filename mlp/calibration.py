@@ -16,13 +16,18 @@ def softmax(logits):
     return exp / exp.sum(axis=1, keepdims=True)
 
 
+def confidence_bins(confidence, bins=ECE_BINS):
+    """Each confidence's bin among `bins` equal-width ones: bin b holds (b/bins, (b+1)/bins], and
+    a confidence of 0 goes to the first."""
+    return np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+
+
 def expected_calibration_error(probabilities, labels, bins=ECE_BINS):
     """Sum over `bins` equal-width bins of the top-class probability of |accuracy - mean
     confidence| times the bin's share of the examples."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
-    # Bin b holds confidences in (b/bins, (b+1)/bins]; a confidence of 0 goes to the first.
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     error = 0.0
     for b in range(bins):
         members = which == b

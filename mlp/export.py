@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mlp.augment import mirror
+from mlp.augment import SIDE, mirror
 from mlp.checkpointing import Checkpoints
 from mlp.config import Config, ConfigError
 from mlp.data import CLASS_NAMES
@@ -31,8 +31,6 @@ from mlp.io import read_json
 from mlp.model import MLP
 from mlp.precision import COMPUTE_DTYPES
 from mlp.training import weights_digest
-
-SIDE = 28
 
 
 class Classifier(tf.Module):

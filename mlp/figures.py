@@ -117,12 +117,12 @@ def reliability_image(probabilities, labels, bins=15):
     """A reliability diagram: per equal-width bin of the top-class probability, the accuracy
     (bars) against the bin's mean confidence, the diagonal for perfect calibration, and the
     expected calibration error in the title; as a uint8 RGB image [1, H, W, 3]."""
-    from mlp.calibration import expected_calibration_error
+    from mlp.calibration import confidence_bins, expected_calibration_error
 
     plt = _pyplot()
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    which = confidence_bins(confidence, bins)
     edges = np.linspace(0, 1, bins + 1)
     figure, axes = plt.subplots(figsize=(5, 5), dpi=100)
     for b in range(bins):
