@@ -139,3 +139,23 @@ def reliability_image(probabilities, labels, bins=15):
     axes.set_title(f"test reliability (ECE {ece:.4f})")
     figure.tight_layout()
     return _figure_to_array(figure)
+
+
+def corruption_image(corruption_accuracy, clean_accuracy):
+    """Test accuracy on each corrupted copy of the test set (bars, mean last) against the clean
+    test accuracy (a dashed line); as a uint8 RGB image [1, H, W, 3]."""
+    plt = _pyplot()
+    names = [name for name in corruption_accuracy if name != "mean"] + ["mean"]
+    values = [corruption_accuracy[name] for name in names]
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(names) + 1.4), dpi=100)
+    positions = np.arange(len(names))[::-1]
+    axes.barh(positions, values, color=["tab:blue"] * (len(names) - 1) + ["tab:orange"])
+    for position, value in zip(positions, values):
+        axes.text(value, position, f" {value:.3f}", va="center", fontsize=8)
+    axes.axvline(clean_accuracy, color="black", linestyle="--", linewidth=1)
+    axes.set_yticks(positions, [name.replace("_", " ") for name in names])
+    axes.set_xlim(0, 1.08)
+    axes.set_xlabel(f"test accuracy (dashed: the clean test set, {clean_accuracy:.4f})")
+    axes.set_title("accuracy on corrupted test images")
+    figure.tight_layout()
+    return _figure_to_array(figure)

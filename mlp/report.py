@@ -5,8 +5,10 @@ images and hparams."""
 import numpy as np
 
 from mlp import calibration
+from mlp import corruptions
 from mlp import data as data_lib
 from mlp import figures
+from mlp.sharpness import sharpness
 from mlp.training import weights_digest
 
 # What the HParams dashboard shows for each run.
@@ -26,6 +28,17 @@ def evaluate(parts):
     single_view = (evaluator.evaluate(test_batches, single_view=True)
                    if parts.config.test_time_flip else test)
     return train, validation, test, single_view
+
+
+def corruption_accuracy(parts):
+    """{corruption: test accuracy on the corrupted test images, ..., "mean": their mean}
+    (see mlp/corruptions.py), evaluated as the clean test set is."""
+    labels = parts.splits.test_labels
+    accuracy = {name: float(parts.evaluator.evaluate(
+                    parts.evaluation_batches(images, labels))["accuracy"].numpy())
+                for name, images in corruptions.corrupted_test_sets(
+                    parts.splits.test_images).items()}
+    return {**accuracy, "mean": float(np.mean(list(accuracy.values())))}
 
 
 def results(parts, state, best_epoch, workers=1):
@@ -52,6 +65,8 @@ def results(parts, state, best_epoch, workers=1):
         "validation_accuracy": float(validation["accuracy"].numpy()),
         "validation_loss": float(validation["loss"].numpy()),
         "train_accuracy": float(train["accuracy"].numpy()),
+        # Train accuracy (the plain training images, evaluated as the test set is) minus test.
+        "generalization_gap": float(train["accuracy"].numpy() - test["accuracy"].numpy()),
         # What the same weights score on the test set without test-time flipping.
         "test_accuracy_single_view": float(single_view["accuracy"].numpy()),
         "best_epoch": best_epoch,
@@ -68,6 +83,10 @@ def results(parts, state, best_epoch, workers=1):
         "calibration": calibration.calibration(
             test["log_probabilities"].numpy(), parts.splits.test_labels,
             validation["log_probabilities"].numpy(), parts.splits.validation_labels),
+        "corruption_accuracy": corruption_accuracy(parts),
+        # The training loss's curvature at the chosen weights (mlp/sharpness.py).
+        "sharpness": sharpness(parts.model, parts.config, parts.train_images,
+                               parts.train_labels),
         "confusion_matrix": confusion.tolist(),
         "per_class_accuracy": dict(zip(data_lib.CLASS_NAMES, map(float, per_class))),
         "history": history,
@@ -95,6 +114,12 @@ def write(summaries, results, test, splits):
                     figures.reliability_image(np.exp(test["log_probabilities"].numpy()),
                                               splits.test_labels), final_step,
                     "accuracy against confidence in 15 bins; the diagonal is perfect calibration")
+    summaries.image("test", "corruption_accuracy",
+                    figures.corruption_image(results["corruption_accuracy"],
+                                             results["test_accuracy"]), final_step,
+                    "test accuracy on each corrupted copy of the test images (mlp/corruptions.py)")
+    summaries.scalars("test", final_step, {f"corruption/{name}": value for name, value in
+                                           results["corruption_accuracy"].items()})
     hparams = {**results["experiment_config"], "replicas": results["replicas"],
                "workers": results["workers"], "precision_used": results["precision"],
                "kernels_used": results["kernels"]}

@@ -58,7 +58,7 @@ def test_runs_and_scalar_tags_are_shown(board):
     tags = _get(board, "/data/plugin/scalars/tags", until=lambda t: "shown/train" in t)
     assert {"loss", "data_loss", "l2_penalty", "accuracy", "learning_rate"} <= set(tags["shown/train"])
     assert {"loss", "accuracy"} <= set(tags["shown/validation"])
-    assert "accuracy" in tags["shown/test"]
+    assert {"accuracy", "corruption/mean", "corruption/rotate"} <= set(tags["shown/test"])
     points = _get(board, "/data/plugin/scalars/scalars?run=shown/validation&tag=accuracy")
     assert [step for _, step, _ in points] == [1, 2]
 
@@ -66,7 +66,7 @@ def test_runs_and_scalar_tags_are_shown(board):
 def test_confusion_matrix_and_mistakes_are_images(board):
     tags = _get(board, "/data/plugin/images/tags", until=lambda t: "shown/test" in t)
     assert {"confusion_matrix", "most_confident_mistakes",
-            "reliability_diagram"} <= set(tags["shown/test"])
+            "reliability_diagram", "corruption_accuracy"} <= set(tags["shown/test"])
     images = _get(board, "/data/plugin/images/images?run=shown/test&tag=confusion_matrix")
     assert len(images) == 1 and images[0]["step"] == 2
     with urllib.request.urlopen(f"{board}/data/plugin/images/individualImage?"
