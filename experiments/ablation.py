@@ -22,7 +22,6 @@ scheduler; each run locks its directory while it trains, so two workers never tr
 
 import argparse
 import dataclasses
-import functools
 import shlex
 import statistics
 import sys
@@ -30,7 +29,8 @@ import time
 from pathlib import Path
 
 from experiments.recipes import ABLATIONS
-from experiments.study import add_study_arguments, study_overrides
+from experiments.study import (add_study_arguments, paired_comparison, shortened, study_overrides,
+                              correct_on_test)
 
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
@@ -75,41 +75,11 @@ def summarize(records):
 
 
 def _significance(records, variant):
-    """Against the full recipe, on the seeds both have: the 95% t-interval of the paired change
-    in test accuracy, whether it contains 0, and McNemar's test on the seeds' test predictions
-    pooled (where every run left test_predictions.npz)."""
-    from mlp.significance import mcnemar, paired_interval
-
-    full = {run["seed"]: run for run in records[FULL]}
-    pairs = [(full[run["seed"]], run) for run in records[variant] if run["seed"] in full]
-    interval = paired_interval([run["test_accuracy"] - base["test_accuracy"]
-                                for base, run in pairs])
-    correct = [_test_correct(base) for base, run in pairs], [_test_correct(run) for _, run in pairs]
-    test = None
-    if pairs and all(c is not None for c in correct[0] + correct[1]) and variant != NO_TEST_TIME_FLIP:
-        b, c, p = mcnemar(zip(*correct))
-        test = {"only_full_right": b, "only_variant_right": c, "p": p}
-    return {"change_interval": list(interval[1:]) if interval else None,
-            "within_noise": interval[1] <= 0 <= interval[2] if interval else None,
-            "mcnemar": test}
-
-
-def _test_correct(run):
-    """Which test images the run classified right, from its test_predictions.npz; None if the
-    run has none."""
-    return _correct_in(run["run_dir"]) if run.get("run_dir") else None
-
-
-@functools.lru_cache(maxsize=None)
-def _correct_in(run_dir):
-    """The full recipe's runs are compared with every variant: each file is read once."""
-    import numpy as np
-
-    path = Path(run_dir) / "test_predictions.npz"
-    if not path.is_file():
-        return None
-    saved = np.load(path)
-    return saved["probabilities"].argmax(axis=1) == saved["labels"]
+    """Against the full recipe, on the seeds both have (see experiments.study.paired_comparison);
+    no McNemar test for the full recipe's own runs seen without test-time flipping (the same
+    runs: their test predictions are the flipped ones)."""
+    return paired_comparison(records[FULL], records[variant],
+                             with_mcnemar=variant != NO_TEST_TIME_FLIP)
 
 
 def markdown(rows, note, test_examples=None):
@@ -229,14 +199,9 @@ def plan_study(args, parser):
     for name, config in variants.items():
         for seed in range(args.seeds):
             run_name = f"{slug(name)}-seed{seed}"
-            config_run = dataclasses.replace(config, seed=seed, logdir=str(study_dir),
-                                             run_name=run_name, **overrides)
-            # Cosine schedules and warm-up are defined over --epochs, so shorten them together.
-            if config_run.lr_schedule == "cosine":
-                config_run = dataclasses.replace(
-                    config_run, warmup_epochs=min(config_run.warmup_epochs,
-                                                  config_run.epochs / 10))
-            plan.append((name, seed, config_run.validate()))
+            plan.append((name, seed, shortened(dataclasses.replace(
+                config, seed=seed, logdir=str(study_dir), run_name=run_name,
+                **overrides)).validate()))
     if args.runs:
         unknown = set(args.runs) - {config.run_name for _, _, config in plan}
         if unknown:
@@ -273,7 +238,7 @@ def _test_examples(records):
     """How many test images the study's runs were scored on (from any run's predictions)."""
     for runs in records.values():
         for run in runs:
-            correct = _test_correct(run)
+            correct = correct_on_test(run)
             if correct is not None:
                 return len(correct)
     return None

@@ -4,7 +4,10 @@ resumed after checking that their saved config is the one planned, and a run ano
 holds (its directory's lock) is left to it."""
 
 import contextlib
+import dataclasses
+import functools
 import io
+from pathlib import Path
 
 from mlp.config import PRECISIONS
 
@@ -101,3 +104,50 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
               f"{results['validation_accuracy']:.4f}  epochs {results['epochs_run']}  "
               f"training {results['train_seconds']:.1f}s", flush=True)
     return 0, records
+
+
+def shortened(config):
+    """`config` with its warm-up cut to at most a tenth of its epochs: cosine schedules and
+    warm-up are defined over --epochs, so a study that shortens one shortens both."""
+    if config.lr_schedule != "cosine":
+        return config
+    return dataclasses.replace(config, warmup_epochs=min(config.warmup_epochs, config.epochs / 10))
+
+
+def paired_comparison(base_runs, runs, with_mcnemar=True):
+    """`runs` against `base_runs` (records as `run_plan` returns them) on the seeds both have:
+    {"change_interval": [low, high] the 95% t-interval of the paired change in test accuracy,
+    "within_noise": whether it contains 0, "mcnemar": McNemar's test on the seeds' test
+    predictions pooled (where every run left test_predictions.npz)}; None where not enough."""
+    from mlp.significance import mcnemar, paired_interval
+
+    base = {run["seed"]: run for run in base_runs}
+    pairs = [(base[run["seed"]], run) for run in runs if run["seed"] in base]
+    interval = paired_interval([run["test_accuracy"] - first["test_accuracy"]
+                                for first, run in pairs])
+    correct = [correct_on_test(first) for first, _ in pairs], [correct_on_test(run) for _, run in pairs]
+    test = None
+    if with_mcnemar and pairs and all(c is not None for c in correct[0] + correct[1]):
+        b, c, p = mcnemar(zip(*correct))
+        test = {"only_base_right": b, "only_other_right": c, "p": p}
+    return {"change_interval": list(interval[1:]) if interval else None,
+            "within_noise": interval[1] <= 0 <= interval[2] if interval else None,
+            "mcnemar": test}
+
+
+def correct_on_test(run):
+    """Which test images the run (a record of `run_plan`) classified right, from its
+    test_predictions.npz; None if the run has none."""
+    return _correct_in(run["run_dir"]) if run.get("run_dir") else None
+
+
+@functools.lru_cache(maxsize=None)
+def _correct_in(run_dir):
+    """A study compares one run with several others: each file is read once."""
+    import numpy as np
+
+    path = Path(run_dir) / "test_predictions.npz"
+    if not path.is_file():
+        return None
+    saved = np.load(path)
+    return saved["probabilities"].argmax(axis=1) == saved["labels"]

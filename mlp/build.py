@@ -93,6 +93,9 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
     splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
                                      config.validation_size)
     train_images, train_labels = splits.train_images, splits.train_labels
+    if config.train_subset > len(train_images):
+        raise ConfigError(f"--train-subset: {config.train_subset} is more than the "
+                          f"{len(train_images)} training images; use at most that many")
     if config.train_subset:
         train_images, train_labels = train_images[:config.train_subset], train_labels[:config.train_subset]
     steps_per_epoch = math.ceil(len(train_images) / config.batch_size)

@@ -1,0 +1,355 @@
+"""Learning curves: what each recipe's test error does as the training set grows, and what its
+minimum looks like at each size.
+
+Trains each recipe (default: baseline, improved and best) on the first m training images for
+log-spaced m from 1,000 to 55,000 (6 sizes by default), over several seeds, and fits
+error(m) = a * m^b + c per recipe (the power law of Hestness et al. 2017: b is how fast more data
+helps, c the error no amount of data removes). Every run is an ordinary run directory under
+<logdir>/<study-name>/ trained by the experiments' code path, so each also reports its
+calibration, corruption accuracy, sharpness and generalization gap; the study gathers them.
+
+Writes generalization.json ({recipe: {"sizes", "test_error", "fit": {"a", "b", "c"}, ...}}),
+learning_curves.png (log-log, with the fits) and generalization.md: test error per size with each
+recipe's change against the first recipe (95% paired interval over seeds -- "within noise" when it
+contains 0 -- and McNemar's test on the pooled test predictions), the fitted power laws, and at
+the largest size the gap, sharpness, calibration and robustness side by side. Re-running the same
+command skips finished runs and resumes interrupted ones.
+
+    python -m experiments.generalization [--recipes baseline improved best] [--seeds 2] [--quick]
+"""
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from experiments.recipes import RECIPES
+from experiments.study import (add_study_arguments, paired_comparison, shortened,
+                               study_overrides)
+
+PROG = "python -m experiments.generalization"
+DEFAULT_RECIPES = ("baseline", "improved", "best")
+QUICK_EPOCHS = 8
+
+
+def log_spaced(low, high, count):
+    """`count` integers from `low` to `high`, evenly spaced in log(m)."""
+    return [int(round(m)) for m in np.geomspace(low, high, count)]
+
+
+def power_law(m, a, b, c):
+    return a * np.power(m, b) + c
+
+
+def fit_power_law(sizes, errors):
+    """(a, b, c) of error(m) = a m^b + c (a >= 0, -3 <= b <= 0, 0 <= c <= 1) by least squares on
+    log(error), so each size weighs by its relative error as on a log-log plot; None for fewer
+    than 3 sizes."""
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    sizes, errors = np.asarray(sizes, np.float64), np.asarray(errors, np.float64)
+    if len(sizes) < 3:
+        return None
+    # In units of the smallest size the parameters are of similar scale, which the fit needs.
+    unit = sizes.min()
+    x = sizes / unit
+    floor = 1e-4  # a zero error (a tiny test set) must not be log(0)
+    start = (max(errors[0] - errors.min() * 0.5, 1e-6), -0.5, errors.min() * 0.5)
+    with warnings.catch_warnings():
+        # With as many sizes as parameters the fit is exact and has no covariance to estimate.
+        warnings.simplefilter("ignore", OptimizeWarning)
+        (a, b, c), _ = curve_fit(lambda m, a, b, c: np.log(power_law(m, a, b, c) + floor), x,
+                                 np.log(errors + floor), p0=start,
+                                 bounds=([0, -3, 0], [np.inf, 0, 1]), maxfev=20_000,
+                                 xtol=1e-12, ftol=1e-12)
+    return {"a": float(a * unit ** -b), "b": float(b), "c": float(c)}
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES),
+                        choices=sorted(RECIPES), metavar="RECIPE",
+                        help="recipes to train, the first one the one the others are compared "
+                             f"with ({', '.join(sorted(RECIPES))}; default: "
+                             f"{' '.join(DEFAULT_RECIPES)})")
+    parser.add_argument("--sizes", nargs="+", type=int, default=None, metavar="M",
+                        help="training set sizes (default: 6 log-spaced from 1,000 to 55,000; "
+                             "with --quick from 1,000 to 8,000)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per size: 0..N-1 (default: 2)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a minutes-long version: sizes 1,000 to 8,000 and {QUICK_EPOCHS} "
+                             "epochs for every recipe")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override every recipe's maximum epochs (a shorter schedule)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write and print the tables of the finished runs")
+    add_study_arguments(parser)
+    parser.add_argument("--study-name", default=None,
+                        help="the study's directory under --logdir (default: generalization, "
+                             "plus -quick, -e<epochs>, -<precision> for those overrides); the "
+                             "same name continues the same study")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    if args.sizes is not None and min(args.sizes) < 1:
+        parser.error("--sizes must be positive")
+    if len(set(args.recipes)) != len(args.recipes):
+        parser.error("--recipes: each recipe once")
+    if args.study_name is not None and (not args.study_name or "/" in args.study_name
+                                        or args.study_name in (".", "..")):
+        parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
+    if args.sizes is None:
+        args.sizes = log_spaced(1_000, 8_000 if args.quick else 55_000, 6)
+    args.sizes = sorted(set(args.sizes))
+    return parser, args
+
+
+def plan_study(args):
+    """(the study's directory, the overrides every run takes, [(variant, seed, config), ...]),
+    a variant being "<recipe> m=<size>"."""
+    from mlp.config import check_writable_dir
+
+    overrides = {"histograms": False}
+    if args.quick:
+        overrides["epochs"] = QUICK_EPOCHS
+    overrides.update(study_overrides(args, ("epochs", "precision", "data_dir",
+                                            "validation_size")))
+    study_name = args.study_name or "-".join(
+        ["generalization"] + (["quick"] if args.quick else [])
+        + ([f"e{args.epochs}"] if args.epochs else [])
+        + ([args.precision] if args.precision else []))
+    study_dir = Path(args.logdir) / study_name
+    check_writable_dir(study_dir, "logdir")
+    plan = []
+    for name in args.recipes:
+        for size in args.sizes:
+            for seed in range(args.seeds):
+                config = shortened(dataclasses.replace(
+                    RECIPES[name], seed=seed, train_subset=size, logdir=str(study_dir),
+                    run_name=f"{name}-m{size}-seed{seed}", **overrides))
+                plan.append((variant(name, size), seed, config.validate()))
+    return study_dir, overrides, plan
+
+
+def variant(name, size):
+    return f"{name} m={size}"
+
+
+def _run_results(record):
+    from mlp.io import read_json
+
+    return read_json(Path(record["run_dir"]) / "results.json")
+
+
+def _mean_std(values):
+    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(args, records):
+    """{recipe: its curve, fit, per-size measures and comparison with the first recipe}."""
+    base_name = args.recipes[0]
+    summary = {}
+    for name in args.recipes:
+        curve = {"sizes": [], "test_error": [], "test_error_std": [], "seeds": [],
+                 "against": base_name, "change_interval": [], "within_noise": [], "mcnemar_p": [],
+                 "measures": []}
+        for size in args.sizes:
+            runs = records.get(variant(name, size))
+            if not runs:
+                continue
+            results = [_run_results(run) for run in runs]
+            mean, std = _mean_std([1 - run["test_accuracy"] for run in runs])
+            curve["sizes"].append(size)
+            curve["test_error"].append(mean)
+            curve["test_error_std"].append(std)
+            curve["seeds"].append(len(runs))
+            compared = (paired_comparison(records.get(variant(base_name, size), []), runs)
+                        if name != base_name else None)
+            curve["change_interval"].append(compared and compared["change_interval"])
+            curve["within_noise"].append(compared and compared["within_noise"])
+            curve["mcnemar_p"].append(compared and compared["mcnemar"] and
+                                      compared["mcnemar"]["p"])
+            curve["measures"].append(_measures(results))
+        if curve["sizes"]:
+            curve["fit"] = fit_power_law(curve["sizes"], curve["test_error"])
+            summary[name] = curve
+    return summary
+
+
+def _measures(results):
+    """Mean over seeds of what the runs report beyond accuracy (keys absent from older runs are
+    left out)."""
+    paths = {
+        "test_accuracy": ("test_accuracy",),
+        "train_accuracy": ("train_accuracy",),
+        "generalization_gap": ("generalization_gap",),
+        "hessian_top_eigenvalue": ("sharpness", "hessian_top_eigenvalue"),
+        "epsilon_sharpness": ("sharpness", "epsilon_sharpness"),
+        "ece": ("calibration", "ece"),
+        "ece_scaled": ("calibration", "scaled", "ece"),
+        "nll": ("calibration", "nll"),
+        "temperature": ("calibration", "temperature"),
+        "corruption_accuracy": ("corruption_accuracy", "mean"),
+        "epochs_run": ("epochs_run",),
+        "train_seconds": ("train_seconds",),
+    }
+    out = {}
+    for key, path in paths.items():
+        values = []
+        for run in results:
+            value = run
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, (int, float)):
+                values.append(float(value))
+        if len(values) == len(results):
+            out[key] = statistics.fmean(values)
+    return out
+
+
+def markdown(args, summary, note):
+    recipes = list(summary)
+    base = args.recipes[0]
+    lines = [note, "", "Test error (mean ± std over seeds); for each recipe after the first, "
+             f"its change in test accuracy against `{base}` at the same size: the 95% interval "
+             "over the paired seeds and McNemar's p on the pooled test predictions.", "",
+             "| training images | " + " | ".join(f"{name} error" for name in recipes)
+             + "".join(f" | {name} vs {base}" for name in recipes if name != base) + " |",
+             "|---" * (1 + len(recipes) + len([n for n in recipes if n != base])) + "|"]
+    for size in args.sizes:
+        cells = []
+        comparisons = []
+        for name in recipes:
+            curve = summary[name]
+            if size not in curve["sizes"]:
+                cells.append("—")
+                comparisons.append("—")
+                continue
+            k = curve["sizes"].index(size)
+            cells.append(f"{curve['test_error'][k]:.4f} ± {curve['test_error_std'][k]:.4f}")
+            interval, p = curve["change_interval"][k], curve["mcnemar_p"][k]
+            comparisons.append(
+                "—" if not interval else
+                f"{interval[0] * 100:+.2f} to {interval[1] * 100:+.2f} pt"
+                + (" (within noise)" if curve["within_noise"][k] else "")
+                + ("" if p is None else f", p {p:.3g}"))
+        lines.append(f"| {size:,} | " + " | ".join(cells)
+                     + "".join(f" | {c}" for name, c in zip(recipes, comparisons)
+                               if name != base) + " |")
+    lines += ["", "Fitted error(m) = a·m^b + c (least squares on the means):", "",
+              "| recipe | a | b | c | error at 1,000 (fit) | error at 55,000 (fit) |",
+              "|---|---|---|---|---|---|"]
+    for name in recipes:
+        fit = summary[name].get("fit")
+        if fit:
+            at = lambda m: power_law(m, fit["a"], fit["b"], fit["c"])  # noqa: E731
+            lines.append(f"| {name} | {fit['a']:.3g} | {fit['b']:.3f} | {fit['c']:.4f} | "
+                         f"{at(1000):.4f} | {at(55000):.4f} |")
+    lines += ["", "At each recipe's largest size (means over seeds): the generalization gap "
+              "(train accuracy on the plain training images minus test accuracy), the training "
+              "loss's top Hessian eigenvalue and ε-sharpness (ε = 1e-3, in % of 1 + loss), test "
+              "ECE before and after temperature scaling, and mean accuracy on the corrupted "
+              "test sets.", "",
+              "| recipe | m | test acc. | train acc. | gap | λ_max | ε-sharpness | ECE | "
+              "ECE (scaled) | corrupted acc. |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in recipes:
+        curve = summary[name]
+        m = curve["measures"][-1]
+        cell = lambda key, f: format(m[key], f) if key in m else "—"  # noqa: E731
+        lines.append(f"| {name} | {curve['sizes'][-1]:,} | {cell('test_accuracy', '.4f')} | "
+                     f"{cell('train_accuracy', '.4f')} | {cell('generalization_gap', '+.4f')} | "
+                     f"{cell('hessian_top_eigenvalue', '.3g')} | "
+                     f"{cell('epsilon_sharpness', '.3g')} | {cell('ece', '.4f')} | "
+                     f"{cell('ece_scaled', '.4f')} | {cell('corruption_accuracy', '.4f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary, title):
+    """Test error against training images, both axes logarithmic: the seeds' mean with its
+    std as error bars, and each recipe's fitted power law; a uint8 RGB image [1, H, W, 3]."""
+    from mlp.figures import _figure_to_array, _pyplot
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7, 5), dpi=100)
+    for k, (name, curve) in enumerate(summary.items()):
+        color = f"C{k}"
+        axes.errorbar(curve["sizes"], curve["test_error"], yerr=curve["test_error_std"], fmt="o",
+                      color=color, capsize=3, label=name)
+        fit = curve.get("fit")
+        if fit:
+            m = np.geomspace(min(curve["sizes"]), max(curve["sizes"]), 100)
+            axes.plot(m, power_law(m, fit["a"], fit["b"], fit["c"]), "--", color=color,
+                      label=f"{name}: {fit['a']:.2g}·m^{fit['b']:.2f} + {fit['c']:.3f}")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("training images m")
+    axes.set_ylabel("test error")
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    return _figure_to_array(figure)
+
+
+def report(args, plan, records, study_dir, overrides):
+    import tensorflow as tf
+
+    from mlp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+    summary = summarize(args, records)
+    finished = sum(len(runs) for runs in records.values())
+    partial = f" {finished} of {len(plan)} runs finished." if finished < len(plan) else ""
+    note = (f"Learning curves{' (quick: shortened schedules)' if args.quick else ''}: "
+            f"{', '.join(args.recipes)} on the first m training images, seeds "
+            f"{', '.join(map(str, range(args.seeds)))}; overrides {overrides}.{partial}")
+    atomic_write_json(study_dir / "generalization.json", summary)
+    table = markdown(args, summary, note)
+    atomic_write_text(study_dir / "generalization.md", table)
+    image = plot(summary, "learning curves" + (" (quick)" if args.quick else ""))
+    atomic_write_bytes(study_dir / "learning_curves.png", tf.io.encode_png(image[0]).numpy())
+    writer = tf.summary.create_file_writer(str(study_dir / "summary"))
+    with writer.as_default(step=0):
+        tf.summary.image("learning_curves", image, description="test error against training "
+                         "images, log-log, with the fitted power laws")
+        tf.summary.text("generalization_table", table)
+    writer.close()
+    print("\n" + table)
+
+
+def main(argv=None):
+    from mlp.exits import run_guarded
+    from mlp.signals import SignalGuard
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, args = parse(argv)
+    with SignalGuard() as guard:
+        return run_guarded(PROG, _main, args, guard)
+
+
+def _main(args, guard):
+    from experiments.study import run_plan
+
+    started = time.perf_counter()
+    study_dir, overrides, plan = plan_study(args)
+    code, records = run_plan(PROG, "generalization", plan, study_dir, guard,
+                             "the same generalization command", report_only=args.report_only)
+    if code:
+        return code
+    if not records:
+        print(f"no finished runs in {study_dir} yet")
+        return 0
+    report(args, plan, records, study_dir, overrides)
+    print(f"wrote {study_dir / 'generalization.json'}, generalization.md and learning_curves.png "
+          f"in {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The learning-curve study: the power-law fit recovers known curves, and a small study trains,
+compares, fits, draws and continues where it stopped."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from experiments import generalization
+from tests.conftest import run_experiment
+
+SIZES = generalization.log_spaced(1_000, 55_000, 6)
+
+
+def test_the_default_sizes_are_six_log_spaced_from_1000_to_55000():
+    assert SIZES[0] == 1_000 and SIZES[-1] == 55_000 and len(SIZES) == 6
+    ratios = np.diff(np.log(SIZES))
+    assert np.allclose(ratios, ratios[0], rtol=0.01)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0.02, 0.6), st.floats(-1.2, -0.2), st.floats(0.0, 0.2))
+def test_the_power_law_fit_recovers_known_parameters(reducible_at_1000, b, c):
+    a = reducible_at_1000 / 1000.0 ** b
+    errors = generalization.power_law(np.array(SIZES, float), a, b, c)
+    fit = generalization.fit_power_law(SIZES, errors)
+    fitted = generalization.power_law(np.array(SIZES, float), fit["a"], fit["b"], fit["c"])
+    assert np.allclose(fitted, errors, rtol=1e-4, atol=1e-6)
+    assert fit["b"] == pytest.approx(b, abs=0.01) and fit["c"] == pytest.approx(c, abs=2e-3)
+
+
+STUDY = ["--no-verify-checksums", "--validation-size", "100", "--sizes", "100", "200", "400",
+         "--seeds", "2", "--epochs", "1", "--recipes", "baseline", "improved",
+         "--study-name", "curves"]
+
+
+@pytest.mark.slow  # twelve runs
+def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_data, tmp_path):
+    args = ["--data-dir", small_data, "--logdir", tmp_path, *STUDY]
+    first = run_experiment("generalization", *args)
+    assert first.returncode == 0, first.stderr
+    study = tmp_path / "curves"
+    summary = json.loads((study / "generalization.json").read_text())
+    assert list(summary) == ["baseline", "improved"]
+    for name, curve in summary.items():
+        assert curve["sizes"] == [100, 200, 400] and len(curve["test_error"]) == 3
+        assert set(curve["fit"]) == {"a", "b", "c"}
+        results = [json.loads((study / f"{name}-m{m}-seed{s}" / "results.json").read_text())
+                   for m in (100, 200, 400) for s in (0, 1)]
+        assert [r["experiment_config"]["train_subset"] for r in results] == [
+            100, 100, 200, 200, 400, 400]
+        means = [np.mean([1 - r["test_accuracy"] for r in results[k:k + 2]]) for k in (0, 2, 4)]
+        assert curve["test_error"] == pytest.approx(means)
+        assert "hessian_top_eigenvalue" in curve["measures"][-1]
+    # The compared recipe carries its paired interval and McNemar p at each size.
+    improved = summary["improved"]
+    assert all(len(interval) == 2 for interval in improved["change_interval"])
+    assert all(0 <= p <= 1 for p in improved["mcnemar_p"])
+    assert summary["baseline"]["change_interval"] == [None] * 3
+    table = (study / "generalization.md").read_text()
+    assert "| 200 |" in table and "a·m^b + c" in table and "λ_max" in table
+    assert (study / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    again = run_experiment("generalization", *args)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("finished before, skipped") == 12
+    assert "training in" not in again.stdout
+
+
+def test_sizes_beyond_the_training_set_are_refused_in_one_line(small_data, tmp_path):
+    done = run_experiment("generalization", "--data-dir", small_data, "--logdir", tmp_path,
+                          "--no-verify-checksums", "--validation-size", "100", "--sizes", "100",
+                          "5000", "--seeds", "1", "--epochs", "1", "--recipes", "baseline")
+    assert done.returncode == 2, done.stderr
+    assert "--train-subset: 5000 is more than the 500 training images" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
