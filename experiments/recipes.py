@@ -102,3 +102,59 @@ def best_variants():
 
 # The studies experiments.ablation can run: the recipe taken apart and its variants.
 ABLATIONS = {"improved": (IMPROVED, improved_variants), "best": (BEST, best_variants)}
+
+
+# Hyperparameter searches (experiments/search.py): a base recipe and a search space. A space is
+# a function of an optuna trial returning {Config field: value}; `grid` lists the values
+# `--sampler grid` walks (each name one the space suggests).
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    base: object  # the recipe (a Config) every trial starts from
+    suggest: object  # trial -> {field: value}
+    grid: dict  # {parameter: [values]} for --sampler grid
+    about: str
+
+
+def _widths(text):
+    return tuple(int(width) for width in text.split("-"))
+
+
+def improved_space(trial):
+    """Around the improved recipe: minutes per trial."""
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 3e-4, 3e-3, log=True),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+        "l2": trial.suggest_float("l2", 1e-6, 1e-3, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
+        "hidden_sizes": _widths(trial.suggest_categorical(
+            "hidden_sizes", ["512-256-50", "1024-256-50", "1024-512-256"])),
+    }
+
+
+def best_space(trial):
+    """Around best, toward 0.930: wider first layers, larger batches under the one-cycle
+    schedule, label smoothing, random erasing, and dropout / L2 / learning rate re-tuned
+    jointly."""
+    return {
+        "hidden_sizes": _widths(trial.suggest_categorical(
+            "hidden_sizes", ["1024-512-256", "2048-512-256", "2048-1024-256"])),
+        "batch_size": trial.suggest_categorical("batch_size", [128, 256, 512]),
+        "learning_rate": trial.suggest_float("learning_rate", 5e-4, 4e-3, log=True),
+        "dropout": trial.suggest_float("dropout", 0.05, 0.35),
+        "l2": trial.suggest_float("l2", 1e-5, 2e-4, log=True),
+        "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.15),
+        "augment_erase": trial.suggest_categorical("augment_erase", [0.0, 0.25, 0.5]),
+    }
+
+
+SEARCH_SPACES = {
+    "improved": SearchSpace(IMPROVED, improved_space, {
+        "learning_rate": [5e-4, 1e-3, 2e-3], "dropout": [0.1, 0.2, 0.3], "l2": [1e-5, 1e-4],
+        "batch_size": [128], "hidden_sizes": ["512-256-50", "1024-256-50"]},
+        "learning rate, dropout, L2, batch size and widths around the improved recipe"),
+    "best": SearchSpace(BEST, best_space, {
+        "hidden_sizes": ["1024-512-256", "2048-512-256"], "batch_size": [256, 512],
+        "learning_rate": [1e-3, 2e-3], "dropout": [0.15], "l2": [5e-5],
+        "label_smoothing": [0.0, 0.1], "augment_erase": [0.0, 0.25]},
+        "widths, batch, learning rate, dropout, L2, label smoothing and erasing around best"),
+}

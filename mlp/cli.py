@@ -40,29 +40,39 @@ def execute(prog, name, config, run_dir, resume=False, role=WorkerRole(), strate
     printed as one line on stderr (mlp/exits.py). `out` takes the progress and epoch lines
     (default: stdout); `continue_with` says how to continue after an interruption (default:
     this run's --resume command)."""
-    hint = f"--resume --run-name {run_dir.name} --logdir {run_dir.parent}"
-    continue_with = continue_with or f"the same command plus {hint}"
     results = []
 
     def train():
-        with SignalGuard() as guard:  # from here on, a signal is one line and a clean exit
-            import tensorflow as tf
-
-            from mlp.distribute import setup
-            from mlp.run import train_and_report
-
-            guard.check("stopped before training started", continue_with)
-            try:
-                results.append(train_and_report(
-                    config, run_dir, strategy or setup(config), resume=resume, splits=splits,
-                    out=out, role=role, name=name, resume_hint=continue_with))
-            except (tf.errors.OpError, OSError) as error:
-                raise from_tensorflow_error(error, config.strategy == "multi_worker", run_dir,
-                                            continue_with) from None
-            return 0
+        results.append(train_run(name, config, run_dir, resume, role, strategy, splits, out,
+                                 continue_with))
+        return 0
 
     code = run_guarded(prog, train)
     return code, (results[0] if results else None)
+
+
+def train_run(name, config, run_dir, resume=False, role=WorkerRole(), strategy=None, splits=None,
+              out=None, continue_with=None, extra_records=(), labels=None):
+    """`execute`'s training, raising what stops it (an error of mlp/exits.py, Interrupted, or
+    whatever an `extra_records` action raises) instead of printing it; returns the results.
+    `extra_records` and `labels` are mlp.run.assemble's."""
+    hint = f"--resume --run-name {run_dir.name} --logdir {run_dir.parent}"
+    continue_with = continue_with or f"the same command plus {hint}"
+    with SignalGuard() as guard:  # from here on, a signal is one line and a clean exit
+        import tensorflow as tf
+
+        from mlp.distribute import setup
+        from mlp.run import train_and_report
+
+        guard.check("stopped before training started", continue_with)
+        try:
+            return train_and_report(
+                config, run_dir, strategy or setup(config), resume=resume, splits=splits,
+                out=out, role=role, name=name, resume_hint=continue_with,
+                extra_records=extra_records, labels=labels)
+        except (tf.errors.OpError, OSError) as error:
+            raise from_tensorflow_error(error, config.strategy == "multi_worker", run_dir,
+                                        continue_with) from None
 
 
 def main(prog, name, defaults, description, argv=None):

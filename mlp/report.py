@@ -93,9 +93,9 @@ def results(parts, state, best_epoch, workers=1):
     }, test
 
 
-def write(summaries, results, test, splits):
-    """The test summaries, images and hparams of `results`, with the test evaluation `test`
-    for the most confident mistakes."""
+def write(summaries, results, test, splits, labels=None):
+    """The test summaries, images and hparams of `results` (with `labels`, {name: value}, among
+    the hparams), with the test evaluation `test` for the most confident mistakes."""
     final_step = max(results["epochs_run"], 1)
     confusion = np.asarray(results["confusion_matrix"])
     summaries.scalars("test", final_step, {"accuracy": results["test_accuracy"],
@@ -122,7 +122,7 @@ def write(summaries, results, test, splits):
                                            results["corruption_accuracy"].items()})
     hparams = {**results["experiment_config"], "replicas": results["replicas"],
                "workers": results["workers"], "precision_used": results["precision"],
-               "kernels_used": results["kernels"]}
+               "kernels_used": results["kernels"], **(labels or {})}
     summaries.hparams(hparams, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS},
                       final_step)
     summaries.flush()

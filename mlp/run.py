@@ -34,12 +34,15 @@ class Run:
     summaries: object  # mlp.summaries.Summaries on the chief, else None
     role: WorkerRole
     resumed: bool
+    labels: dict  # extra hparams and results.json entries (e.g. a search's study and trial)
 
 
 def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None,
-             role=WorkerRole(), resume_hint="the same command plus --resume"):
-    """Build `config`'s parts under `strategy` and a controller with the recipe's actions,
-    restored from `run_dir`'s last checkpoint if `resume`."""
+             role=WorkerRole(), resume_hint="the same command plus --resume", extra_records=(),
+             labels=None):
+    """Build `config`'s parts under `strategy` and a controller with the recipe's actions (and
+    `extra_records`, record actions of the caller's, last), restored from `run_dir`'s last
+    checkpoint if `resume`. `labels` ({name: value}) go into the hparams and results.json."""
     run_dir = Path(run_dir)
     kernels = _auto_choice(config, run_dir, "kernels", fused.RESOLVED, resume)
     kernels_lost = None
@@ -79,6 +82,7 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None
     records = ([EpochSummariesAction(summaries, parts.model, config.histograms)]
                if summaries else [])
     records.append(PrintEpochAction(config.epochs, out))
+    records.extend(extra_records)
     controller = Controller(parts.trainer, parts.training_batches, parts.steps_per_epoch,
                             config.epochs, checkpoints, decisions, records, out,
                             config.steps_per_loop, resume_hint,
@@ -86,7 +90,7 @@ def assemble(config, run_dir, strategy=None, resume=False, splits=None, out=None
     resumed = bool(resume and controller.restore())
     if kernels_lost and role.is_chief:
         _continued_without_fused_kernels(run_dir, controller.state.epochs_done, kernels_lost)
-    return Run(run_dir, parts, controller, stopping, summaries, role, resumed)
+    return Run(run_dir, parts, controller, stopping, summaries, role, resumed, dict(labels or {}))
 
 
 def _continued_without_fused_kernels(run_dir, epochs_done, why):
@@ -130,7 +134,14 @@ def finish(run):
     results dict. The chief writes results.json last, so its presence means a finished run.
     A signal during the report lets the report finish (seconds) and is then only noted."""
     with SignalGuard() as guard:
-        state = run.controller.train()
+        try:
+            state = run.controller.train()
+        except BaseException:
+            # Whatever stopped the training (a signal, a pruned trial, an error), the epochs
+            # already logged reach the event files.
+            if run.summaries:
+                run.summaries.close()
+            raise
         guard.check("the training is finished and checkpointed, the final report not yet "
                     "written", run.controller.resume_hint)
         results = _report(run, state)
@@ -146,8 +157,9 @@ def _report(run, state):
         best_epoch = len(state.history)
         run.parts.trainer.use_averaged_weights()
     results, test = report.results(run.parts, state, best_epoch, run.role.count)
+    results.update(run.labels)
     if run.summaries:
-        report.write(run.summaries, results, test, run.parts.splits)
+        report.write(run.summaries, results, test, run.parts.splits, run.labels)
         report.write_predictions(run.run_dir, test, run.parts.splits)
         run.summaries.close()
         atomic_write_json(run.run_dir / "results.json", results)
@@ -155,10 +167,12 @@ def _report(run, state):
 
 
 def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, out=None,
-                     role=WorkerRole(), name="run", resume_hint="the same command plus --resume"):
+                     role=WorkerRole(), name="run", resume_hint="the same command plus --resume",
+                     extra_records=(), labels=None):
     """`assemble`, say what is about to happen, `finish`."""
     with SignalGuard() as guard:
-        run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint)
+        run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint,
+                       extra_records, labels)
         guard.check("stopped before training (re)started, nothing new to save", resume_hint)
         parts = run.parts
         chosen = ""

@@ -14,7 +14,8 @@ from mlp.actions.early_stopping import EarlyStoppingAction
 from mlp.actions.epoch_summaries import EpochSummariesAction
 from mlp.actions.plateau_lr import PlateauLRAction
 from mlp.actions.print_epoch import PrintEpochAction
+from mlp.actions.report_to_trial import ReportToTrialAction, TrialPruned
 from mlp.actions.validate import ValidateAction
 
 __all__ = ["EarlyStoppingAction", "EpochSummariesAction", "PlateauLRAction", "PrintEpochAction",
-           "ValidateAction"]
+           "ReportToTrialAction", "TrialPruned", "ValidateAction"]

@@ -1,0 +1,398 @@
+"""Hyperparameter search with Optuna: a base recipe and a search space (declared beside the
+recipes, experiments/recipes.py: SEARCH_SPACES), trials kept in a database.
+
+Each trial is an ordinary run directory, <logdir>/<study>/trial-<number>, trained by the
+experiments' code path (config.json, checkpoints, TensorBoard, results.json; the study and trial
+number among its hparams). The objective is the validation accuracy of the run's chosen weights;
+the test set is read once per trial, at its end, and never drives a choice. After every epoch
+the validation accuracy goes to the trial, and a trial the pruner gives up on stops there,
+keeping its run directory, marked pruned.
+
+The database: by default an SQLite file, <logdir>/search.db (nothing to install or start); for
+many machines any URL Optuna accepts, e.g. postgresql://user@host/db (pip install -e
+".[postgres]"). Every process running the same command on the same database joins the same
+study: each takes the next trial, and no trial is trained twice. Running trials send heartbeats;
+a trial whose process died (SIGKILL, a lost machine) is found stale after --grace-period seconds
+by the next process that starts a trial and put back in the queue, and its retry resumes from the
+dead trial's last checkpoint. SIGINT/SIGTERM stop the current trial at a safe point (exit 130 /
+143); the same command continues it. A trial whose loss diverges is recorded as failed, with its
+reason, and the study goes on.
+
+    python -m experiments.search --space improved --trials 20
+    python -m experiments.search --space improved --report
+    optuna-dashboard sqlite:///tensorboard_logs/search.db
+
+Every flag of the experiments (python -m experiments.improved --help) overrides the space's base
+recipe, e.g. `--epochs 2 --train-subset 3000` for a smoke test.
+"""
+
+import dataclasses
+import io
+import sys
+import time
+from pathlib import Path
+
+PROG = "python -m experiments.search"
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 60
+
+
+def build_parser():
+    from experiments.recipes import SEARCH_SPACES
+    from mlp.cli import build_parser as experiment_parser
+
+    parser = experiment_parser(PROG, SEARCH_SPACES["improved"].base, __doc__)
+    # A run's own flags that a study decides for each trial.
+    search = parser.add_argument_group("search")
+    search.add_argument("--space", choices=sorted(SEARCH_SPACES), default="improved",
+                        help="which declared search space (and its base recipe) to search; "
+                             + "; ".join(f"{name}: {space.about}"
+                                         for name, space in sorted(SEARCH_SPACES.items())))
+    search.add_argument("--study", default=None,
+                        help="the study's name in the database and its directory under "
+                             "--logdir (default: the space's name); the same name continues it")
+    search.add_argument("--storage", default=None,
+                        help="the database: an SQLAlchemy URL Optuna accepts (default: "
+                             "sqlite:///<logdir>/search.db)")
+    search.add_argument("--trials", type=int, default=10,
+                        help="trials this process runs before it stops (default: 10)")
+    search.add_argument("--timeout", type=float, default=None,
+                        help="start no trial after this many seconds (default: no limit)")
+    search.add_argument("--sampler", choices=("tpe", "random", "grid"), default="tpe",
+                        help="how the next trial's parameters are chosen (default: tpe; grid "
+                             "walks the space's declared grid)")
+    search.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median",
+                        help="when a trial is stopped early (default: median: below the median "
+                             "of earlier trials at the same epoch)")
+    search.add_argument("--pruner-startup-trials", type=int, default=3,
+                        help="median pruner: trials that finish before any is pruned "
+                             "(default: 3)")
+    search.add_argument("--pruner-warmup-epochs", type=int, default=2,
+                        help="median pruner: epochs of a trial never pruned (default: 2)")
+    search.add_argument("--sampler-seed", type=int, default=None,
+                        help="seed of the sampler (default: none, each process its own)")
+    search.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_SECONDS,
+                        help="seconds between a running trial's heartbeats (default: "
+                             f"{HEARTBEAT_SECONDS})")
+    search.add_argument("--grace-period", type=int, default=GRACE_SECONDS,
+                        help="a running trial without a heartbeat for this long is taken for "
+                             f"dead and queued again (default: {GRACE_SECONDS})")
+    search.add_argument("--max-retries", type=int, default=3,
+                        help="how often a dead trial is queued again (default: 3)")
+    search.add_argument("--report", action="store_true",
+                        help="train nothing: write the study's table and plots into "
+                             "<logdir>/<study>/ and TensorBoard, and print the table")
+    return parser
+
+
+def parse(argv):
+    from mlp.cli import explicit_fields
+    from mlp.config import from_arguments
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume:
+        parser.error("--resume: a study continues by running the same command again")
+    if args.trials < 1:
+        parser.error("--trials must be at least 1")
+    if args.grace_period <= args.heartbeat_interval or args.heartbeat_interval < 1:
+        parser.error("--grace-period must be longer than --heartbeat-interval (at least 1 s)")
+    args.study = args.study or args.space
+    if not args.study or "/" in args.study or args.study in (".", "..") or not all(
+            c.isalnum() or c in "-_." for c in args.study):
+        parser.error(f"--study must be a plain name (letters, digits, - _ .), got "
+                     f"{args.study!r}")
+    # The flags given on the command line override the space's base recipe.
+    overrides = {field: getattr(from_arguments(args), field)
+                 for field in explicit_fields(build_parser(), argv)}
+    return parser, args, overrides
+
+
+class _ProbeTrial:
+    """Stands in for an optuna trial to learn which fields a space sets, before any trial."""
+
+    def suggest_float(self, name, low, high, **kwargs):
+        return low
+
+    def suggest_int(self, name, low, high, **kwargs):
+        return low
+
+    def suggest_categorical(self, name, choices):
+        return choices[0]
+
+
+def trial_config(space, overrides, trial, study_dir, study):
+    """The Config of `trial`: the space's base recipe, the command line's overrides, the
+    trial's suggestions; its run directory named after the trial (after the first one it
+    retries, so a retry continues the same run). Raises ConfigError for a suggestion that is
+    not a Config field or not a valid value."""
+    from mlp.config import ConfigError
+
+    changes = space.suggest(trial)
+    fields = {field.name for field in dataclasses.fields(space.base)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ConfigError(f"search space {study!r} suggests {', '.join(unknown)}, not a setting "
+                          "of a run (see python -m experiments.improved --help)")
+    config = dataclasses.replace(space.base, **{**overrides, **changes},
+                                 logdir=str(study_dir), run_name=run_name(trial))
+    return config.validate()
+
+
+def run_name(trial):
+    return f"trial-{original_number(trial):04d}"
+
+
+def original_number(trial):
+    """The trial's number, or for a retry of a dead or interrupted trial the first one's."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+    if isinstance(trial, _ProbeTrial):
+        return 0
+    original = Retry.retried_trial_number(_frozen(trial))
+    return trial.number if original is None else original
+
+
+def _frozen(trial):
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+
+
+def open_storage(url, args):
+    """Optuna's RDB storage at `url` with heartbeats, retrying a dead trial's parameters up to
+    --max-retries times. Raises ConfigError for a URL it cannot use and DataError (exit 1) for a
+    database it cannot reach."""
+    import optuna
+    import sqlalchemy.exc
+
+    from mlp.config import ConfigError
+    from mlp.data import DataError
+
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=args.max_retries)
+    shown = _without_password(url)
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
+            heartbeat_stale_trial_callback=retry,
+            engine_kwargs=_engine_kwargs(url))
+    except sqlalchemy.exc.OperationalError as e:
+        raise DataError(f"--storage: cannot reach the database {shown}: "
+                        f"{str(e.orig).strip().splitlines()[0] if e.orig else e}") from None
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError,
+            ImportError) as e:
+        raise ConfigError(f"--storage: cannot use {shown!r} ({str(e).splitlines()[0]}); give an "
+                          "SQLAlchemy URL such as sqlite:///search.db or "
+                          "postgresql://user@host/db") from None
+
+
+def _engine_kwargs(url):
+    if url.startswith("sqlite"):
+        # Several processes on one SQLite file wait for each other's writes.
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if url.startswith(
+        "postgresql") else {}
+
+
+def _without_password(url):
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for the message
+        return url
+
+
+def make_sampler(args, space):
+    import optuna
+
+    from mlp.config import ConfigError
+
+    if args.sampler == "grid":
+        if not space.grid:
+            raise ConfigError(f"--sampler grid: the space {args.space!r} declares no grid")
+        return optuna.samplers.GridSampler(space.grid, seed=args.sampler_seed)
+    if args.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=args.sampler_seed)
+    return optuna.samplers.TPESampler(seed=args.sampler_seed)
+
+
+def make_pruner(args, epochs):
+    import optuna
+
+    if args.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=args.pruner_startup_trials,
+                                           n_warmup_steps=args.pruner_warmup_epochs)
+    if args.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1))
+    return optuna.pruners.NopPruner()
+
+
+def main(argv=None):
+    from mlp.exits import run_guarded
+    from mlp.signals import SignalGuard
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, args, overrides = parse(argv)
+    with SignalGuard() as guard:
+        return run_guarded(PROG, _main, args, overrides, guard)
+
+
+def _main(args, overrides, guard):
+    import logging
+
+    import optuna
+
+    from experiments.recipes import SEARCH_SPACES
+    from mlp.config import ConfigError, check_writable_dir
+
+    space = SEARCH_SPACES[args.space]
+    study_dir = Path(args.logdir) / args.study
+    check_writable_dir(study_dir, "logdir")
+    # Any field a space suggests must be a setting: refused before any trial or database.
+    trial_config(space, overrides, _ProbeTrial(), study_dir, args.space)
+    storage_url = args.storage or f"sqlite:///{Path(args.logdir).resolve() / 'search.db'}"
+    if not args.storage:
+        Path(args.logdir).mkdir(parents=True, exist_ok=True)
+    # Our own line per trial; Optuna's would print a failed trial's traceback.
+    optuna.logging.set_verbosity(logging.ERROR)
+    storage = open_storage(storage_url, args)
+    base = dataclasses.replace(space.base, **overrides)
+    try:
+        study = optuna.create_study(storage=storage, study_name=args.study, direction="maximize",
+                                    sampler=make_sampler(args, space),
+                                    pruner=make_pruner(args, base.epochs), load_if_exists=True)
+    except Exception as e:
+        raise _storage_error(e, storage_url) from None
+    if args.report:
+        from experiments.search_report import report
+
+        report(study, study_dir)
+        return 0
+    study.set_user_attr("space", args.space)
+    objective = Objective(args, space, overrides, study_dir, guard)
+    started = time.perf_counter()
+    print(f"search {args.study!r} ({args.space} space, {args.sampler} sampler, {args.pruner} "
+          f"pruner) in {_without_password(storage_url)}; runs in {study_dir}", flush=True)
+    try:
+        study.optimize(objective, n_trials=args.trials, timeout=args.timeout,
+                       catch=(_Diverged,), callbacks=[objective.finished])
+    except optuna.exceptions.StorageInternalError as e:
+        raise _storage_error(e, storage_url) from None
+    except ValueError as e:
+        if "GridSampler" not in str(e) and "grid" not in str(e).lower():
+            raise
+        raise ConfigError(f"--sampler grid: {e}") from None
+    guard.check("stopped between trials; every finished trial is kept",
+                "the same search command")
+    counts = _state_counts(study)
+    print(f"this process: {objective.trials} trials in {time.perf_counter() - started:.0f}s; "
+          f"the study: {counts}", flush=True)
+    if _has_complete(study):
+        best = study.best_trial
+        print(f"best: trial {best.number} validation {best.value:.4f} "
+              f"(test {best.user_attrs.get('test_accuracy', float('nan')):.4f}) {best.params}")
+    return 0
+
+
+def _storage_error(error, url):
+    from mlp.data import DataError
+
+    return DataError(f"--storage: the database {_without_password(url)} failed: "
+                     f"{str(error).strip().splitlines()[0]}")
+
+
+def _state_counts(study):
+    from collections import Counter
+
+    counts = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
+
+
+def _has_complete(study):
+    from optuna.trial import TrialState
+
+    return any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+
+
+class _Diverged(Exception):
+    """A trial whose loss stopped being finite: failed, the study goes on."""
+
+
+class Objective:
+    """One trial: its run, trained and reported as every experiment's; returns the validation
+    accuracy of the chosen weights."""
+
+    def __init__(self, args, space, overrides, study_dir, guard):
+        self.args = args
+        self.space = space
+        self.overrides = overrides
+        self.study_dir = study_dir
+        self.guard = guard
+        self.splits = None
+        self.trials = 0
+
+    def __call__(self, trial):
+        import optuna
+
+        from mlp.signals import Interrupted
+
+        self.trials += 1
+        continue_with = "the same search command"
+        try:
+            self.guard.check("stopped before the trial started", continue_with)
+            results = self._train(trial, continue_with)
+        except Interrupted:
+            # Back in the queue: the same command continues it from its checkpoint.
+            optuna.storages.RetryHeartbeatStaleTrialCallback()(trial.study, _frozen(trial))
+            raise
+        for key in ("test_accuracy", "epochs_run", "train_seconds"):
+            trial.set_user_attr(key, results[key])
+        print(f"trial {trial.number}: validation {results['validation_accuracy']:.4f}  test "
+              f"{results['test_accuracy']:.4f}  epochs {results['epochs_run']}  training "
+              f"{results['train_seconds']:.1f}s", flush=True)
+        return results["validation_accuracy"]
+
+    def _train(self, trial, continue_with):
+        import optuna
+
+        from mlp import data as data_lib
+        from mlp import rundir
+        from mlp.actions import ReportToTrialAction, TrialPruned
+        from mlp.cli import train_run
+        from mlp.exits import NonFiniteLoss
+        from mlp.io import RunLock, atomic_write_json
+
+        config = trial_config(self.space, self.overrides, trial, self.study_dir, self.args.space)
+        run_dir = self.study_dir / config.run_name
+        trial.set_user_attr("run_dir", str(run_dir))
+        with RunLock(run_dir):
+            rundir.remove_leftovers(run_dir)
+            exists = (run_dir / "config.json").exists()
+            config, run_dir, _ = rundir.prepare("search", config, exists,
+                                                set(config.result_fields()))
+            if not exists:
+                atomic_write_json(run_dir / "config.json", config.to_dict())
+            what = "resuming" if exists else "training"
+            print(f"trial {trial.number}: {what} in {run_dir}: {trial.params}", flush=True)
+            self.splits = self.splits or data_lib.load(config.data_dir, config.verify_checksums,
+                                                       config.validation_size)
+            try:
+                return train_run("search", config, run_dir, resume=exists, splits=self.splits,
+                                 out=io.StringIO(), continue_with=continue_with,
+                                 extra_records=[ReportToTrialAction(trial)],
+                                 labels={"study": self.args.study, "trial": trial.number})
+            except TrialPruned as e:
+                print(f"trial {trial.number}: pruned after epoch {e.epoch}", flush=True)
+                raise optuna.TrialPruned(str(e)) from None
+            except NonFiniteLoss as e:
+                trial.set_user_attr("fail_reason", str(e))
+                print(f"trial {trial.number}: failed: {e}", flush=True)
+                raise _Diverged(str(e)) from None
+
+    def finished(self, study, trial):
+        """After each trial: stop this process at once if a signal came meanwhile."""
+        if self.guard.signum is not None:
+            study.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Report each epoch's validation accuracy to a hyperparameter-search trial, and stop a trial
+the search's pruner gives up on."""
+
+
+class TrialPruned(Exception):
+    """The search pruned the trial after `epoch` epochs, whose checkpoint is saved."""
+
+    def __init__(self, epoch):
+        super().__init__(f"pruned after epoch {epoch}")
+        self.epoch = epoch
+
+
+class ReportToTrialAction:
+    """Record action (after the epoch's checkpoint, so a pruned run keeps its last epoch): gives
+    record["val_accuracy"] to `trial` (an optuna.Trial: `report(value, step)` and
+    `should_prune()`) at step = the epoch (from 1), and raises TrialPruned when the trial's
+    pruner says to stop. A resumed run reports its finished epochs again, as a retried trial
+    starts with none."""
+
+    def __init__(self, trial):
+        self.trial = trial
+
+    def end_of_epoch(self, epoch, record):
+        self.trial.report(record["val_accuracy"], epoch + 1)
+        if self.trial.should_prune():
+            raise TrialPruned(epoch + 1)
+
+    def resumed(self, history):
+        for record in history:
+            self.trial.report(record["val_accuracy"], record["epoch"])

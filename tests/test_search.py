@@ -1,0 +1,217 @@
+"""experiments.search on real databases: an SQLite study that prunes, fails a diverging trial and
+continues where it stopped; a real PostgreSQL server shared by two worker processes, one of them
+killed mid-trial; bad input refused in one line."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import recipes
+from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment
+
+SMALL = ["--no-verify-checksums", "--validation-size", "100", "--batch-size", "50",
+         "--no-histograms", "--precision", "float32", "--kernels", "tensorflow"]
+
+
+def study_trials(storage, name):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def tiny_space(grid):
+    """A space over the learning rate and dropout of the improved recipe, whose grid includes a
+    learning rate that learns nothing (the pruner's obvious victim)."""
+    def suggest(trial):
+        return {"learning_rate": trial.suggest_categorical("learning_rate",
+                                                           grid["learning_rate"]),
+                "dropout": trial.suggest_categorical("dropout", grid["dropout"])}
+    return recipes.SearchSpace(recipes.IMPROVED, suggest, grid, "a test space")
+
+
+@pytest.fixture
+def spaces(monkeypatch):
+    def add(name, space):
+        monkeypatch.setitem(recipes.SEARCH_SPACES, name, space)
+    return add
+
+
+def test_an_sqlite_study_prunes_continues_and_keeps_every_trial_a_run(small_data, tmp_path,
+                                                                      spaces):
+    spaces("tiny", tiny_space({"learning_rate": [3e-3, 1e-9], "dropout": [0.0, 0.1, 0.2]}))
+    command = ["--space", "tiny", "--study", "tiny", "--sampler", "grid", "--sampler-seed", "3",
+               "--pruner", "median", "--pruner-startup-trials", "1", "--pruner-warmup-epochs",
+               "0", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "3",
+               "--no-early-stopping", *SMALL]
+    first = run_experiment("search", *command, "--trials", "4")
+    assert first.returncode == 0, first.stderr
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    trials = study_trials(storage, "tiny")
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    states = [t.state.name for t in trials]
+    assert "PRUNED" in states and "COMPLETE" in states, states
+    for t in trials:
+        run_dir = tmp_path / "tiny" / f"trial-{t.number:04d}"
+        assert t.user_attrs["run_dir"] == str(run_dir)
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["learning_rate"] == t.params["learning_rate"]
+        assert config["dropout"] == t.params["dropout"]
+        if t.state.name == "COMPLETE":
+            results = json.loads((run_dir / "results.json").read_text())
+            assert t.value == results["validation_accuracy"]  # the objective: validation
+            assert t.user_attrs["test_accuracy"] == results["test_accuracy"]
+            assert (results["study"], results["trial"]) == ("tiny", t.number)
+        else:  # pruned: stopped at once, its checkpoint kept, no report
+            assert t.params["learning_rate"] == 1e-9
+            assert not (run_dir / "results.json").exists()
+            assert list((run_dir / "checkpoints").iterdir())
+            assert len(t.intermediate_values) < 3
+    # The same command again continues the study: the grid's two remaining points, no repeat.
+    again = run_experiment("search", *command, "--trials", "4")
+    assert again.returncode == 0, again.stderr
+    trials = study_trials(storage, "tiny")
+    assert [t.number for t in trials] == list(range(6))
+    assert len({(t.params["learning_rate"], t.params["dropout"]) for t in trials}) == 6
+    assert "trial 0:" not in again.stdout and "trial 4:" in again.stdout
+
+    report = run_experiment("search", *command, "--report")
+    assert report.returncode == 0, report.stderr
+    table = (tmp_path / "tiny" / "search.md").read_text()
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert f"| {best.number} | {best.value:.4f} |" in table.splitlines()[4]
+    assert "pruned" in table.splitlines()[0]
+    for picture in ("history.png", "importance.png"):
+        assert (tmp_path / "tiny" / picture).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small_data, tmp_path,
+                                                                           spaces):
+    spaces("wild", tiny_space({"learning_rate": [1e9], "dropout": [0.0, 0.1]}))
+    done = run_experiment("search", "--space", "wild", "--sampler", "grid", "--trials", "2",
+                          "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "2", *SMALL)
+    assert done.returncode == 0, done.stderr
+    trials = study_trials(f"sqlite:///{tmp_path / 'search.db'}", "wild")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert all("not finite" in t.user_attrs["fail_reason"] for t in trials)
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("flags, code, words", [
+    (["--study", "a/b"], 2, "--study must be a plain name"),
+    (["--storage", "nonsense://x"], 2, "--storage: cannot use 'nonsense://x'"),
+    (["--storage", "postgresql://nobody@127.0.0.1:9/none"], 1, "cannot reach the database"),
+    (["--space", "badfield"], 2, "suggests no_such_setting, not a setting of a run"),
+])
+def test_bad_input_is_one_line_and_an_exit_code(small_data, tmp_path, spaces, flags, code,
+                                                 words):
+    spaces("badfield", recipes.SearchSpace(
+        recipes.IMPROVED, lambda trial: {"no_such_setting": trial.suggest_float("x", 0, 1)},
+        {}, "a space with a typo"))
+    done = run_experiment("search", "--data-dir", small_data, "--logdir", tmp_path, *flags,
+                          *SMALL)
+    assert done.returncode == code, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not list(tmp_path.glob("*/trial-*"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bin(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A throwaway PostgreSQL cluster on a free port, run by the `postgres` user; its URL."""
+    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (Debian: apt-get install "
+                    "postgresql; ./setup.sh does it)")
+    as_postgres = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+    cluster = tmp_path / "pg"
+    cluster.mkdir()
+    if as_postgres:
+        shutil.chown(cluster, "postgres")
+        os.chmod(tmp_path, 0o755)
+    port = _free_port()
+    subprocess.run([*as_postgres, initdb, "-D", str(cluster / "data"), "-A", "trust", "-U",
+                    "postgres"], check=True, capture_output=True)
+    subprocess.run([*as_postgres, pg_ctl, "-D", str(cluster / "data"), "-l",
+                    str(cluster / "log"), "-w", "-o",
+                    f"-p {port} -k {cluster} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_postgres, pg_ctl, "-D", str(cluster / "data"), "-m", "immediate",
+                    "stop"], capture_output=True)
+
+
+def _worker(url, logdir, small_data, trials, log):
+    """A search process on the shared database (small runs of the improved space)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.search", "--storage", url, "--study", "shared",
+         "--space", "improved", "--sampler", "random", "--pruner", "none", "--trials",
+         str(trials), "--heartbeat-interval", "1", "--grace-period", "4", "--data-dir",
+         str(small_data), "--logdir", str(logdir), "--epochs", "6", "--no-early-stopping",
+         "--train-subset", "400", *SMALL],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@pytest.mark.slow  # a database server and four search processes
+def test_two_workers_share_a_postgresql_study_and_a_killed_ones_trial_is_retried(
+        postgres, small_data, tmp_path):
+    logs = [open(tmp_path / f"worker{k}.log", "w+") for k in range(3)]
+    first, second = (_worker(postgres, tmp_path, small_data, 3, logs[k]) for k in range(2))
+    assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0
+    trials = study_trials(postgres, "shared")
+    assert [t.number for t in trials] == list(range(6))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    output = "".join(log.seek(0) or log.read() for log in logs[:2])
+    for t in trials:  # each trial trained once, by one of the two
+        assert output.count(f"trial {t.number}: training in") == 1, output
+        assert (tmp_path / "shared" / f"trial-{t.number:04d}" / "results.json").exists()
+
+    # A third worker killed mid-trial (after a checkpoint): the next worker to start a trial
+    # after the grace period finds it stale, fails it and runs its retry, which resumes it.
+    doomed = _worker(postgres, tmp_path, small_data, 1, logs[2])
+    checkpoints = tmp_path / "shared" / "trial-0006" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(checkpoints.glob("ckpt-*.index")):
+        assert doomed.poll() is None, logs[2].seek(0) or logs[2].read()
+        time.sleep(0.2)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+    time.sleep(5)  # past the grace period
+    survivor_log = open(tmp_path / "survivor.log", "w+")
+    survivor = _worker(postgres, tmp_path, small_data, 2, survivor_log)
+    assert survivor.wait(timeout=600) == 0, survivor_log.seek(0) or survivor_log.read()
+    survivor_log.seek(0)
+    said = survivor_log.read()
+    trials = study_trials(postgres, "shared")
+    states = {t.number: t.state.name for t in trials}
+    assert states[6] == "FAIL", states  # the killed worker's trial
+    retry = trials[7]
+    assert retry.system_attrs.get("failed_trial") == 6 and states[7] == "COMPLETE"
+    assert retry.params == trials[6].params
+    assert "trial 7: resuming in" in said and str(tmp_path / "shared" / "trial-0006") in said
+    results = json.loads((tmp_path / "shared" / "trial-0006" / "results.json").read_text())
+    assert results["trial"] == 7 and results["epochs_run"] == 6
+    assert len(trials) == 9 and states[8] == "COMPLETE"
+    assert sum(1 for s in states.values() if s == "COMPLETE") + 1 == len(trials)
