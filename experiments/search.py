@@ -30,6 +30,7 @@ import dataclasses
 import io
 import sys
 import time
+import warnings
 from pathlib import Path
 
 PROG = "python -m experiments.search"
@@ -98,13 +99,13 @@ def parse(argv):
     if args.grace_period <= args.heartbeat_interval or args.heartbeat_interval < 1:
         parser.error("--grace-period must be longer than --heartbeat-interval (at least 1 s)")
     args.study = args.study or args.space
-    if not args.study or "/" in args.study or args.study in (".", "..") or not all(
-            c.isalnum() or c in "-_." for c in args.study):
-        parser.error(f"--study must be a plain name (letters, digits, - _ .), got "
-                     f"{args.study!r}")
     # The flags given on the command line override the space's base recipe.
-    overrides = {field: getattr(from_arguments(args), field)
-                 for field in explicit_fields(build_parser(), argv)}
+    config = from_arguments(args)
+    fields = {field.name for field in dataclasses.fields(config)}
+    given = explicit_fields(build_parser(), argv) & fields
+    if "run_name" in given:
+        parser.error("--run-name: a search names each trial's run itself (trial-<number>)")
+    overrides = {field: getattr(config, field) for field in given - {"logdir"}}
     return parser, args, overrides
 
 
@@ -170,10 +171,17 @@ def open_storage(url, args):
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=args.max_retries)
     shown = _without_password(url)
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period,
-            heartbeat_stale_trial_callback=retry,
-            engine_kwargs=_engine_kwargs(url))
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=args.heartbeat_interval,
+                    grace_period=args.grace_period, heartbeat_stale_trial_callback=retry,
+                    engine_kwargs=_engine_kwargs(url))
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Another process created the tables at the same moment: they exist now.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except sqlalchemy.exc.OperationalError as e:
         raise DataError(f"--storage: cannot reach the database {shown}: "
                         f"{str(e.orig).strip().splitlines()[0] if e.orig else e}") from None
@@ -245,6 +253,10 @@ def _main(args, overrides, guard):
     from mlp.config import ConfigError, check_writable_dir
 
     space = SEARCH_SPACES[args.space]
+    if not args.study or args.study in (".", "..") or not all(
+            c.isalnum() or c in "-_." for c in args.study):
+        raise ConfigError(f"--study must be a plain name (letters, digits, - _ .), got "
+                          f"{args.study!r}")
     study_dir = Path(args.logdir) / args.study
     check_writable_dir(study_dir, "logdir")
     # Any field a space suggests must be a setting: refused before any trial or database.
@@ -254,6 +266,8 @@ def _main(args, overrides, guard):
         Path(args.logdir).mkdir(parents=True, exist_ok=True)
     # Our own line per trial; Optuna's would print a failed trial's traceback.
     optuna.logging.set_verbosity(logging.ERROR)
+    # Heartbeats and their retry callback are marked experimental; they are what we rely on.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(storage_url, args)
     base = dataclasses.replace(space.base, **overrides)
     try:
@@ -358,12 +372,14 @@ class Objective:
         from mlp import rundir
         from mlp.actions import ReportToTrialAction, TrialPruned
         from mlp.cli import train_run
+        from mlp.config import check_writable_dir
         from mlp.exits import NonFiniteLoss
         from mlp.io import RunLock, atomic_write_json
 
         config = trial_config(self.space, self.overrides, trial, self.study_dir, self.args.space)
         run_dir = self.study_dir / config.run_name
         trial.set_user_attr("run_dir", str(run_dir))
+        check_writable_dir(run_dir, "logdir")
         with RunLock(run_dir):
             rundir.remove_leftovers(run_dir)
             exists = (run_dir / "config.json").exists()
