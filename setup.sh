@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# Debian packages: the real Fashion-MNIST, and a C++ compiler for the fused kernels (mlp/fused.py;
-# without one, runs fall back to TensorFlow's ops).
+# Debian packages: the real Fashion-MNIST, a C++ compiler for the fused kernels (mlp/fused.py;
+# without one, runs fall back to TensorFlow's ops), and PostgreSQL for the search tests.
 data=/usr/share/datasets/fashion-mnist
 packages=()
 if [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f "$data/t10k-labels-idx1-ubyte.gz" ]; then
@@ -14,6 +14,10 @@ if [ -z "${FASHION_MNIST_DIR:-}" ] && [ ! -f "$data/t10k-labels-idx1-ubyte.gz" ]
 fi
 if ! command -v "${CXX:-g++}" >/dev/null; then
   packages+=(g++)
+fi
+# PostgreSQL's server binaries: the search tests start a throwaway cluster (tests/test_search.py).
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  packages+=(postgresql)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -23,7 +27,7 @@ if [ ${#packages[@]} -gt 0 ]; then
     echo "setup: installing ${packages[*]} with sudo apt-get"
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "setup: no apt-get for ${packages[*]}; the experiments will look in the cache or download the data, and use TensorFlow's ops without a C++ compiler" >&2
+    echo "setup: no apt-get for ${packages[*]}; the experiments will look in the cache or download the data, use TensorFlow's ops without a C++ compiler, and the PostgreSQL test is skipped" >&2
   fi
 fi
 

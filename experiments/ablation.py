@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 from experiments.recipes import ABLATIONS
-from experiments.study import (add_study_arguments, paired_comparison, shortened, study_overrides,
-                              correct_on_test)
+from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_test,
+                              mean_measures, measures_table, paired_comparison, shortened,
+                              study_overrides)
 
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
@@ -63,7 +64,10 @@ def summarize(records):
                      "test_accuracy": stats("test_accuracy"),
                      "test_accuracy_single_view": stats("test_accuracy_single_view"),
                      "validation_accuracy": stats("validation_accuracy"),
-                     "epochs_run": stats("epochs_run"), "train_seconds": stats("train_seconds")})
+                     "epochs_run": stats("epochs_run"), "train_seconds": stats("train_seconds"),
+                     # The flip row's runs are the full recipe's: their measures are its.
+                     "measures": ({} if name == NO_TEST_TIME_FLIP or not all(
+                         run.get("run_dir") for run in runs) else mean_measures(runs))})
     full = next((row for row in rows if row["variant"] == FULL), None)
     for row in rows:
         row["change_vs_full"] = (row["test_accuracy"]["mean"] - full["test_accuracy"]["mean"]
@@ -112,6 +116,10 @@ def markdown(rows, note, test_examples=None):
         half = binomial_half_width(full["test_accuracy"]["mean"], test_examples)
         lines += ["", f"Test-set sampling error: ±{half * 100:.2f} pt (95%, binomial, "
                       f"{test_examples} test images at the full recipe's accuracy)."]
+    measured = [(row["variant"], row["measures"]) for row in rows if row.get("measures")]
+    if measured:
+        lines += ["", f"Beyond accuracy, means over seeds: {MEASURES_NOTE}.", ""]
+        lines += measures_table(measured)
     return "\n".join(lines) + "\n"
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments.recipes import RECIPES
-from experiments.study import (add_study_arguments, paired_comparison, shortened,
-                               study_overrides)
+from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_test, mean_measures,
+                               measures_table, paired_comparison, shortened, study_overrides)
 
 PROG = "python -m experiments.generalization"
 DEFAULT_RECIPES = ("baseline", "improved", "best")
@@ -141,12 +141,6 @@ def variant(name, size):
     return f"{name} m={size}"
 
 
-def _run_results(record):
-    from mlp.io import read_json
-
-    return read_json(Path(record["run_dir"]) / "results.json")
-
-
 def _mean_std(values):
     return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -163,7 +157,6 @@ def summarize(args, records):
             runs = records.get(variant(name, size))
             if not runs:
                 continue
-            results = [_run_results(run) for run in runs]
             mean, std = _mean_std([1 - run["test_accuracy"] for run in runs])
             curve["sizes"].append(size)
             curve["test_error"].append(mean)
@@ -175,45 +168,14 @@ def summarize(args, records):
             curve["within_noise"].append(compared and compared["within_noise"])
             curve["mcnemar_p"].append(compared and compared["mcnemar"] and
                                       compared["mcnemar"]["p"])
-            curve["measures"].append(_measures(results))
+            curve["measures"].append(mean_measures(runs))
         if curve["sizes"]:
             curve["fit"] = fit_power_law(curve["sizes"], curve["test_error"])
             summary[name] = curve
     return summary
 
 
-def _measures(results):
-    """Mean over seeds of what the runs report beyond accuracy (keys absent from older runs are
-    left out)."""
-    paths = {
-        "test_accuracy": ("test_accuracy",),
-        "train_accuracy": ("train_accuracy",),
-        "generalization_gap": ("generalization_gap",),
-        "hessian_top_eigenvalue": ("sharpness", "hessian_top_eigenvalue"),
-        "epsilon_sharpness": ("sharpness", "epsilon_sharpness"),
-        "ece": ("calibration", "ece"),
-        "ece_scaled": ("calibration", "scaled", "ece"),
-        "nll": ("calibration", "nll"),
-        "temperature": ("calibration", "temperature"),
-        "corruption_accuracy": ("corruption_accuracy", "mean"),
-        "epochs_run": ("epochs_run",),
-        "train_seconds": ("train_seconds",),
-    }
-    out = {}
-    for key, path in paths.items():
-        values = []
-        for run in results:
-            value = run
-            for part in path:
-                value = value.get(part) if isinstance(value, dict) else None
-            if isinstance(value, (int, float)):
-                values.append(float(value))
-        if len(values) == len(results):
-            out[key] = statistics.fmean(values)
-    return out
-
-
-def markdown(args, summary, note):
+def markdown(args, summary, note, test_examples=None):
     recipes = list(summary)
     base = args.recipes[0]
     lines = [note, "", "Test error (mean ± std over seeds); for each recipe after the first, "
@@ -242,6 +204,14 @@ def markdown(args, summary, note):
         lines.append(f"| {size:,} | " + " | ".join(cells)
                      + "".join(f" | {c}" for name, c in zip(recipes, comparisons)
                                if name != base) + " |")
+    if test_examples:
+        from mlp.significance import binomial_half_width
+
+        spread = ", ".join(
+            f"±{binomial_half_width(1 - summary[name]['test_error'][-1], test_examples) * 100:.2f}"
+            f" pt for {name}" for name in recipes)
+        lines += ["", f"Test-set sampling error at the largest size (95%, binomial, "
+                      f"{test_examples} test images): {spread}."]
     lines += ["", "Fitted error(m) = a·m^b + c (least squares on the means):", "",
               "| recipe | a | b | c | error at 1,000 (fit) | error at 55,000 (fit) |",
               "|---|---|---|---|---|---|"]
@@ -251,23 +221,9 @@ def markdown(args, summary, note):
             at = lambda m: power_law(m, fit["a"], fit["b"], fit["c"])  # noqa: E731
             lines.append(f"| {name} | {fit['a']:.3g} | {fit['b']:.3f} | {fit['c']:.4f} | "
                          f"{at(1000):.4f} | {at(55000):.4f} |")
-    lines += ["", "At each recipe's largest size (means over seeds): the generalization gap "
-              "(train accuracy on the plain training images minus test accuracy), the training "
-              "loss's top Hessian eigenvalue and ε-sharpness (ε = 1e-3, in % of 1 + loss), test "
-              "ECE before and after temperature scaling, and mean accuracy on the corrupted "
-              "test sets.", "",
-              "| recipe | m | test acc. | train acc. | gap | λ_max | ε-sharpness | ECE | "
-              "ECE (scaled) | corrupted acc. |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name in recipes:
-        curve = summary[name]
-        m = curve["measures"][-1]
-        cell = lambda key, f: format(m[key], f) if key in m else "—"  # noqa: E731
-        lines.append(f"| {name} | {curve['sizes'][-1]:,} | {cell('test_accuracy', '.4f')} | "
-                     f"{cell('train_accuracy', '.4f')} | {cell('generalization_gap', '+.4f')} | "
-                     f"{cell('hessian_top_eigenvalue', '.3g')} | "
-                     f"{cell('epsilon_sharpness', '.3g')} | {cell('ece', '.4f')} | "
-                     f"{cell('ece_scaled', '.4f')} | {cell('corruption_accuracy', '.4f')} |")
+    lines += ["", f"At each recipe's largest size, means over seeds: {MEASURES_NOTE}.", ""]
+    lines += measures_table([(f"{name} (m = {summary[name]['sizes'][-1]:,})",
+                              summary[name]["measures"][-1]) for name in recipes])
     return "\n".join(lines) + "\n"
 
 
@@ -310,7 +266,9 @@ def report(args, plan, records, study_dir, overrides):
             f"{', '.join(args.recipes)} on the first m training images, seeds "
             f"{', '.join(map(str, range(args.seeds)))}; overrides {overrides}.{partial}")
     atomic_write_json(study_dir / "generalization.json", summary)
-    table = markdown(args, summary, note)
+    examples = next((len(correct) for runs in records.values() for run in runs
+                     if (correct := correct_on_test(run)) is not None), None)
+    table = markdown(args, summary, note, examples)
     atomic_write_text(study_dir / "generalization.md", table)
     image = plot(summary, "learning curves" + (" (quick)" if args.quick else ""))
     atomic_write_bytes(study_dir / "learning_curves.png", tf.io.encode_png(image[0]).numpy())

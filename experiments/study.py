@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import io
+import statistics
 from pathlib import Path
 
 from mlp.config import PRECISIONS
@@ -151,3 +152,68 @@ def _correct_in(run_dir):
         return None
     saved = np.load(path)
     return saved["probabilities"].argmax(axis=1) == saved["labels"]
+
+
+# What a run reports beyond accuracy, by its path in results.json.
+MEASURES = {
+    "test_accuracy": ("test_accuracy",),
+    "train_accuracy": ("train_accuracy",),
+    "generalization_gap": ("generalization_gap",),
+    "hessian_top_eigenvalue": ("sharpness", "hessian_top_eigenvalue"),
+    "epsilon_sharpness": ("sharpness", "epsilon_sharpness"),
+    "ece": ("calibration", "ece"),
+    "ece_scaled": ("calibration", "scaled", "ece"),
+    "nll": ("calibration", "nll"),
+    "temperature": ("calibration", "temperature"),
+    "corruption_accuracy": ("corruption_accuracy", "mean"),
+    "epochs_run": ("epochs_run",),
+    "train_seconds": ("train_seconds",),
+}
+
+
+def mean_measures(runs):
+    """{measure: its mean over `runs` (records of `run_plan`)} for each of MEASURES every run's
+    results.json has (runs from before a measure existed leave it out)."""
+    from mlp.io import read_json
+
+    from mlp.config import ConfigError
+
+    try:
+        results = [read_json(Path(run["run_dir"]) / "results.json") for run in runs]
+    except ConfigError:  # a run without its results.json: nothing to average
+        return {}
+    out = {}
+    for key, path in MEASURES.items():
+        values = []
+        for run in results:
+            value = run
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, (int, float)):
+                values.append(float(value))
+        if len(values) == len(results):
+            out[key] = statistics.fmean(values)
+    return out
+
+
+MEASURES_NOTE = ("the generalization gap (train accuracy on the plain training images minus test "
+                 "accuracy), the training loss's top Hessian eigenvalue and ε-sharpness (ε = "
+                 "1e-3, in % of 1 + loss; mlp/sharpness.py), test ECE before and after "
+                 "temperature scaling, and mean accuracy on the ten corrupted test sets "
+                 "(mlp/corruptions.py)")
+
+
+def measures_table(labelled):
+    """Markdown lines of a table of `labelled` [(label, mean_measures dict)], "—" where a
+    measure is missing."""
+    columns = [("gap", "generalization_gap", "+.4f"), ("λ_max", "hessian_top_eigenvalue", ".3g"),
+               ("ε-sharpness", "epsilon_sharpness", ".3g"), ("ECE", "ece", ".4f"),
+               ("ECE (scaled)", "ece_scaled", ".4f"),
+               ("corrupted acc.", "corruption_accuracy", ".4f")]
+    lines = ["| | test acc. | " + " | ".join(name for name, _, _ in columns) + " |",
+             "|---" * (len(columns) + 2) + "|"]
+    for label, measures in labelled:
+        cells = [format(measures[key], spec) if key in measures else "—"
+                 for _, key, spec in [("", "test_accuracy", ".4f"), *columns]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines

@@ -52,7 +52,11 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     report = json.loads((study / "ablation.json").read_text())
     assert {row["variant"] for row in report["rows"]} == {FULL, "no dropout", "baseline"}
     assert all(row["seeds"] == [0, 1] for row in report["rows"])
-    assert (study / "ablation.md").read_text().count("\n| ") == 4  # header + 3 variants
+    table, measures = (study / "ablation.md").read_text().split("Beyond accuracy")
+    assert table.count("\n| ") == 4  # header + 3 variants
+    # The measures beyond accuracy, a row per variant, each with every measure.
+    rows = [line for line in measures.splitlines() if line.startswith("| ") and "—" not in line]
+    assert len(rows) == 4 and "ECE (scaled)" in rows[0]
     assert first.stdout.count("training in") == 6
 
     # Every run is a normal run directory with its hparams and results.

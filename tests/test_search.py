@@ -218,3 +218,38 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_ones_trial_is_retried
     assert results["trial"] == 7 and results["epochs_run"] == 6
     assert len(trials) == 9 and states[8] == "COMPLETE"
     assert sum(1 for s in states.values() if s == "COMPLETE") + 1 == len(trials)
+
+
+@pytest.mark.slow  # a search process stopped by a signal
+def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_it(
+        small_data, tmp_path):
+    command = [sys.executable, "-m", "experiments.search", "--study", "stopped", "--sampler",
+               "random", "--pruner", "none", "--trials", "1", "--data-dir", str(small_data),
+               "--logdir", str(tmp_path), "--epochs", "40", "--no-early-stopping",
+               "--train-subset", "400", *SMALL]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    checkpoints = tmp_path / "stopped" / "trial-0000" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(checkpoints.glob("ckpt-*.index")):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "continue with the same search command" in err
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    trials = study_trials(storage, "stopped")
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+    stopped_at = json.loads((tmp_path / "stopped" / "trial-0000" / "config.json").read_text())
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "trial 1: resuming in" in again.stdout and "trial-0000" in again.stdout
+    trials = study_trials(storage, "stopped")
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].params == trials[0].params
+    results = json.loads((tmp_path / "stopped" / "trial-0000" / "results.json").read_text())
+    assert results["epochs_run"] == 40 and results["experiment_config"] == stopped_at

@@ -56,7 +56,7 @@ def test_the_ablation_table_shows_the_interval_mcnemar_and_the_sampling_error(tm
     }
     rows = {row["variant"]: row for row in summarize(records)}
     worse, noisy = rows["worse"], rows["noisy"]
-    assert worse["mcnemar"]["only_full_right"] == 60 and worse["mcnemar"]["p"] < 1e-10
+    assert worse["mcnemar"]["only_base_right"] == 60 and worse["mcnemar"]["p"] < 1e-10
     assert worse["within_noise"] is False and worse["change_interval"][1] < 0
     assert noisy["within_noise"] is True
     assert rows[FULL]["change_interval"] is None
