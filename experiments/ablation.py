@@ -15,7 +15,8 @@ predictions pooled; the test set's binomial sampling error under the table) and 
 
 Sweeps on many machines: --list-commands prints one command per (variant, seed) run for any job
 scheduler; each run locks its directory while it trains, so two workers never train the same run
-(the second skips it); --report-only aggregates whatever has finished.
+(the second skips it); --report-only aggregates whatever has finished. The locks are POSIX
+advisory locks: on NFS mounted without a lock manager they exclude nothing (docs/distributed.md).
 
     python -m experiments.ablation [--study improved|best] [--seeds 3] [--quick] [--help]
 """
