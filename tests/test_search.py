@@ -45,6 +45,7 @@ def spaces(monkeypatch):
     return add
 
 
+@pytest.mark.slow  # seven runs
 def test_an_sqlite_study_prunes_continues_and_keeps_every_trial_a_run(small_data, tmp_path,
                                                                       spaces):
     spaces("tiny", tiny_space({"learning_rate": [3e-3, 1e-9], "dropout": [0.0, 0.1, 0.2]}))
