@@ -248,6 +248,7 @@ def _main(args, overrides, guard):
     import logging
 
     import optuna
+    import sqlalchemy.exc
 
     from experiments.recipes import SEARCH_SPACES
     from mlp.config import ConfigError, check_writable_dir
@@ -274,14 +275,25 @@ def _main(args, overrides, guard):
         study = optuna.create_study(storage=storage, study_name=args.study, direction="maximize",
                                     sampler=make_sampler(args, space),
                                     pruner=make_pruner(args, base.epochs), load_if_exists=True)
-    except Exception as e:
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise _storage_error(e, storage_url) from None
     if args.report:
         from experiments.search_report import report
 
         report(study, study_dir)
         return 0
-    study.set_user_attr("space", args.space)
+    # A study's trials are comparable only under one space and one base: a study continued with
+    # others is refused, not mixed.
+    settings = {"space": args.space, "base": base.result_fields()}
+    for key, value in settings.items():
+        saved = study.user_attrs.get(key)
+        if saved is None:
+            study.set_user_attr(key, value)
+        elif saved != value:
+            changed = (sorted(k for k in set(saved) | set(value) if saved.get(k) != value.get(k))
+                       if key == "base" else [f"--space {saved}"])
+            raise ConfigError(f"study {args.study!r} was started with other settings "
+                              f"({', '.join(changed)}); give the same ones, or another --study")
     objective = Objective(args, space, overrides, study_dir, guard)
     started = time.perf_counter()
     print(f"search {args.study!r} ({args.space} space, {args.sampler} sampler, {args.pruner} "
@@ -292,9 +304,10 @@ def _main(args, overrides, guard):
     except optuna.exceptions.StorageInternalError as e:
         raise _storage_error(e, storage_url) from None
     except ValueError as e:
-        if "GridSampler" not in str(e) and "grid" not in str(e).lower():
+        if args.sampler != "grid":
             raise
-        raise ConfigError(f"--sampler grid: {e}") from None
+        # A suggested value the space's grid does not hold: the space's declaration is wrong.
+        raise ConfigError(f"--sampler grid: the space {args.space!r}: {e}") from None
     guard.check("stopped between trials; every finished trial is kept",
                 "the same search command")
     counts = _state_counts(study)

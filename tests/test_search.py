@@ -254,3 +254,15 @@ def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_i
     assert trials[1].params == trials[0].params
     results = json.loads((tmp_path / "stopped" / "trial-0000" / "results.json").read_text())
     assert results["epochs_run"] == 40 and results["experiment_config"] == stopped_at
+
+
+def test_a_study_continued_with_other_settings_is_refused_not_mixed(small_data, tmp_path):
+    command = ["--study", "fixed", "--sampler", "random", "--trials", "1", "--data-dir",
+               small_data, "--logdir", tmp_path, "--train-subset", "200", *SMALL]
+    first = run_experiment("search", *command, "--epochs", "1")
+    assert first.returncode == 0, first.stderr
+    other = run_experiment("search", *command, "--epochs", "2")
+    assert other.returncode == 2
+    assert "started with other settings (epochs)" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    assert len(study_trials(f"sqlite:///{tmp_path / 'search.db'}", "fixed")) == 1
