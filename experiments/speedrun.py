@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from experiments.recipes import IMPROVED, SPEEDRUN
-from experiments.study import add_study_arguments, study_overrides
+from experiments.study import add_study_arguments, correct_on_test, study_overrides
+from mlp.significance import binomial_half_width
 
 PROG = "python -m experiments.speedrun"
 TARGET = 0.900         # the speedrun's goal, on every seed
@@ -65,6 +66,12 @@ def markdown(summary, machine, precisions):
     lines.append(f"| mean | {summary['mean_test_accuracy']:.4f} | "
                  f"{'every seed' if summary['every_seed_reached_target'] else 'NOT every seed'}"
                  f" | {summary['mean_train_seconds']:.2f} | | |")
+    examples = next((len(correct) for run in summary["runs"]
+                     if (correct := correct_on_test(run)) is not None), None)
+    if examples:
+        half = binomial_half_width(summary["mean_test_accuracy"], examples)
+        lines += ["", f"Test-set sampling error: ±{half * 100:.2f} pt (95%, binomial, "
+                      f"{examples} test images at the mean accuracy)."]
     keras = summary["keras_reference"]
     if keras:
         lines += ["", f"Keras model.fit of the seed recipe (experiments.improved) to "

@@ -72,6 +72,9 @@ def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data,
     assert math.isclose(keras["speedup"], keras["mean_seconds"] / summary["mean_train_seconds"])
     table = (study / "speedrun.md").read_text()
     assert table.count("\n| 0 |") == 2 and table.count("\n| 1 |") == 2  # speedrun + keras rows
+    half = 1.96 * math.sqrt(summary["mean_test_accuracy"] * (1 - summary["mean_test_accuracy"])
+                            / 200)
+    assert f"Test-set sampling error: ±{half * 100:.2f} pt (95%, binomial, 200 test" in table
 
     # An interrupted seed resumes under the same name; a finished one is kept.
     (study / "seed1" / "results.json").unlink()
