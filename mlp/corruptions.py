@@ -5,7 +5,7 @@ SHA-256 so every later run reads the same bytes.
 
 Horizontal flips are not a corruption here: several recipes train on them.
 
-    images = corrupted_test_sets(splits.test_images)   # {name: float32 [N, 784] in [0, 1]}
+    images = corrupted_test_sets(splits.test_images)   # {name: uint8 [N, 784]}
 """
 
 import hashlib
@@ -137,9 +137,9 @@ def _key(test_images, seed):
 
 
 def corrupted_test_sets(test_images, seed=SEED, directory=None):
-    """{name: float32 [N, 784] in [0, 1]}: `corrupt(test_images, seed)`, read from the cache in
-    `directory` (default: <cache>/corruptions) when a file there has the SHA-256 recorded beside
-    it, else generated and cached (a cache that cannot be written is only noted)."""
+    """{name: uint8 [N, 784]}: `corrupt(test_images, seed)`, read from the cache in `directory`
+    (default: <cache>/corruptions) when a file there has the SHA-256 recorded beside it, else
+    generated and cached (a cache that cannot be written is only noted)."""
     from mlp.io import atomic_write_bytes
 
     directory = directory or cache_dir() / "corruptions"
@@ -165,5 +165,4 @@ def corrupted_test_sets(test_images, seed=SEED, directory=None):
         except OSError as e:
             print(f"note: the corrupted test images could not be cached in {directory} ({e}); "
                   "they are made again by each run", file=sys.stderr, flush=True)
-    return {name: array.reshape(len(array), -1).astype(np.float32) / 255.0
-            for name, array in arrays.items()}
+    return {name: array.reshape(len(array), -1) for name, array in arrays.items()}

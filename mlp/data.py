@@ -336,8 +336,11 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
 def evaluation_batches(images, labels, batch_size=1000, input_context=None):
     """The examples once, in order, batched: for validation and test. With an `input_context`
     of K > 1 replicas, each batch is cut into the replicas' parts as in `training_batches`, so
-    gathering the replicas' outputs in replica order restores the example order."""
+    gathering the replicas' outputs in replica order restores the example order. Images are
+    float32 in [0, 1], or 8-bit pixels (uint8), which are scaled as `load` scales them."""
     batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size).cache()
+    if images.dtype == np.uint8:
+        batches = batches.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
     return _without_autotune(_replica_parts(batches, input_context, with_count=False)
                              .prefetch(PARALLEL_BATCHES))
 

@@ -130,6 +130,7 @@ def test_a_cache_that_cannot_be_written_is_only_noted(tmp_path, capsys):
     blocked.write_text("not a directory")
     out = corruptions.corrupted_test_sets(blobs(4), directory=blocked / "corruptions")
     assert set(out) == set(corruptions.CORRUPTIONS) and out["rotate"].shape == (4, 784)
+    assert np.array_equal(out["rotate"].reshape(4, 28, 28), corruptions.corrupt(blobs(4))["rotate"])
     assert "could not be cached" in capsys.readouterr().err
 
 
@@ -151,7 +152,9 @@ def test_a_run_reports_its_accuracy_on_each_corruption(small_data, tmp_path):
     sets = corruptions.corrupted_test_sets(splits.test_images)
     assert set(reported) == set(corruptions.CORRUPTIONS) | {"mean"}
     for name, images in sets.items():
-        predicted = np.argmax(parts.model(tf.constant(images), training=False).numpy(), axis=1)
+        assert images.dtype == np.uint8 and images.shape == (200, 784)
+        scaled = tf.constant(images.astype(np.float32) / 255.0)
+        predicted = np.argmax(parts.model(scaled, training=False).numpy(), axis=1)
         assert reported[name] == pytest.approx(np.mean(predicted == splits.test_labels)), name
     assert reported["mean"] == pytest.approx(np.mean([reported[n] for n in sets]))
 

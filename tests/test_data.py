@@ -235,6 +235,16 @@ def test_evaluation_batches_keep_order():
     np.testing.assert_array_equal(seen, labels)
 
 
+def test_evaluation_batches_of_8_bit_pixels_are_the_images_load_makes(tmp_path):
+    directory = write_dataset(tmp_path / "data", n_train=120, n_test=30)
+    splits = data_lib.load(directory, verify_checksums=False, validation_size=20)
+    pixels = data_lib.read_file(directory / "t10k-images-idx3-ubyte.gz", "test_images", False)
+    batches = data_lib.evaluation_batches(pixels.reshape(30, -1), splits.test_labels, 8)
+    seen = np.concatenate([images.numpy() for images, _ in batches])
+    assert seen.dtype == np.float32
+    np.testing.assert_array_equal(seen, splits.test_images)  # bit for bit
+
+
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real Fashion-MNIST is not installed "
                     "(apt-get install dataset-fashion-mnist)")
 def test_real_data_passes_every_check():
