@@ -26,6 +26,7 @@ Every flag of the experiments (python -m experiments.improved --help) overrides 
 recipe, e.g. `--epochs 2 --train-subset 3000` for a smoke test.
 """
 
+import argparse
 import dataclasses
 import io
 import sys
@@ -43,6 +44,10 @@ def build_parser():
     from mlp.cli import build_parser as experiment_parser
 
     parser = experiment_parser(PROG, SEARCH_SPACES["improved"].base, __doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if action.dest in ("resume", "run_name"):  # the search decides these for each trial
+            action.help = argparse.SUPPRESS
     # A run's own flags that a study decides for each trial.
     search = parser.add_argument_group("search")
     search.add_argument("--space", choices=sorted(SEARCH_SPACES), default="improved",
