@@ -24,14 +24,18 @@ def add_study_arguments(parser):
     parser.add_argument("--validation-size", type=int, default=None,
                         help="override the validation split size (tests)")
     parser.add_argument("--logdir", default="tensorboard_logs", help="(default: tensorboard_logs)")
+    parser.add_argument("--no-sharpness", dest="sharpness", action="store_false",
+                        help="leave out each run's sharpness measurement (a second or two)")
 
 
 def study_overrides(args, keys=("precision", "data_dir", "validation_size")):
     """{config field: value} for each of `keys` given on the command line, and
-    --no-verify-checksums."""
+    --no-verify-checksums and --no-sharpness."""
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.no_verify_checksums:
         overrides["verify_checksums"] = False
+    if not args.sharpness:
+        overrides["sharpness"] = False
     return overrides
 
 

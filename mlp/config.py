@@ -126,12 +126,15 @@ class Config:
     logdir: str = _doc("tensorboard_logs", "where run directories are created")
     run_name: str = _doc(None, "the run directory's name (default: experiment name + timestamp)")
     histograms: bool = _doc(True, "write per-layer weight histograms each epoch")
+    sharpness: bool = _doc(True, "measure the final weights' sharpness in the report (the "
+                           "training loss's top Hessian eigenvalue and epsilon-sharpness, "
+                           "mlp/sharpness.py; a second or two)")
 
     # Fields that do not change what a run computes: they may differ on --resume.
     NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
-                         "heartbeat_timeout")
+                         "heartbeat_timeout", "sharpness")
     # Fields added after runs were saved without them, with the value those runs had.
-    ADDED_FIELDS = {"kernels": "tensorflow", "heartbeat_timeout": 10.0}
+    ADDED_FIELDS = {"kernels": "tensorflow", "heartbeat_timeout": 10.0, "sharpness": False}
     # Fields that saved runs may have and that no longer exist (neither changed results).
     REMOVED_FIELDS = ("collective_timeout",)
 

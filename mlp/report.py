@@ -86,8 +86,8 @@ def results(parts, state, best_epoch, workers=1):
             validation["log_probabilities"].numpy(), parts.splits.validation_labels),
         "corruption_accuracy": corruption_accuracy(parts),
         # The training loss's curvature at the chosen weights (mlp/sharpness.py).
-        "sharpness": sharpness(parts.model, parts.config, parts.train_images,
-                               parts.train_labels),
+        "sharpness": (sharpness(parts.model, parts.config, parts.train_images,
+                                parts.train_labels) if parts.config.sharpness else None),
         "confusion_matrix": confusion.tolist(),
         "per_class_accuracy": dict(zip(data_lib.CLASS_NAMES, map(float, per_class))),
         "history": history,

@@ -74,7 +74,8 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
 
 
 SWEEP = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size", "100",
-         "--train-subset", "300", "--variants", FULL, "no L2", "--study-name", "sweep"]
+         "--train-subset", "300", "--no-sharpness", "--variants", FULL, "no L2", "--study-name",
+         "sweep"]
 
 
 @pytest.mark.slow

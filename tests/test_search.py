@@ -19,7 +19,8 @@ from experiments import recipes
 from tests.conftest import REPO, run_experiment
 
 SMALL = ["--no-verify-checksums", "--validation-size", "100", "--batch-size", "50",
-         "--no-histograms", "--precision", "float32", "--kernels", "tensorflow"]
+         "--no-histograms", "--no-sharpness", "--precision", "float32", "--kernels",
+         "tensorflow"]
 
 
 def study_trials(storage, name):
