@@ -127,7 +127,7 @@ class _ProbeTrial:
         return choices[0]
 
 
-def trial_config(space, overrides, trial, study_dir, study):
+def trial_config(space, overrides, trial, study_dir, space_name):
     """The Config of `trial`: the space's base recipe, the command line's overrides, the
     trial's suggestions; its run directory named after the trial (after the first one it
     retries, so a retry continues the same run). Raises ConfigError for a suggestion that is
@@ -138,8 +138,14 @@ def trial_config(space, overrides, trial, study_dir, study):
     fields = {field.name for field in dataclasses.fields(space.base)}
     unknown = sorted(set(changes) - fields)
     if unknown:
-        raise ConfigError(f"search space {study!r} suggests {', '.join(unknown)}, not a setting "
-                          "of a run (see python -m experiments.improved --help)")
+        raise ConfigError(f"search space {space_name!r} suggests {', '.join(unknown)}, not a "
+                          "setting of a run (see python -m experiments.improved --help)")
+    searched = sorted(set(changes) & set(overrides))
+    if searched:
+        flags = ", ".join("--" + name.replace("_", "-") for name in searched)
+        raise ConfigError(f"{flags}: the space {space_name!r} searches "
+                          f"{'this' if len(searched) == 1 else 'these'}; leave "
+                          f"{'it' if len(searched) == 1 else 'them'} out")
     config = dataclasses.replace(space.base, **{**overrides, **changes},
                                  logdir=str(study_dir), run_name=run_name(trial))
     return config.validate()
