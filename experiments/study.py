@@ -25,17 +25,18 @@ def add_study_arguments(parser):
                         help="override the validation split size (tests)")
     parser.add_argument("--logdir", default="tensorboard_logs", help="(default: tensorboard_logs)")
     parser.add_argument("--no-sharpness", dest="sharpness", action="store_false",
-                        help="leave out each run's sharpness measurement (a second or two)")
+                        help="leave out each run's sharpness measurement (a second or two per "
+                             "run; measured by default in a study)")
 
 
 def study_overrides(args, keys=("precision", "data_dir", "validation_size")):
     """{config field: value} for each of `keys` given on the command line, and
-    --no-verify-checksums and --no-sharpness."""
+    --no-verify-checksums; and whether the runs measure their sharpness (--no-sharpness)."""
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.no_verify_checksums:
         overrides["verify_checksums"] = False
-    if not args.sharpness:
-        overrides["sharpness"] = False
+    # A study compares its runs' measures, sharpness among them (a run alone leaves it out).
+    overrides["sharpness"] = args.sharpness
     return overrides
 
 

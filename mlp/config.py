@@ -126,9 +126,9 @@ class Config:
     logdir: str = _doc("tensorboard_logs", "where run directories are created")
     run_name: str = _doc(None, "the run directory's name (default: experiment name + timestamp)")
     histograms: bool = _doc(True, "write per-layer weight histograms each epoch")
-    sharpness: bool = _doc(True, "measure the final weights' sharpness in the report (the "
+    sharpness: bool = _doc(False, "measure the final weights' sharpness in the report (the "
                            "training loss's top Hessian eigenvalue and epsilon-sharpness, "
-                           "mlp/sharpness.py; a second or two)")
+                           "mlp/sharpness.py; a second or two; the studies turn it on)")
 
     # Fields that do not change what a run computes: they may differ on --resume.
     NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",

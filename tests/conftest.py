@@ -51,7 +51,7 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 SMALL_RUN_FLAGS = ["--no-verify-checksums", "--validation-size", "100", "--batch-size", "50",
-                   "--no-sharpness", "--no-histograms"]
+                   "--no-histograms"]
 
 
 def run_experiment(module, *args, timeout=300, env=None, **kwargs):
