@@ -32,11 +32,11 @@ def test_the_power_law_fit_recovers_known_parameters(reducible_at_1000, b, c):
 
 
 STUDY = ["--no-verify-checksums", "--validation-size", "100", "--sizes", "100", "200", "400",
-         "--seeds", "2", "--epochs", "1", "--recipes", "baseline", "improved",
+         "--seeds", "1", "--epochs", "1", "--recipes", "baseline", "improved",
          "--study-name", "curves", "--no-sharpness"]
 
 
-@pytest.mark.slow  # twelve runs
+@pytest.mark.slow  # six runs
 def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *STUDY]
     first = run_experiment("generalization", *args)
@@ -47,18 +47,16 @@ def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_dat
     for name, curve in summary.items():
         assert curve["sizes"] == [100, 200, 400] and len(curve["test_error"]) == 3
         assert set(curve["fit"]) == {"a", "b", "c"}
-        results = [json.loads((study / f"{name}-m{m}-seed{s}" / "results.json").read_text())
-                   for m in (100, 200, 400) for s in (0, 1)]
-        assert [r["experiment_config"]["train_subset"] for r in results] == [
-            100, 100, 200, 200, 400, 400]
-        means = [np.mean([1 - r["test_accuracy"] for r in results[k:k + 2]]) for k in (0, 2, 4)]
-        assert curve["test_error"] == pytest.approx(means)
+        results = [json.loads((study / f"{name}-m{m}-seed0" / "results.json").read_text())
+                   for m in (100, 200, 400)]
+        assert [r["experiment_config"]["train_subset"] for r in results] == [100, 200, 400]
+        assert curve["test_error"] == pytest.approx([1 - r["test_accuracy"] for r in results])
         # Each run's measures, means over seeds; sharpness left out on request.
         assert {"ece", "corruption_accuracy", "generalization_gap"} <= set(curve["measures"][-1])
         assert "hessian_top_eigenvalue" not in curve["measures"][-1]
-    # The compared recipe carries its paired interval and McNemar p at each size.
+    # The compared recipe carries McNemar's p at each size (an interval needs two seeds).
     improved = summary["improved"]
-    assert all(len(interval) == 2 for interval in improved["change_interval"])
+    assert improved["change_interval"] == [None] * 3
     assert all(0 <= p <= 1 for p in improved["mcnemar_p"])
     assert summary["baseline"]["change_interval"] == [None] * 3
     table = (study / "generalization.md").read_text()
@@ -67,7 +65,7 @@ def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_dat
 
     again = run_experiment("generalization", *args)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("finished before, skipped") == 12
+    assert again.stdout.count("finished before, skipped") == 6
     assert "training in" not in again.stdout
 
 
@@ -78,3 +76,28 @@ def test_sizes_beyond_the_training_set_are_refused_in_one_line(small_data, tmp_p
     assert done.returncode == 2, done.stderr
     assert "--train-subset: 5000 is more than the 500 training images" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_each_recipe_is_compared_with_the_first_on_paired_seeds(tmp_path):
+    import argparse
+
+    from tests.test_significance import _run
+
+    args = argparse.Namespace(recipes=["baseline", "improved"], sizes=[100, 200, 400])
+    records = {}
+    for size in args.sizes:
+        base = [[1] * 70 + [0] * 30, [1] * 72 + [0] * 28]
+        records[generalization.variant("baseline", size)] = [
+            _run(tmp_path, f"baseline-{size}", s, sum(c) / 100, c) for s, c in enumerate(base)]
+        # Ten more test images right on each seed than the baseline.
+        records[generalization.variant("improved", size)] = [
+            _run(tmp_path, f"improved-{size}", s, (sum(c) + 10) / 100, [1] * 10 + c[:90])
+            for s, c in enumerate(base)]
+    summary = generalization.summarize(args, records)
+    improved = summary["improved"]
+    assert improved["test_error"] == pytest.approx([0.19] * 3)
+    assert improved["change_interval"] == [pytest.approx([0.10, 0.10])] * 3
+    assert improved["within_noise"] == [False] * 3
+    assert all(p < 0.01 for p in improved["mcnemar_p"])
+    table = generalization.markdown(args, summary, "note", 100)
+    assert "+10.00 to +10.00 pt" in table and "within noise" not in table

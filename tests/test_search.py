@@ -246,8 +246,7 @@ def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_i
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
     stopped_at = json.loads((tmp_path / "stopped" / "trial-0000" / "config.json").read_text())
 
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env,
-                           timeout=600)
+    again = run_experiment("search", *command[3:])  # the same command, in this process
     assert again.returncode == 0, again.stderr
     assert "trial 1: resuming in" in again.stdout and "trial-0000" in again.stdout
     trials = study_trials(storage, "stopped")
