@@ -26,7 +26,6 @@ import dataclasses
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from experiments.recipes import ABLATIONS
@@ -264,7 +263,7 @@ def main(argv=None):
 
 
 def _main(argv, parser, args, guard):
-    from experiments.study import run_plan
+    from experiments.study import run_and_report
 
     study_dir, overrides, plan = plan_study(args, parser)
     if args.list_commands:
@@ -273,18 +272,9 @@ def _main(argv, parser, args, guard):
             print(shlex.join(["python", "-m", "experiments.ablation", *base, "--runs",
                               config.run_name]))
         return 0
-    started = time.perf_counter()
-    code, records = run_plan(PROG, "ablation", plan, study_dir, guard,
-                             "the same ablation command", report_only=args.report_only)
-    if code:
-        return code
-    if not records:
-        print(f"no finished runs in {study_dir} yet")
-        return 0
-    report(args, plan, records, study_dir, overrides)
-    print(f"wrote {study_dir / 'ablation.json'}, ablation.md and ablation.png in "
-          f"{time.perf_counter() - started:.0f}s")
-    return 0
+    return run_and_report(PROG, "ablation", plan, study_dir, guard, args.report_only,
+                          lambda records: report(args, plan, records, study_dir, overrides),
+                          ["ablation.json", "ablation.md", "ablation.png"])
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -292,21 +291,12 @@ def main(argv=None):
 
 
 def _main(args, guard):
-    from experiments.study import run_plan
+    from experiments.study import run_and_report
 
-    started = time.perf_counter()
     study_dir, overrides, plan = plan_study(args)
-    code, records = run_plan(PROG, "generalization", plan, study_dir, guard,
-                             "the same generalization command", report_only=args.report_only)
-    if code:
-        return code
-    if not records:
-        print(f"no finished runs in {study_dir} yet")
-        return 0
-    report(args, plan, records, study_dir, overrides)
-    print(f"wrote {study_dir / 'generalization.json'}, generalization.md and learning_curves.png "
-          f"in {time.perf_counter() - started:.0f}s")
-    return 0
+    return run_and_report(PROG, "generalization", plan, study_dir, guard, args.report_only,
+                          lambda records: report(args, plan, records, study_dir, overrides),
+                          ["generalization.json", "generalization.md", "learning_curves.png"])
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ def build_parser():
                              f"dead and queued again (default: {GRACE_SECONDS})")
     search.add_argument("--max-retries", type=int, default=3,
                         help="how often a dead trial is queued again (default: 3)")
+    search.add_argument("--enqueue-base", action="store_true",
+                        help="queue a trial of the base recipe's own values (once per study), "
+                             "so the study holds the reference its other trials are compared "
+                             "with")
     search.add_argument("--report", action="store_true",
                         help="train nothing: write the study's table and plots into "
                              "<logdir>/<study>/ and TensorBoard, and print the table")
@@ -101,6 +105,8 @@ def parse(argv):
         parser.error("--resume: a study continues by running the same command again")
     if args.trials < 1:
         parser.error("--trials must be at least 1")
+    if args.enqueue_base and args.sampler == "grid":
+        parser.error("--enqueue-base: the grid sampler walks only its grid; use tpe or random")
     if args.grace_period <= args.heartbeat_interval or args.heartbeat_interval < 1:
         parser.error("--grace-period must be longer than --heartbeat-interval (at least 1 s)")
     args.study = args.study or args.space
@@ -125,6 +131,47 @@ class _ProbeTrial:
 
     def suggest_categorical(self, name, choices):
         return choices[0]
+
+
+class _BaseTrial:
+    """Stands in for an optuna trial to learn the parameters that give a base recipe's own
+    values: {parameter: value} in `params`."""
+
+    def __init__(self, base, space_name):
+        self.base, self.space_name, self.params = base, space_name, {}
+
+    def _value(self, name):
+        from mlp.config import ConfigError
+
+        if not hasattr(self.base, name):
+            raise ConfigError(f"search space {self.space_name!r} suggests {name}, not a "
+                              "setting of a run (see python -m experiments.improved --help)")
+        return getattr(self.base, name)
+
+    def suggest_float(self, name, low, high, **kwargs):
+        self.params[name] = self._value(name)
+        return self.params[name]
+
+    suggest_int = suggest_float
+
+    def suggest_categorical(self, name, choices):
+        from mlp.config import ConfigError
+
+        value = self._value(name)
+        spelled = "-".join(map(str, value)) if isinstance(value, tuple) else value
+        if spelled not in choices:
+            raise ConfigError(f"--enqueue-base: the base recipe's {name} {spelled!r} is not "
+                              f"among the space's choices {list(choices)}")
+        self.params[name] = spelled
+        return spelled
+
+
+def base_params(space, base, space_name):
+    """{parameter: value} of a trial of `base`'s own values in `space` (ConfigError where the
+    space cannot suggest them)."""
+    probe = _BaseTrial(base, space_name)
+    space.suggest(probe)
+    return probe.params
 
 
 def trial_config(space, overrides, trial, study_dir, space_name):
@@ -273,6 +320,8 @@ def _main(args, overrides, guard):
     check_writable_dir(study_dir, "logdir")
     # Any field a space suggests must be a setting: refused before any trial or database.
     trial_config(space, overrides, _ProbeTrial(), study_dir, args.space)
+    base = dataclasses.replace(space.base, **overrides)
+    reference = base_params(space, base, args.space) if args.enqueue_base else None
     storage_url = args.storage or f"sqlite:///{Path(args.logdir).resolve() / 'search.db'}"
     if not args.storage:
         Path(args.logdir).mkdir(parents=True, exist_ok=True)
@@ -281,7 +330,6 @@ def _main(args, overrides, guard):
     # Heartbeats and their retry callback are marked experimental; they are what we rely on.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(storage_url, args)
-    base = dataclasses.replace(space.base, **overrides)
     try:
         study = optuna.create_study(storage=storage, study_name=args.study, direction="maximize",
                                     sampler=make_sampler(args, space),
@@ -305,6 +353,8 @@ def _main(args, overrides, guard):
                        if key == "base" else [f"--space {saved}"])
             raise ConfigError(f"study {args.study!r} was started with other settings "
                               f"({', '.join(changed)}); give the same ones, or another --study")
+    if reference:  # once: a queued or finished trial of the same values is enough
+        study.enqueue_trial(reference, skip_if_exists=True)
     objective = Objective(args, space, overrides, study_dir, guard)
     started = time.perf_counter()
     print(f"search {args.study!r} ({args.space} space, {args.sampler} sampler, {args.pruner} "

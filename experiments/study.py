@@ -31,13 +31,34 @@ def add_study_arguments(parser):
 
 def study_overrides(args, keys=("precision", "data_dir", "validation_size")):
     """{config field: value} for each of `keys` given on the command line, and
-    --no-verify-checksums; and whether the runs measure their sharpness (--no-sharpness)."""
+    --no-verify-checksums; and whether the runs measure their sharpness (--no-sharpness) and
+    corrupted accuracy (always)."""
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.no_verify_checksums:
         overrides["verify_checksums"] = False
     # A study compares its runs' measures, sharpness among them (a run alone leaves it out).
     overrides["sharpness"] = args.sharpness
+    overrides["corruptions"] = True
     return overrides
+
+
+def run_and_report(prog, name, plan, study_dir, guard, report_only, write_report, written):
+    """A study's whole course: `run_plan`, then `write_report(records)` of the finished runs, then
+    one line naming the files `written` in study_dir and the time taken. Returns the exit code."""
+    import time
+
+    started = time.perf_counter()
+    code, records = run_plan(prog, name, plan, study_dir, guard, f"the same {name} command",
+                             report_only=report_only)
+    if code:
+        return code
+    if not records:
+        print(f"no finished runs in {study_dir} yet")
+        return 0
+    write_report(records)
+    print(f"wrote {', '.join(written)} in {study_dir} in "
+          f"{time.perf_counter() - started:.0f}s")
+    return 0
 
 
 def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=False):

@@ -129,12 +129,16 @@ class Config:
     sharpness: bool = _doc(False, "measure the final weights' sharpness in the report (the "
                            "training loss's top Hessian eigenvalue and epsilon-sharpness, "
                            "mlp/sharpness.py; a second or two; the studies turn it on)")
+    corruptions: bool = _doc(True, "measure test accuracy on ten corrupted copies of the test "
+                             "images in the report (mlp/corruptions.py; a few seconds; the "
+                             "studies always do)")
 
     # Fields that do not change what a run computes: they may differ on --resume.
     NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
-                         "heartbeat_timeout", "sharpness")
+                         "heartbeat_timeout", "sharpness", "corruptions")
     # Fields added after runs were saved without them, with the value those runs had.
-    ADDED_FIELDS = {"kernels": "tensorflow", "heartbeat_timeout": 10.0, "sharpness": False}
+    ADDED_FIELDS = {"kernels": "tensorflow", "heartbeat_timeout": 10.0, "sharpness": False,
+                    "corruptions": True}
     # Fields that saved runs may have and that no longer exist (neither changed results).
     REMOVED_FIELDS = ("collective_timeout",)
 

@@ -84,7 +84,8 @@ def results(parts, state, best_epoch, workers=1):
         "calibration": calibration.calibration(
             test["log_probabilities"].numpy(), parts.splits.test_labels,
             validation["log_probabilities"].numpy(), parts.splits.validation_labels),
-        "corruption_accuracy": corruption_accuracy(parts),
+        "corruption_accuracy": (corruption_accuracy(parts) if parts.config.corruptions
+                                else None),
         # The training loss's curvature at the chosen weights (mlp/sharpness.py).
         "sharpness": (sharpness(parts.model, parts.config, parts.train_images,
                                 parts.train_labels) if parts.config.sharpness else None),
@@ -115,12 +116,14 @@ def write(summaries, results, test, splits, labels=None):
                     figures.reliability_image(np.exp(test["log_probabilities"].numpy()),
                                               splits.test_labels), final_step,
                     "accuracy against confidence in 15 bins; the diagonal is perfect calibration")
-    summaries.image("test", "corruption_accuracy",
-                    figures.corruption_image(results["corruption_accuracy"],
-                                             results["test_accuracy"]), final_step,
-                    "test accuracy on each corrupted copy of the test images (mlp/corruptions.py)")
-    summaries.scalars("test", final_step, {f"corruption/{name}": value for name, value in
-                                           results["corruption_accuracy"].items()})
+    if results["corruption_accuracy"] is not None:
+        summaries.image("test", "corruption_accuracy",
+                        figures.corruption_image(results["corruption_accuracy"],
+                                                 results["test_accuracy"]), final_step,
+                        "test accuracy on each corrupted copy of the test images "
+                        "(mlp/corruptions.py)")
+        summaries.scalars("test", final_step, {f"corruption/{name}": value for name, value in
+                                               results["corruption_accuracy"].items()})
     hparams = {**results["experiment_config"], "replicas": results["replicas"],
                "workers": results["workers"], "precision_used": results["precision"],
                "kernels_used": results["kernels"], **(labels or {})}

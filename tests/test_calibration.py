@@ -70,3 +70,4 @@ def test_a_run_reports_calibration_and_leaves_its_test_predictions(small_data, t
     assert reported["nll"] == pytest.approx(results["test_loss"], abs=1e-4)
     assert reported["temperature"] > 0 and set(reported["scaled"]) == {"ece", "nll", "brier"}
     assert results["sharpness"] is None  # measured when asked (--sharpness) or in a study
+    assert results["corruption_accuracy"] is None  # left out when asked (--no-corruptions)

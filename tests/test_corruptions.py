@@ -159,7 +159,8 @@ def test_a_run_reports_its_accuracy_on_each_corruption(small_data, tmp_path):
     assert reported["mean"] == pytest.approx(np.mean([reported[n] for n in sets]))
 
     done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
-                          "--run-name", "robust", "--epochs", 2, *SMALL_RUN_FLAGS, "--sharpness")
+                          "--run-name", "robust", "--epochs", 2, *SMALL_RUN_FLAGS, "--sharpness",
+                          "--corruptions")
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "robust" / "results.json").read_text())
     assert set(results["corruption_accuracy"]) == set(reported)

@@ -4,6 +4,7 @@ killed mid-trial; bad input refused in one line."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,8 +21,8 @@ from mlp.summaries import logged_epochs
 from tests.conftest import REPO, run_experiment
 
 # Small runs; the batch size is left to the spaces that search it.
-SMALL = ["--no-verify-checksums", "--validation-size", "100", "--no-histograms",
-         "--precision", "float32", "--kernels", "tensorflow"]
+SMALL = ["--no-verify-checksums", "--no-corruptions", "--validation-size", "100",
+         "--no-histograms", "--precision", "float32", "--kernels", "tensorflow"]
 
 
 def study_trials(storage, name):
@@ -111,6 +112,31 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small
     assert "Traceback" not in done.stderr
 
 
+def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_path, spaces):
+    spaces("around", tiny_space({"learning_rate": [3e-3, 1e-3], "dropout": [0.0, 0.2]}))
+    command = ["--space", "around", "--study", "around", "--sampler", "random", "--trials", "1",
+               "--enqueue-base", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1",
+               *SMALL]
+    for _ in range(2):  # the second invocation queues nothing more
+        done = run_experiment("search", *command)
+        assert done.returncode == 0, done.stderr
+    trials = study_trials(f"sqlite:///{tmp_path / 'search.db'}", "around")
+    assert len(trials) == 2
+    # The improved recipe's own learning rate and dropout, trained as trial 0.
+    assert trials[0].params == {"learning_rate": 1e-3, "dropout": 0.2}
+    config = json.loads((tmp_path / "around" / "trial-0000" / "config.json").read_text())
+    assert (config["learning_rate"], config["dropout"]) == (1e-3, 0.2)
+    assert ["fixed_params" in t.system_attrs for t in trials] == [True, False]
+
+    spaces("elsewhere", tiny_space({"learning_rate": [3e-3], "dropout": [0.0]}))
+    refused = run_experiment("search", "--space", "elsewhere", "--study", "elsewhere",
+                             *command[4:])
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "the base recipe's learning_rate 0.001 is not among the space's choices" \
+        in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("flags, code, words", [
     (["--study", "a/b"], 2, "--study must be a plain name"),
     (["--storage", "nonsense://x"], 2, "--storage: cannot use 'nonsense://x'"),
@@ -170,56 +196,66 @@ def postgres():
     shutil.rmtree(cluster, ignore_errors=True)
 
 
+def _worker_arguments(url, logdir, small_data, trials):
+    """A search on the shared database (small runs of the improved space)."""
+    return ["--storage", url, "--study", "shared", "--space", "improved", "--sampler", "random",
+            "--pruner", "none", "--trials", str(trials), "--heartbeat-interval", "1",
+            "--grace-period", "4", "--data-dir", str(small_data), "--logdir", str(logdir),
+            "--epochs", "6", "--no-early-stopping", "--train-subset", "400", *SMALL]
+
+
 def _worker(url, logdir, small_data, trials, log):
-    """A search process on the shared database (small runs of the improved space)."""
+    """A search process on the shared database, its output to `log`."""
     return subprocess.Popen(
-        [sys.executable, "-m", "experiments.search", "--storage", url, "--study", "shared",
-         "--space", "improved", "--sampler", "random", "--pruner", "none", "--trials",
-         str(trials), "--heartbeat-interval", "1", "--grace-period", "4", "--data-dir",
-         str(small_data), "--logdir", str(logdir), "--epochs", "6", "--no-early-stopping",
-         "--train-subset", "400", *SMALL],
+        [sys.executable, "-m", "experiments.search",
+         *_worker_arguments(url, logdir, small_data, trials)],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
-@pytest.mark.slow  # a database server and four search processes
+@pytest.mark.slow  # a database server and three search processes
 def test_two_workers_share_a_postgresql_study_and_a_killed_ones_trial_is_retried(
         postgres, small_data, tmp_path):
+    # Two workers of two trials each and, beside them, a third killed mid-trial (after a
+    # checkpoint). The next worker to start a trial after the grace period finds the killed one's
+    # trial stale, fails it and runs its retry, which resumes it: one of the two if it starts a
+    # trial late enough, else the survivor started afterwards.
     logs = [open(tmp_path / f"worker{k}.log", "w+") for k in range(3)]
-    first, second = (_worker(postgres, tmp_path, small_data, 2, logs[k]) for k in range(2))
-    assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0
-    trials = study_trials(postgres, "shared")
-    assert [t.number for t in trials] == list(range(4))
-    assert all(t.state.name == "COMPLETE" for t in trials)
-    output = "".join(log.seek(0) or log.read() for log in logs[:2])
-    for t in trials:  # each trial trained once, by one of the two
-        assert output.count(f"trial {t.number}: training in") == 1, output
-        assert (tmp_path / "shared" / f"trial-{t.number:04d}" / "results.json").exists()
-
-    # A third worker killed mid-trial (after a checkpoint): the next worker to start a trial
-    # after the grace period finds it stale, fails it and runs its retry, which resumes it.
-    doomed = _worker(postgres, tmp_path, small_data, 1, logs[2])
-    checkpoints = tmp_path / "shared" / "trial-0004" / "checkpoints"
+    first, second, doomed = (_worker(postgres, tmp_path, small_data, trials, log)
+                             for trials, log in zip((2, 2, 1), logs))
     deadline = time.time() + 300
-    while time.time() < deadline and not list(checkpoints.glob("ckpt-*.index")):
-        assert doomed.poll() is None, logs[2].seek(0) or logs[2].read()
+    killed = None
+    while killed is None or not list((tmp_path / "shared" / f"trial-{killed:04d}" /
+                                      "checkpoints").glob("ckpt-*.index")):
+        assert doomed.poll() is None and time.time() < deadline, logs[2].seek(0) or logs[2].read()
+        found = re.search(r"trial (\d+): training in", logs[2].seek(0) or logs[2].read())
+        killed = int(found.group(1)) if found else None
         time.sleep(0.1)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=30)
-    time.sleep(5)  # past the grace period
-    survivor_log = open(tmp_path / "survivor.log", "w+")
-    survivor = _worker(postgres, tmp_path, small_data, 1, survivor_log)
-    assert survivor.wait(timeout=600) == 0, survivor_log.seek(0) or survivor_log.read()
-    survivor_log.seek(0)
-    said = survivor_log.read()
+    killed_at = time.time()
+    assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0
+    time.sleep(max(0.0, killed_at + 5 - time.time()))  # past the grace period
+    survivor = run_experiment("search", *_worker_arguments(postgres, tmp_path, small_data, 1))
+    assert survivor.returncode == 0, survivor.stderr
+
     trials = study_trials(postgres, "shared")
+    assert [t.number for t in trials] == list(range(6))  # 2 + 2 + the killed one + 1
     states = [t.state.name for t in trials]
-    assert states == ["COMPLETE"] * 4 + ["FAIL", "COMPLETE"], states  # 4: the killed trial
-    retry = trials[5]
-    assert retry.system_attrs.get("failed_trial") == 4 and retry.params == trials[4].params
-    assert "trial 5: resuming in" in said and str(tmp_path / "shared" / "trial-0004") in said
-    results = json.loads((tmp_path / "shared" / "trial-0004" / "results.json").read_text())
-    assert results["trial"] == 5 and results["epochs_run"] == 6
+    assert states.count("FAIL") == 1 and states[killed] == "FAIL", states
+    assert states.count("COMPLETE") == 5, states
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert retry.params == trials[killed].params
+    said = "".join(log.seek(0) or log.read() for log in logs) + survivor.stdout
+    for t in trials:  # each trial trained once, by one worker; the retry in the killed one's run
+        if t.number == retry.number:
+            assert f"trial {t.number}: resuming in {tmp_path / 'shared' / f'trial-{killed:04d}'}" \
+                in said, said
+        elif t.number != killed:
+            assert said.count(f"trial {t.number}: training in") == 1, said
+            assert (tmp_path / "shared" / f"trial-{t.number:04d}" / "results.json").exists()
+    results = json.loads((tmp_path / "shared" / f"trial-{killed:04d}" / "results.json").read_text())
+    assert results["trial"] == retry.number and results["epochs_run"] == 6
 
 
 @pytest.mark.slow  # a search process stopped by a signal
