@@ -135,21 +135,14 @@ class _ProbeTrial:
 
 class _BaseTrial:
     """Stands in for an optuna trial to learn the parameters that give a base recipe's own
-    values: {parameter: value} in `params`."""
+    values: {parameter: value} in `params`. (Every name is a setting: `trial_config` has
+    checked the space first.)"""
 
-    def __init__(self, base, space_name):
-        self.base, self.space_name, self.params = base, space_name, {}
-
-    def _value(self, name):
-        from mlp.config import ConfigError
-
-        if not hasattr(self.base, name):
-            raise ConfigError(f"search space {self.space_name!r} suggests {name}, not a "
-                              "setting of a run (see python -m experiments.improved --help)")
-        return getattr(self.base, name)
+    def __init__(self, base):
+        self.base, self.params = base, {}
 
     def suggest_float(self, name, low, high, **kwargs):
-        self.params[name] = self._value(name)
+        self.params[name] = getattr(self.base, name)
         return self.params[name]
 
     suggest_int = suggest_float
@@ -157,7 +150,7 @@ class _BaseTrial:
     def suggest_categorical(self, name, choices):
         from mlp.config import ConfigError
 
-        value = self._value(name)
+        value = getattr(self.base, name)
         spelled = "-".join(map(str, value)) if isinstance(value, tuple) else value
         if spelled not in choices:
             raise ConfigError(f"--enqueue-base: the base recipe's {name} {spelled!r} is not "
@@ -166,10 +159,10 @@ class _BaseTrial:
         return spelled
 
 
-def base_params(space, base, space_name):
+def base_params(space, base):
     """{parameter: value} of a trial of `base`'s own values in `space` (ConfigError where the
     space cannot suggest them)."""
-    probe = _BaseTrial(base, space_name)
+    probe = _BaseTrial(base)
     space.suggest(probe)
     return probe.params
 
@@ -321,7 +314,7 @@ def _main(args, overrides, guard):
     # Any field a space suggests must be a setting: refused before any trial or database.
     trial_config(space, overrides, _ProbeTrial(), study_dir, args.space)
     base = dataclasses.replace(space.base, **overrides)
-    reference = base_params(space, base, args.space) if args.enqueue_base else None
+    reference = base_params(space, base) if args.enqueue_base else None
     storage_url = args.storage or f"sqlite:///{Path(args.logdir).resolve() / 'search.db'}"
     if not args.storage:
         Path(args.logdir).mkdir(parents=True, exist_ok=True)
