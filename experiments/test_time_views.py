@@ -34,11 +34,11 @@ def view_accuracies(model, test_time_flip, images, labels):
     import numpy as np
     import tensorflow as tf
 
+    from mlp.export import view_probabilities
+
     def probabilities(batch):
-        views = [batch, batch[:, :, ::-1]] if test_time_flip else [batch]
-        return sum(tf.nn.softmax(tf.cast(model(tf.constant(view.reshape(len(view), -1)),
-                                               training=False), tf.float32)).numpy()
-                   for view in views) / len(views)
+        pixels = tf.constant(batch.reshape(len(batch), -1))
+        return view_probabilities(model, pixels, test_time_flip).numpy()
 
     def accuracy(views):
         total = sum(np.concatenate([probabilities(view[i:i + 1000])

@@ -33,6 +33,17 @@ from mlp.precision import COMPUTE_DTYPES
 from mlp.training import weights_digest
 
 
+def view_probabilities(model, pixels, test_time_flip):
+    """Class probabilities of `pixels` [N, 784] in [0, 1] as the evaluator infers them: no
+    dropout, batch norm on its moving statistics, averaged with the mirror's if the recipe flips
+    at test time."""
+    probabilities = tf.nn.softmax(model(pixels, training=False))
+    if test_time_flip:
+        mirrored = tf.nn.softmax(model(mirror(pixels), training=False))
+        probabilities = (probabilities + mirrored) / 2.0
+    return probabilities
+
+
 class Classifier(tf.Module):
     """The exported module: `serve(images)` as described above, with the model's variables."""
 
@@ -46,10 +57,7 @@ class Classifier(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")])
     def serve(self, images):
         pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, SIDE * SIDE])
-        probabilities = tf.nn.softmax(self.model(pixels, training=False))
-        if self.test_time_flip:
-            mirrored = tf.nn.softmax(self.model(mirror(pixels), training=False))
-            probabilities = (probabilities + mirrored) / 2.0
+        probabilities = view_probabilities(self.model, pixels, self.test_time_flip)
         return {"probabilities": probabilities,
                 "classes": tf.argmax(probabilities, axis=1, output_type=tf.int32)}
 
