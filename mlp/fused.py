@@ -39,6 +39,10 @@ BUILD_TIMEOUT = 600
 # ResourceApplyAdam does, bit for bit. -fno-math-errno lets sqrt vectorize.
 COMPILE_FLAGS = ("-shared", "-fPIC", "-O3", "-march=native", "-ffp-contract=off",
                  "-fno-math-errno", "-w")
+# Where the CPU has AVX512-FP16 (Intel Sapphire Rapids and later), -march=native turns on Eigen's
+# half-float packet math, which GCC 12 cannot compile (missing _mm256_castsi256_ph). The kernels
+# use no half floats, so that extension is turned off there.
+NO_HALF_FLOAT_FLAGS = ("-mno-avx512fp16",)
 
 # A build's temporary file is <BUILDING><pid>-<random>.so beside the library.
 BUILDING = ".building-"
@@ -52,9 +56,15 @@ class KernelBuildError(RuntimeError):
     """The fused kernels cannot be built or loaded here; the message says why."""
 
 
+def compile_flags(cpu=None):
+    """The compiler's flags for this CPU (`cpu`: its signature, default this machine's)."""
+    features = (cpu if cpu is not None else cpu_signature()).split()
+    return COMPILE_FLAGS + (NO_HALF_FLOAT_FLAGS if "avx512_fp16" in features else ())
+
+
 def library_path(cache_dir=None):
     """Where this machine's build of the library is (or goes) in `cache_dir`."""
-    flags = [*COMPILE_FLAGS, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    flags = [*compile_flags(), *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *flags, cpu_signature(),
                                     _compiler()]).encode()).hexdigest()[:16]
     return Path(cache_dir or default_cache_dir() / "kernels") / f"fused_kernels-{key}.so"
@@ -117,7 +127,7 @@ def _build(path):
         os.close(handle)
     except OSError as e:
         raise KernelBuildError(f"cannot write in {path.parent}: {e.strerror}") from None
-    command = [compiler, *COMPILE_FLAGS, str(SOURCE), "-o", temporary,
+    command = [compiler, *compile_flags(), str(SOURCE), "-o", temporary,
                *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)

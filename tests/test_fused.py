@@ -338,6 +338,21 @@ def test_the_kernel_cache_key_tells_cpus_apart_where_cpuinfo_has_no_model_name(t
     assert cpus[0][1] == cpus[1][1]  # the model name alone, the key before, cannot tell them apart
 
 
+def test_half_float_packets_are_turned_off_only_where_the_cpu_has_them(tmp_path):
+    from mlp.machine import cpu_signature
+
+    # Sapphire Rapids: with AVX512-FP16 on, g++ 12 cannot compile Eigen's half-float packets.
+    flags = "fpu sse2 avx2 avx512f avx512bw avx512_bf16 avx512_fp16 amx_tile"
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\nflags\t\t: {flags}\n")
+    assert fused.compile_flags(cpu_signature(path))[-1] == "-mno-avx512fp16"
+    assert "-march=native" in fused.compile_flags(cpu_signature(path))
+    # AMD Zen 4 has AVX-512 and bfloat16 but no half-float arithmetic: the flags stay as they are.
+    path.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: "
+                    f"{flags.replace(' avx512_fp16', '')}\n")
+    assert fused.compile_flags(cpu_signature(path)) == fused.COMPILE_FLAGS
+
+
 def test_a_built_library_is_on_disk_before_its_name_is(tmp_path, monkeypatch):
     import subprocess
 
