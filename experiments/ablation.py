@@ -36,7 +36,7 @@ from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_te
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
 # on the plain images only (no retraining: every run records both).
-NO_TEST_TIME_FLIP = "no test-time flip (the full recipe's runs, plain images)"
+NO_TEST_TIME_VIEWS = "no test-time views (the full recipe's runs, plain images)"
 PROG = "python -m experiments.ablation"
 
 
@@ -66,7 +66,7 @@ def summarize(records):
                      "validation_accuracy": stats("validation_accuracy"),
                      "epochs_run": stats("epochs_run"), "train_seconds": stats("train_seconds"),
                      # The flip row's runs are the full recipe's: their measures are its.
-                     "measures": ({} if name == NO_TEST_TIME_FLIP or not all(
+                     "measures": ({} if name == NO_TEST_TIME_VIEWS or not all(
                          run.get("run_dir") for run in runs) else mean_measures(runs))})
     full = next((row for row in rows if row["variant"] == FULL), None)
     for row in rows:
@@ -80,10 +80,10 @@ def summarize(records):
 
 def _significance(records, variant):
     """Against the full recipe, on the seeds both have (see experiments.study.paired_comparison);
-    no McNemar test for the full recipe's own runs seen without test-time flipping (the same
-    runs: their test predictions are the flipped ones)."""
+    no McNemar test for the full recipe's own runs seen without test-time views (the same
+    runs: their test predictions are the averaged views')."""
     return paired_comparison(records[FULL], records[variant],
-                             with_mcnemar=variant != NO_TEST_TIME_FLIP)
+                             with_mcnemar=variant != NO_TEST_TIME_VIEWS)
 
 
 def markdown(rows, note, test_examples=None):
@@ -91,7 +91,7 @@ def markdown(rows, note, test_examples=None):
     its 95% interval over the paired seeds ("within noise" when it contains 0) and McNemar's p;
     under it the test set's own sampling error."""
     lines = [note, "",
-             "| variant | test accuracy | change vs full | without test-time flip | "
+             "| variant | test accuracy | change vs full | plain images only | "
              "validation accuracy | epochs | training s | seeds | 95% interval of the change | "
              "McNemar p |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -224,8 +224,8 @@ def report(args, plan, records, study_dir, overrides):
 
     finished_runs = sum(len(runs) for runs in records.values())
     full_config = next((config for name, _, config in plan if name == FULL), None)
-    if FULL in records and full_config.test_time_flip:
-        records[NO_TEST_TIME_FLIP] = [{**run, "test_accuracy": run["test_accuracy_single_view"]}
+    if FULL in records and (full_config.test_time_flip or full_config.test_time_shifts):
+        records[NO_TEST_TIME_VIEWS] = [{**run, "test_accuracy": run["test_accuracy_single_view"]}
                                       for run in records[FULL]]
     rows = summarize(records)
     shortened = " (shortened schedule)" if (args.quick or args.epochs) else ""

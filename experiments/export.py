@@ -3,7 +3,7 @@
 The SavedModel takes uint8 images [N, 28, 28] (pixels as in the dataset: 0 background, 255
 ink) and returns class probabilities [N, 10] and classes [N]; the weights are the ones the run's
 results.json reports, and the inference path is the evaluator's: pixel scaling, whitening,
-batch norm on its moving statistics, no dropout, test-time flipping if the recipe uses it. Load it
+batch norm on its moving statistics, no dropout, the recipe's test-time views. Load it
 anywhere with `tf.saved_model.load(DIR).signatures["serving_default"](images=...)`, or serve it
 with TensorFlow Serving; `python -m experiments.predict DIR IMAGE...` classifies image files.
 

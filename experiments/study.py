@@ -124,7 +124,7 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
                 "test_accuracy", "validation_accuracy", "epochs_run", "train_seconds")},
             "precision": results.get("precision"),
             "whitening_seconds": results.get("whitening_seconds", 0.0),
-            # Runs from before test-time flipping existed were all single-view.
+            # Runs from before test-time views existed were all single-view.
             "test_accuracy_single_view": results.get("test_accuracy_single_view",
                                                      results["test_accuracy"])})
         print(f"    test {results['test_accuracy']:.4f}  validation "

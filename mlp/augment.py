@@ -6,7 +6,7 @@ the same however the run got to it (resume stays exact).
 
 import tensorflow as tf
 
-SIDE = 28
+from mlp.config import SIDE
 
 
 def make_augment(seed, shift=0, flip=False, erase=0.0):
@@ -70,3 +70,25 @@ def make_augment(seed, shift=0, flip=False, erase=0.0):
 def mirror(images):
     """Flattened 28x28 images [B, 784], each mirrored left-right."""
     return tf.reshape(tf.reverse(tf.reshape(images, [-1, SIDE, SIDE]), axis=[2]), [-1, SIDE * SIDE])
+
+
+def shift(images, rows, columns):
+    """Flattened 28x28 images [B, 784], each moved down by `rows` and right by `columns` pixels
+    (negative: up, left); zeros fill the uncovered edge and what leaves the image is dropped."""
+    square = tf.reshape(images, [-1, SIDE, SIDE])
+    padded = tf.pad(square, [[0, 0], [max(rows, 0), max(-rows, 0)],
+                             [max(columns, 0), max(-columns, 0)]])
+    top, left = max(-rows, 0), max(-columns, 0)
+    return tf.reshape(padded[:, top:top + SIDE, left:left + SIDE], [-1, SIDE * SIDE])
+
+
+def evaluation_views(images, flip=False, shifts=0):
+    """The views evaluation averages over, of flattened images [B, 784]: the images, their
+    mirrors if `flip`, and each of those shifted by 1 to `shifts` pixels down, up, right and
+    left."""
+    base = [images, mirror(images)] if flip else [images]
+    return base + [shift(view, rows, columns)
+                   for distance in range(1, shifts + 1)
+                   for rows, columns in ((distance, 0), (-distance, 0), (0, distance),
+                                         (0, -distance))
+                   for view in base]

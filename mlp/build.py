@@ -124,7 +124,7 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
         trainer = Trainer(model, optimizer, l2=l2_term, label_smoothing=config.label_smoothing,
                           schedule=schedule, ema_decay=config.ema_decay, strategy=strategy)
         evaluator = Evaluator(model, l2=l2_term, test_time_flip=config.test_time_flip,
-                              strategy=strategy)
+                              test_time_shifts=config.test_time_shifts, strategy=strategy)
     return Parts(config=config, strategy=strategy, precision=precision, precision_probe=probe,
                  kernels=kernels, kernels_note=kernels_note, splits=splits,
                  train_images=train_images, train_labels=train_labels,

@@ -24,6 +24,7 @@ def _doc(default, help_text, **extra):
     return field(default=default, metadata={"help": help_text, **extra})
 
 
+SIDE = 28  # Fashion-MNIST's images are SIDE x SIDE pixels
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 LR_SCHEDULES = ("plateau", "constant", "cosine")
 INITIALIZERS = ("he_normal", "glorot_uniform")
@@ -87,6 +88,9 @@ class Config:
                                 "image (random erasing)")
     ema_decay: float = _doc(0.0, "evaluate and keep an exponential moving average of the weights "
                             "with this decay per step (0: off; e.g. 0.999)")
+    test_time_shifts: int = _doc(0, "evaluation (validation and test alike) also averages over "
+                                 "copies of each view shifted by 1 to N pixels up, down, left "
+                                 "and right (0: off; 1: four more views per view)")
     test_time_flip: bool = _doc(False, "evaluation (validation and test alike) averages the "
                                 "predicted probabilities of each image and its mirror image")
     # --- execution ---------------------------------------------------------------------------
@@ -138,7 +142,7 @@ class Config:
                          "heartbeat_timeout", "sharpness", "corruptions")
     # Fields added after runs were saved without them, with the value those runs had.
     ADDED_FIELDS = {"kernels": "tensorflow", "heartbeat_timeout": 10.0, "sharpness": False,
-                    "corruptions": True}
+                    "corruptions": True, "test_time_shifts": 0}
     # Fields that saved runs may have and that no longer exist (neither changed results).
     REMOVED_FIELDS = ("collective_timeout",)
 
@@ -211,8 +215,12 @@ class Config:
         for name in ("l2", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
                      "min_learning_rate", "early_stopping_patience", "early_stopping_min_delta",
                      "early_stopping_start_epoch", "train_subset", "steps_per_loop",
-                     "dropout_layers", "augment_shift", "warmup_epochs", "cpu_devices"):
+                     "dropout_layers", "augment_shift", "warmup_epochs", "cpu_devices",
+                     "test_time_shifts"):
             non_negative(name)
+        for name in ("augment_shift", "test_time_shifts"):
+            if getattr(self, name) >= SIDE:
+                bad(name, f"must be less than the image's side ({SIDE}), got {getattr(self, name)}")
         if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
             bad("hidden_sizes", f"need one or more positive widths, got {self.hidden_sizes}")
         for name in ("dropout", "label_smoothing", "augment_erase", "ema_decay"):

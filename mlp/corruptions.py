@@ -14,13 +14,13 @@ import sys
 
 import numpy as np
 
+from mlp.config import SIDE
 from mlp.machine import cache_dir
 
 # The set is a function of the test images, this seed and this version: bump the version when a
 # corruption changes, so no cache holds the old images under the new name.
 SEED = 2019
 VERSION = 1
-SIDE = 28
 
 
 def _gaussian_noise(images, rng):

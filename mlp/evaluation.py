@@ -4,7 +4,7 @@ confusion matrix and every example's prediction, reduced across replicas under a
 
 import tensorflow as tf
 
-from mlp.augment import mirror
+from mlp.augment import evaluation_views
 from mlp.regularization import L2Term
 from mlp.training import NUM_CLASSES
 
@@ -17,26 +17,30 @@ class Evaluator(tf.Module):
       l2: the training L2 factor (or the run's L2Term), so `loss_with_l2` is what Keras reports
         as val_loss: the data loss plus the L2 term of the current weights.
       test_time_flip: average the predicted probabilities of each image and its mirror image.
+      test_time_shifts: average over copies of those views shifted by 1 to N pixels up, down,
+        left and right too (mlp.augment.evaluation_views).
       strategy: the strategy the model's variables were made under (default: the current one);
         datasets given to `evaluate` are then distributed datasets cut by
         mlp.data.evaluation_batches, and the replicas' outputs are reduced in the graph.
     """
 
-    def __init__(self, model, l2=0.0, test_time_flip=False, strategy=None):
+    def __init__(self, model, l2=0.0, test_time_flip=False, test_time_shifts=0, strategy=None):
         super().__init__(name="evaluator")
         self.model = model
         self.l2_term = l2 if isinstance(l2, L2Term) else L2Term(model.kernels, l2)
         self.test_time_flip = bool(test_time_flip)
+        self.test_time_shifts = int(test_time_shifts)
         self.strategy = strategy or tf.distribute.get_strategy()
 
     def log_probabilities(self, images, single_view=False):
-        """Log of the predicted class probabilities in evaluation mode (with `test_time_flip`
-        and not `single_view`, of the mean of the image's and its mirror image's probabilities)."""
-        log_probs = tf.nn.log_softmax(self.model(images, training=False))
-        if self.test_time_flip and not single_view:
-            mirrored = tf.nn.log_softmax(self.model(mirror(images), training=False))
-            log_probs = tf.reduce_logsumexp(tf.stack([log_probs, mirrored]), 0) - tf.math.log(2.0)
-        return log_probs
+        """Log of the predicted class probabilities in evaluation mode: of the mean of the test-time
+        views' probabilities, or of the image's alone if `single_view`."""
+        views = ([images] if single_view else
+                 evaluation_views(images, self.test_time_flip, self.test_time_shifts))
+        log_probs = [tf.nn.log_softmax(self.model(view, training=False)) for view in views]
+        if len(views) == 1:
+            return log_probs[0]
+        return tf.reduce_logsumexp(tf.stack(log_probs), 0) - tf.math.log(float(len(views)))
 
     def _replica_step(self, batch, single_view):
         images, labels = batch
@@ -50,8 +54,8 @@ class Evaluator(tf.Module):
     def evaluate(self, dataset, single_view=False):
         """Over `dataset` of (images, labels) batches: "loss" (mean data loss), "loss_with_l2",
         "accuracy", "confusion" (rows: true class), and each example's "predictions",
-        "confidences" and "log_probabilities" [N, 10] in the dataset's order. `single_view` (a Python bool) turns test-time
-        flipping off for this call."""
+        "confidences" and "log_probabilities" [N, 10] in the dataset's order. `single_view` (a
+        Python bool) evaluates the plain images alone, without the other test-time views."""
         strategy = self.strategy
         total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
         loss_sum = tf.constant(0.0, tf.float64)

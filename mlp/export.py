@@ -4,10 +4,11 @@
 
 The SavedModel holds the whole inference path in TensorFlow's own ops: uint8 pixels scaled to
 [0, 1], the whitening layer if the recipe has one, the hidden blocks with batch norm on its
-moving statistics and no dropout, the logits, softmax, and the average with the mirror image's
-prediction if the recipe evaluates with test-time flipping. Its `serving_default` signature takes
-`images` uint8 [N, 28, 28] and returns `probabilities` float32 [N, 10] and `classes` int32 [N];
-the class names are the `class_names` signature's output and the asset `class_names.txt`.
+moving statistics and no dropout, the logits, softmax, and the average over the recipe's
+test-time views (the mirror image, shifted copies; mlp.augment.evaluation_views). Its
+`serving_default` signature takes `images` uint8 [N, 28, 28] and returns `probabilities` float32
+[N, 10] and `classes` int32 [N]; the class names are the `class_names` signature's output and the
+asset `class_names.txt`.
 
 The weights are the ones `results.json` reports (the best epoch's under early stopping, the
 moving average with --ema-decay, else the last): each candidate the checkpoint holds is put in
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mlp.augment import SIDE, mirror
+from mlp.augment import evaluation_views
 from mlp.checkpointing import Checkpoints
-from mlp.config import Config, ConfigError
+from mlp.config import SIDE, Config, ConfigError
 from mlp.data import CLASS_NAMES
 from mlp.exits import CheckpointError
 from mlp.io import read_json
@@ -33,31 +34,29 @@ from mlp.precision import COMPUTE_DTYPES
 from mlp.training import weights_digest
 
 
-def view_probabilities(model, pixels, test_time_flip):
+def view_probabilities(model, pixels, test_time_flip, test_time_shifts=0):
     """Class probabilities of `pixels` [N, 784] in [0, 1] as the evaluator infers them: no
-    dropout, batch norm on its moving statistics, averaged with the mirror's if the recipe flips
-    at test time."""
-    probabilities = tf.nn.softmax(model(pixels, training=False))
-    if test_time_flip:
-        mirrored = tf.nn.softmax(model(mirror(pixels), training=False))
-        probabilities = (probabilities + mirrored) / 2.0
-    return probabilities
+    dropout, batch norm on its moving statistics, averaged over the recipe's test-time views."""
+    views = evaluation_views(pixels, test_time_flip, test_time_shifts)
+    return tf.add_n([tf.nn.softmax(model(view, training=False)) for view in views]) / len(views)
 
 
 class Classifier(tf.Module):
     """The exported module: `serve(images)` as described above, with the model's variables."""
 
-    def __init__(self, model, test_time_flip, class_names_file):
+    def __init__(self, model, test_time_flip, test_time_shifts, class_names_file):
         super().__init__(name="classifier")
         self.model = model
         self.test_time_flip = bool(test_time_flip)
+        self.test_time_shifts = int(test_time_shifts)
         self.class_names_file = tf.saved_model.Asset(str(class_names_file))
         self.names = tf.constant(CLASS_NAMES)
 
     @tf.function(input_signature=[tf.TensorSpec([None, SIDE, SIDE], tf.uint8, name="images")])
     def serve(self, images):
         pixels = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, SIDE * SIDE])
-        probabilities = view_probabilities(self.model, pixels, self.test_time_flip)
+        probabilities = view_probabilities(self.model, pixels, self.test_time_flip,
+                                           self.test_time_shifts)
         return {"probabilities": probabilities,
                 "classes": tf.argmax(probabilities, axis=1, output_type=tf.int32)}
 
@@ -126,14 +125,15 @@ def export(run_dir, out_dir):
     try:
         names = staging / "class_names.txt"
         names.write_text("\n".join(CLASS_NAMES) + "\n")
-        classifier = Classifier(model, config.test_time_flip, names)
+        classifier = Classifier(model, config.test_time_flip, config.test_time_shifts, names)
         tf.saved_model.save(classifier, str(staging / "model"), signatures={
             "serving_default": classifier.serve.get_concrete_function(),
             "class_names": classifier.class_names.get_concrete_function()})
         (staging / "model" / "export.json").write_text(json.dumps({
             "run": str(Path(run_dir).resolve()), "weights_digest": results["weights_digest"],
             "test_accuracy": results.get("test_accuracy"), "test_time_flip":
-            config.test_time_flip, "whitening": config.whitening,
+            config.test_time_flip, "test_time_shifts": config.test_time_shifts,
+            "whitening": config.whitening,
             "precision": results["precision"]}, indent=2, sort_keys=True) + "\n")
         os.replace(staging / "model", out_dir)
     finally:

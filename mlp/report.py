@@ -26,7 +26,7 @@ def evaluate(parts):
     test_batches = parts.evaluation_batches(splits.test_images, splits.test_labels)
     test = evaluator.evaluate(test_batches)
     single_view = (evaluator.evaluate(test_batches, single_view=True)
-                   if parts.config.test_time_flip else test)
+                   if parts.config.test_time_flip or parts.config.test_time_shifts else test)
     return train, validation, test, single_view
 
 
@@ -68,7 +68,8 @@ def results(parts, state, best_epoch, workers=1):
         "train_accuracy": float(train["accuracy"].numpy()),
         # Train accuracy (the plain training images, evaluated as the test set is) minus test.
         "generalization_gap": float(train["accuracy"].numpy() - test["accuracy"].numpy()),
-        # What the same weights score on the test set without test-time flipping.
+        # What the same weights score on the test set on the plain images alone (no mirror, no
+        # shifted copies).
         "test_accuracy_single_view": float(single_view["accuracy"].numpy()),
         "best_epoch": best_epoch,
         "epochs_run": len(history),

@@ -141,26 +141,29 @@ def test_study_name_must_be_a_plain_name(tmp_path):
 def test_the_best_study_compares_like_with_like(small_data, tmp_path):
     from experiments.recipes import best_variants
 
-    # Variants trained without flips are evaluated without test-time flipping too.
+    # Variants trained without flips are evaluated without mirror images too, and those trained
+    # without shifts without shifted copies.
     for name, config in best_variants().items():
         assert config.test_time_flip == config.augment_flip, name
-    # Test-time flipping has its own row: the full recipe's runs on the plain images.
+        assert bool(config.test_time_shifts) == bool(config.augment_shift), name
+    # Test-time views have their own row: the full recipe's runs on the plain images.
     done = run_experiment("ablation", "--study", "best", "--data-dir", small_data, "--logdir",
                           tmp_path, "--quick", "--seeds", "1", "--no-verify-checksums",
                           "--validation-size", "100", "--train-subset", "200",
-                          "--variants", FULL, "no flip", "--precision", "float32")
+                          "--variants", FULL, "no augmentation (flip, shift)", "--precision",
+                          "float32")
     assert done.returncode == 0, done.stderr
     report = json.loads(next(tmp_path.glob("ablation-best*/ablation.json")).read_text())
     rows = {row["variant"]: row for row in report["rows"]}
     full_results = json.loads(next(tmp_path.glob("ablation-best*/full-recipe-seed0/results.json"))
                               .read_text())
-    tta_row = rows["no test-time flip (the full recipe's runs, plain images)"]
+    tta_row = rows["no test-time views (the full recipe's runs, plain images)"]
     assert tta_row["test_accuracy"]["mean"] == full_results["test_accuracy_single_view"]
     assert tta_row["change_vs_full"] == pytest.approx(
         full_results["test_accuracy_single_view"] - full_results["test_accuracy"])
-    no_flip = json.loads(next(tmp_path.glob("ablation-best*/no-flip-seed0/results.json"))
-                         .read_text())
-    assert no_flip["test_accuracy"] == no_flip["test_accuracy_single_view"]
+    plain = json.loads(next(tmp_path.glob("ablation-best*/no-augmentation*-seed0/results.json"))
+                       .read_text())
+    assert plain["test_accuracy"] == plain["test_accuracy_single_view"]
 
 
 @pytest.mark.slow

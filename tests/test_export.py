@@ -40,7 +40,8 @@ def _evaluator_predictions(run_dir, small_data):
 
     model, config, results = chosen_model(run_dir)
     splits = data_lib.load(small_data, verify_checksums=False, validation_size=100)
-    evaluator = Evaluator(model, test_time_flip=config.test_time_flip)
+    evaluator = Evaluator(model, test_time_flip=config.test_time_flip,
+                          test_time_shifts=config.test_time_shifts)
     evaluation = evaluator.evaluate(data_lib.evaluation_batches(splits.test_images,
                                                                 splits.test_labels))
     return (evaluation["predictions"].numpy(), evaluation["confidences"].numpy(),
@@ -48,12 +49,13 @@ def _evaluator_predictions(run_dir, small_data):
 
 
 @pytest.mark.parametrize("flags", [
-    # whitening, test-time flip, early stopping (the best epoch's weights are exported)
-    ["--whitening", "zca", "--augment-flip", "--test-time-flip", "--epochs", "4"],
+    # whitening, test-time views, early stopping (the best epoch's weights are exported)
+    ["--whitening", "zca", "--augment-flip", "--test-time-flip", "--test-time-shifts", "1",
+     "--epochs", "4"],
     # the baseline's shape: no batch norm, dropout or L2, the last epoch's weights
     ["--hidden-sizes", "32", "16", "--no-batch-norm", "--dropout", "0", "--l2", "0",
      "--lr-schedule", "constant", "--no-early-stopping", "--epochs", "2"]],
-    ids=["whitening-flip", "plain"])
+    ids=["whitening-views", "plain"])
 @pytest.mark.slow
 def test_the_saved_model_predicts_what_the_evaluator_does_without_the_repository(
         small_data, tmp_path, flags):
