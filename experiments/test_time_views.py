@@ -1,7 +1,7 @@
 """Evaluate finished runs again with other test-time views: the recipe's own views (the image, its
 mirror if the recipe flips at test time, and their shifted copies if it has test-time shifts),
-against the same with copies shifted by 1 to --shifts pixels up, down, left and right, the class
-probabilities averaged over all of them (mlp.augment.evaluation_views). Nothing is trained; the
+against the same with copies shifted by 1 to --shifts pixels up, down, left and right instead
+(0: none), the class probabilities averaged over all of them (mlp.augment.evaluation_views). Nothing is trained; the
 weights are the ones each run's results.json reports.
 
     python -m experiments.test_time_views RUN_DIR... [--split validation|test] [--shifts N]
@@ -37,10 +37,11 @@ def main(argv=None):
     parser.add_argument("--split", choices=("validation", "test"), default="validation",
                         help="which images to evaluate (default: validation)")
     parser.add_argument("--shifts", type=int, default=1,
-                        help="add copies shifted by 1 to N pixels each way (default: 1)")
+                        help="copies shifted by 1 to N pixels each way in the views compared "
+                        "with the recipe's (0: none; default: 1)")
     args = parser.parse_args(argv)
-    if not 1 <= args.shifts < 28:
-        parser.error(f"--shifts must be 1 to 27 pixels, got {args.shifts}")
+    if not 0 <= args.shifts < 28:
+        parser.error(f"--shifts must be 0 to 27 pixels, got {args.shifts}")
 
     from mlp.exits import run_guarded
 
@@ -54,7 +55,7 @@ def _evaluate(run_dirs, split, shifts):
     from mlp import data as data_lib
     from mlp.export import chosen_model
 
-    print(f"| run | {split}: the recipe's views | with shifts of 1-{shifts} px | change |")
+    print(f"| run | {split}: the recipe's views | with --shifts {shifts} | change |")
     print("|---|---|---|---|")
     for run_dir in run_dirs:
         model, config, _ = chosen_model(run_dir)

@@ -76,6 +76,7 @@ def test_best_runs_its_recipe_and_reports_the_single_view_accuracy(small_data, t
     config = results["experiment_config"]
     assert config["hidden_sizes"] == [1024, 512, 256] and config["lr_schedule"] == "cosine"
     assert config["test_time_flip"] and config["augment_flip"] and config["augment_shift"] == 1
+    assert config["test_time_shifts"] == 1
     rates = [record["learning_rate"] for record in results["history"]]
     # half-way through the warm-up, its end, then the cosine decay
     assert rates[0] == pytest.approx(5e-4, rel=1e-3) and rates[1] == pytest.approx(1e-3, rel=1e-3)
@@ -101,6 +102,7 @@ def test_help_explains_every_flag():
     (["--learning-rate", "-0.1"], "--learning-rate: must be positive"),
     (["--batch-size", "0"], "--batch-size: must be positive"),
     (["--dropout", "1.0"], "--dropout: must be in [0, 1)"),
+    (["--test-time-shifts", "28"], "--test-time-shifts: must be less than the image's side"),
     (["--logdir", "{file}/sub"], "--logdir: cannot create"),
 ])
 def test_bad_arguments_exit_2_with_one_line_before_training(flags, complaint, tmp_path, small_data):
