@@ -136,9 +136,10 @@ def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
 
 
 @pytest.mark.parametrize("flags", [
-    # best's machinery: bfloat16, cosine with warm-up, augmentation, test-time flip
+    # best's machinery: bfloat16, cosine with warm-up, augmentation, test-time views
     ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "0.5",
-     "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--label-smoothing", "0.1"],
+     "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--test-time-shifts", "1",
+     "--label-smoothing", "0.1"],
     ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]])
 @pytest.mark.slow
 def test_mirrored_runs_every_ingredient_through_the_command_line(small_data, tmp_path, flags):
