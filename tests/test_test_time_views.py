@@ -85,6 +85,10 @@ def test_the_recipes_own_views_give_the_reported_accuracy(exported_model, tmp_pa
     assert own == f"{results['test_accuracy']:.4f}"
     assert 0.0 <= float(more) <= 1.0 and change.endswith(" pt")
 
+    too_far = run_experiment("test_time_views", exported_model, "--shifts", "28")
+    assert too_far.returncode == 2 and "--shifts must be 0 to 27" in too_far.stderr
+    assert "Traceback" not in too_far.stderr
+
     missing = run_experiment("test_time_views", tmp_path)
     assert missing.returncode != 0 and "not a run directory" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
