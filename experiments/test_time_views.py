@@ -17,17 +17,13 @@ PROG = "python -m experiments.test_time_views"
 
 
 def view_accuracy(model, images, labels, test_time_flip, test_time_shifts):
-    """Accuracy of `model` on flattened `images` [N, 784] in [0, 1] with `labels`, the class
-    probabilities averaged over the given test-time views."""
-    import numpy as np
-    import tensorflow as tf
+    """Accuracy of `model` on a split's `images` with `labels`, evaluated as a run evaluates
+    (mlp.evaluation.Evaluator) with the given test-time views."""
+    from mlp import data as data_lib
+    from mlp.evaluation import Evaluator
 
-    from mlp.export import view_probabilities
-
-    probabilities = np.concatenate([
-        view_probabilities(model, tf.constant(images[i:i + 1000]), test_time_flip,
-                           test_time_shifts).numpy() for i in range(0, len(images), 1000)])
-    return float(np.mean(probabilities.argmax(axis=1) == labels))
+    evaluator = Evaluator(model, test_time_flip=test_time_flip, test_time_shifts=test_time_shifts)
+    return float(evaluator.evaluate(data_lib.evaluation_batches(images, labels))["accuracy"])
 
 
 def main(argv=None):
@@ -50,8 +46,6 @@ def main(argv=None):
 
 
 def _evaluate(run_dirs, split, shifts):
-    import numpy as np
-
     from mlp import data as data_lib
     from mlp.export import chosen_model
 
@@ -61,8 +55,7 @@ def _evaluate(run_dirs, split, shifts):
         model, config, _ = chosen_model(run_dir)
         # The run's own data and split.
         splits = data_lib.load(config.data_dir, config.verify_checksums, config.validation_size)
-        images = np.asarray(getattr(splits, f"{split}_images"), np.float32).reshape(-1, 28 * 28)
-        labels = getattr(splits, f"{split}_labels")
+        images, labels = (getattr(splits, f"{split}_{part}") for part in ("images", "labels"))
         own = view_accuracy(model, images, labels, config.test_time_flip, config.test_time_shifts)
         more = view_accuracy(model, images, labels, config.test_time_flip, shifts)
         print(f"| {run_dir} | {own:.4f} | {more:.4f} | {100 * (more - own):+.2f} pt |",

@@ -62,11 +62,15 @@ def compile_flags(cpu=None):
     return COMPILE_FLAGS + (NO_HALF_FLOAT_FLAGS if "avx512_fp16" in features else ())
 
 
+def _build_flags():
+    """Every flag of the build command: ours for this CPU, then TensorFlow's."""
+    return [*compile_flags(), *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+
+
 def library_path(cache_dir=None):
     """Where this machine's build of the library is (or goes) in `cache_dir`."""
-    flags = [*compile_flags(), *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *flags, cpu_signature(),
-                                    _compiler()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), tf.__version__, *_build_flags(),
+                                    cpu_signature(), _compiler()]).encode()).hexdigest()[:16]
     return Path(cache_dir or default_cache_dir() / "kernels") / f"fused_kernels-{key}.so"
 
 
@@ -127,8 +131,8 @@ def _build(path):
         os.close(handle)
     except OSError as e:
         raise KernelBuildError(f"cannot write in {path.parent}: {e.strerror}") from None
-    command = [compiler, *compile_flags(), str(SOURCE), "-o", temporary,
-               *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+    # The libraries TensorFlow's link flags name come after the source that needs them.
+    command = [compiler, str(SOURCE), "-o", temporary, *_build_flags()]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
         if done.returncode != 0:
