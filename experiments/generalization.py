@@ -33,7 +33,10 @@ from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_te
 
 PROG = "python -m experiments.generalization"
 DEFAULT_RECIPES = ("baseline", "improved", "best")
-QUICK_EPOCHS = 8
+# --quick is a smoke test of the whole study (under two minutes on a 2-core CPU): three sizes, one
+# seed, a few epochs, no sharpness or corrupted test sets.
+QUICK_EPOCHS = 3
+QUICK_SIZES = (1_000, 2_000, 4_000)
 
 
 def log_spaced(low, high, count):
@@ -79,11 +82,14 @@ def parse(argv):
                              f"{' '.join(DEFAULT_RECIPES)})")
     parser.add_argument("--sizes", nargs="+", type=int, default=None, metavar="M",
                         help="training set sizes (default: 6 log-spaced from 1,000 to 55,000; "
-                             "with --quick from 1,000 to 8,000)")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per size: 0..N-1 (default: 2)")
+                             f"with --quick {', '.join(f'{m:,}' for m in QUICK_SIZES)})")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per size: 0..N-1 (default: 2; with --quick 1)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a minutes-long version: sizes 1,000 to 8,000 and {QUICK_EPOCHS} "
-                             "epochs for every recipe")
+                        help=f"a smoke test of the study, under two minutes: sizes "
+                             f"{', '.join(f'{m:,}' for m in QUICK_SIZES)}, one seed, "
+                             f"{QUICK_EPOCHS} epochs for every recipe, no sharpness or "
+                             "corrupted test sets")
     parser.add_argument("--epochs", type=int, default=None,
                         help="override every recipe's maximum epochs (a shorter schedule)")
     parser.add_argument("--report-only", action="store_true",
@@ -94,6 +100,8 @@ def parse(argv):
                              "plus -quick, -e<epochs>, -<precision> for those overrides); the "
                              "same name continues the same study")
     args = parser.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 2
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     if args.sizes is not None and min(args.sizes) < 1:
@@ -104,7 +112,7 @@ def parse(argv):
                                         or args.study_name in (".", "..")):
         parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
     if args.sizes is None:
-        args.sizes = log_spaced(1_000, 8_000 if args.quick else 55_000, 6)
+        args.sizes = list(QUICK_SIZES) if args.quick else log_spaced(1_000, 55_000, 6)
     args.sizes = sorted(set(args.sizes))
     return parser, args
 
@@ -119,6 +127,8 @@ def plan_study(args):
         overrides["epochs"] = QUICK_EPOCHS
     overrides.update(study_overrides(args, ("epochs", "precision", "data_dir",
                                             "validation_size")))
+    if args.quick:
+        overrides.update(sharpness=False, corruptions=False)
     study_name = args.study_name or "-".join(
         ["generalization"] + (["quick"] if args.quick else [])
         + ([f"e{args.epochs}"] if args.epochs else [])

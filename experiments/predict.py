@@ -7,15 +7,19 @@ Fashion-MNIST from its product photos: trim the edges whose colour is within 5% 
 pixel's, shrink the longer edge to 28 pixels by subsampling, sharpen (an unsharp mask of radius
 1), pad the shorter edge to 28 with the corner colour around the centred picture, convert to
 8-bit grayscale and negate (so the background becomes 0). A photo of one garment on a plain,
-light background comes closest to the training images.
+light background comes closest to the training images. Transparent pixels are laid on white (the
+photos' background), 16-bit pictures are scaled to 8 bits, and a picture of more than
+MAX_PICTURE_PIXELS (25 megapixels) is refused: shrink it first.
 
 Prints one line per image: its name, the class and its probability; --json prints a JSON list
-with every class's probability instead.
+with every class's probability instead. Images are classified BATCH at a time, so memory stays
+bounded however many an IDX file holds.
 
     python -m experiments.predict MODEL IMAGE [IMAGE ...] [--json]
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -24,39 +28,83 @@ import numpy as np
 
 PROG = "python -m experiments.predict"
 SIDE = 28
+MAX_PICTURE_PIXELS = 25_000_000
+BATCH = 1024  # images per call of the model
+_TRIM_BLOCK = 2**18  # pixels compared with the corner at a time while trimming
 
 
 def fashion_mnist_picture(path):
     """A picture file as a 28x28 uint8 image made the way Fashion-MNIST's were (module doc)."""
     from PIL import Image, ImageFilter, UnidentifiedImageError
 
+    from mlp.config import ConfigError
     from mlp.exits import DataError
 
     try:
         with Image.open(path) as opened:
-            picture = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+            if opened.width * opened.height > MAX_PICTURE_PIXELS:
+                raise ConfigError(f"{path}: a picture of {opened.width}x{opened.height} pixels; "
+                                  f"at most {MAX_PICTURE_PIXELS:,} are read: shrink it first")
+            picture = _rgb(opened)
+    except (OSError, SyntaxError, EOFError, UnidentifiedImageError,
+            Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not an image Pillow can read ({e})") from None
-    pixels = np.asarray(picture, dtype=np.float32)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise DataError(f"{path}: not an image Pillow can read ({e})") from None
+    pixels = np.asarray(picture)
+    del picture
     corner = pixels[0, 0]
-    far = np.linalg.norm(pixels - corner, axis=2) > 0.05 * np.sqrt(3) * 255
-    if far.any():
-        rows, cols = np.flatnonzero(far.any(axis=1)), np.flatnonzero(far.any(axis=0))
+    rows, cols = _far_from(pixels, corner)
+    if rows.size:
         pixels = pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     height, width = pixels.shape[:2]
     scale = SIDE / max(height, width)
     new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
     pixels = pixels[np.linspace(0, height - 1, new_height).round().astype(int)][
         :, np.linspace(0, width - 1, new_width).round().astype(int)]
-    picture = Image.fromarray(pixels.astype(np.uint8)).filter(
+    small = Image.fromarray(np.ascontiguousarray(pixels)).filter(
         ImageFilter.UnsharpMask(radius=1, percent=100, threshold=0))
     canvas = Image.new("RGB", (SIDE, SIDE), tuple(int(c) for c in corner))
-    canvas.paste(picture, ((SIDE - new_width) // 2, (SIDE - new_height) // 2))
+    canvas.paste(small, ((SIDE - new_width) // 2, (SIDE - new_height) // 2))
     return 255 - np.asarray(canvas.convert("L"), dtype=np.uint8)
 
 
+def _rgb(picture):
+    """`picture` as 8-bit RGB: transparency laid on white, 16 bits per sample scaled to 8."""
+    from PIL import Image
+
+    if picture.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
+        values = np.asarray(picture).astype(np.uint32).clip(0, 65535)
+        gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if "A" in picture.getbands() or "transparency" in picture.info:
+        rgba = picture.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
+                                     rgba).convert("RGB")
+    return picture.convert("RGB")
+
+
+def _far_from(pixels, corner):
+    """(rows, columns) holding a pixel whose colour is more than 5% (of the RGB cube's
+    diagonal) from `corner`'s, compared a block of rows at a time so no copy of the picture in
+    wider numbers is ever made."""
+    height, width = pixels.shape[:2]
+    limit = (0.05 * np.sqrt(3) * 255) ** 2
+    any_row, any_col = np.zeros(height, bool), np.zeros(width, bool)
+    step = max(1, _TRIM_BLOCK // width)
+    for top in range(0, height, step):
+        difference = pixels[top:top + step].astype(np.int32) - corner.astype(np.int32)
+        far = np.einsum("ijk,ijk->ij", difference, difference) > limit
+        any_row[top:top + step] = far.any(axis=1)
+        any_col |= far.any(axis=0)
+    return np.flatnonzero(any_row), np.flatnonzero(any_col)
+
+
 def read_images(path):
-    """[(name, 28x28 uint8 image), ...] from an IDX file or a picture file."""
+    """(name, uint8 images [N, 28, 28], whether the file holds many) from an IDX file (N >= 1)
+    or a picture file (N = 1)."""
     from mlp import data as data_lib
     from mlp.config import ConfigError
 
@@ -71,12 +119,15 @@ def read_images(path):
                                     str(path))
         if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
             raise data_lib.DataError(f"{path}: holds {images.shape}, not 28x28 images")
-        return [(f"{path}[{i}]", image) for i, image in enumerate(images)]
-    return [(str(path), fashion_mnist_picture(path))]
+        if not len(images):
+            raise data_lib.DataError(f"{path}: holds no images")
+        return str(path), images, True
+    return str(path), fashion_mnist_picture(path)[None], False
 
 
-def load_model(model_dir):
-    """The serving function of a SavedModel, or of a run exported into a temporary directory."""
+def load_model(model_dir, cleanup):
+    """The serving function and class names of a SavedModel, or of a run exported into a
+    temporary directory that `cleanup` (a contextlib.ExitStack) removes."""
     import tempfile
 
     import tensorflow as tf
@@ -87,16 +138,34 @@ def load_model(model_dir):
     if (model_dir / "config.json").is_file():
         from mlp.export import export
 
-        staging = Path(tempfile.mkdtemp(prefix="mlp-predict-"))
+        staging = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="mlp-predict-")))
         export(model_dir, staging / "model")
         model_dir = staging / "model"
     if not (model_dir / "saved_model.pb").is_file():
         raise ConfigError(f"{model_dir}: neither a SavedModel (no saved_model.pb) nor a run "
                           "directory (no config.json)")
-    loaded = tf.saved_model.load(str(model_dir))
+    try:
+        loaded = tf.saved_model.load(str(model_dir))
+    except Exception as e:  # noqa: BLE001 - TensorFlow, protobuf and OS errors alike: damaged
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{model_dir}: not a SavedModel TensorFlow can load ({first}); "
+                          "export the run again") from None
+    missing = {"serving_default", "class_names"} - set(loaded.signatures)
+    if missing:
+        raise ConfigError(f"{model_dir}: a SavedModel without the {', '.join(sorted(missing))} "
+                          "signature python -m experiments.export writes; export the run again")
     names = [name.decode() for name in
              loaded.signatures["class_names"]()["class_names"].numpy()]
     return loaded.signatures["serving_default"], names
+
+
+def classified(serve, images):
+    """(class index, probabilities) of each of `images`, BATCH images per call of `serve`."""
+    import tensorflow as tf
+
+    for start in range(0, len(images), BATCH):
+        outputs = serve(images=tf.constant(images[start:start + BATCH]))
+        yield from zip(outputs["classes"].numpy(), outputs["probabilities"].numpy())
 
 
 def main(argv=None):
@@ -115,21 +184,25 @@ def main(argv=None):
 
 
 def _predict(args):
-    import tensorflow as tf
-
-    named = [item for path in args.images for item in read_images(path)]
-    serve, names = load_model(args.model)
-    outputs = serve(images=tf.constant(np.stack([image for _, image in named])))
-    probabilities = outputs["probabilities"].numpy()
-    classes = outputs["classes"].numpy()
-    rows = [{"image": name, "class": names[k], "class_index": int(k),
-             "probability": float(p[k]), "probabilities": [float(x) for x in p]}
-            for (name, _), k, p in zip(named, classes, probabilities)]
-    if args.json:
-        print(json.dumps(rows, indent=1))
-    else:
-        for row in rows:
-            print(f"{row['image']}: {row['class']} ({row['probability']:.3f})")
+    # Every file is read (and refused if it must be) before anything is printed.
+    sources = [read_images(path) for path in args.images]
+    with contextlib.ExitStack() as cleanup:
+        serve, names = load_model(args.model, cleanup)
+        if args.json:
+            print("[", end="")
+        count = 0
+        for path, images, many in sources:
+            for index, (k, p) in enumerate(classified(serve, images)):
+                row = {"image": f"{path}[{index}]" if many else path, "class": names[k],
+                       "class_index": int(k), "probability": float(p[k]),
+                       "probabilities": [float(x) for x in p]}
+                if args.json:
+                    print(("\n " if count == 0 else ",\n ") + json.dumps(row), end="")
+                else:
+                    print(f"{row['image']}: {row['class']} ({row['probability']:.3f})")
+                count += 1
+        if args.json:
+            print("\n]")
     return 0
 
 

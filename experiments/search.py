@@ -11,12 +11,20 @@ keeping its run directory, marked pruned.
 The database: by default an SQLite file, <logdir>/search.db (nothing to install or start); for
 many machines any URL Optuna accepts, e.g. postgresql://user@host/db (pip install -e
 ".[postgres]"). Every process running the same command on the same database joins the same
-study: each takes the next trial, and no trial is trained twice. Running trials send heartbeats;
-a trial whose process died (SIGKILL, a lost machine) is found stale after --grace-period seconds
-by the next process that starts a trial and put back in the queue, and its retry resumes from the
-dead trial's last checkpoint. SIGINT/SIGTERM stop the current trial at a safe point (exit 130 /
-143); the same command continues it. A trial whose loss diverges is recorded as failed, with its
-reason, and the study goes on.
+study: each takes the next trial, and no trial is trained twice. A password never goes on the
+command line, where it would be shown: give postgresql://user@host/db and keep the password in
+~/.pgpass (host:port:db:user:password, mode 0600) or $PGPASSWORD; messages never print one.
+
+Running trials send heartbeats (a failed write, such as a database restart, is tried again at the
+next beat). A trial without a heartbeat for --grace-period seconds (its process died, or froze)
+is found stale by the next process that starts a trial, failed, and queued again. Its retry says
+what it does: it resumes the stale trial's run from its last checkpoint where that run directory
+is in its --logdir and no process holds it; otherwise (a separate logdir, or a frozen process
+that still holds the run) it trains from scratch in its own directory. A frozen process that
+wakes up stops its trial, which is no longer its own, with one line, and goes on with the next.
+SIGINT/SIGTERM stop the current trial at a safe point (exit 130 / 143); the same command
+continues it. A trial whose loss diverges is recorded as failed, with its reason, and the study
+goes on.
 
     python -m experiments.search --space improved --trials 20
     python -m experiments.search --space improved --report
@@ -29,6 +37,7 @@ recipe, e.g. `--epochs 2 --train-subset 3000` for a smoke test.
 import argparse
 import dataclasses
 import io
+import re
 import sys
 import time
 import warnings
@@ -37,6 +46,7 @@ from pathlib import Path
 PROG = "python -m experiments.search"
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
+DEFAULT_DATABASE = "search.db"
 
 
 def build_parser():
@@ -59,7 +69,8 @@ def build_parser():
                              "--logdir (default: the space's name); the same name continues it")
     search.add_argument("--storage", default=None,
                         help="the database: an SQLAlchemy URL Optuna accepts (default: "
-                             "sqlite:///<logdir>/search.db)")
+                             f"sqlite:///<logdir>/{DEFAULT_DATABASE}); a PostgreSQL password "
+                             "goes in ~/.pgpass or $PGPASSWORD, not in the URL")
     search.add_argument("--trials", type=int, default=10,
                         help="trials this process runs before it stops (default: 10)")
     search.add_argument("--timeout", type=float, default=None,
@@ -123,6 +134,8 @@ def parse(argv):
 class _ProbeTrial:
     """Stands in for an optuna trial to learn which fields a space sets, before any trial."""
 
+    number = 0
+
     def suggest_float(self, name, low, high, **kwargs):
         return low
 
@@ -169,9 +182,8 @@ def base_params(space, base):
 
 def trial_config(space, overrides, trial, study_dir, space_name):
     """The Config of `trial`: the space's base recipe, the command line's overrides, the
-    trial's suggestions; its run directory named after the trial (after the first one it
-    retries, so a retry continues the same run). Raises ConfigError for a suggestion that is
-    not a Config field or not a valid value."""
+    trial's suggestions; its run directory named after the trial. Raises ConfigError for a
+    suggestion that is not a Config field or not a valid value."""
     from mlp.config import ConfigError
 
     changes = space.suggest(trial)
@@ -187,60 +199,125 @@ def trial_config(space, overrides, trial, study_dir, space_name):
                           f"{'this' if len(searched) == 1 else 'these'}; leave "
                           f"{'it' if len(searched) == 1 else 'them'} out")
     config = dataclasses.replace(space.base, **{**overrides, **changes},
-                                 logdir=str(study_dir), run_name=run_name(trial))
+                                 logdir=str(study_dir), run_name=run_name(trial.number))
     return config.validate()
 
 
-def run_name(trial):
-    return f"trial-{original_number(trial):04d}"
+def run_name(number):
+    return f"trial-{number:04d}"
 
 
-def original_number(trial):
-    """The trial's number, or for a retry of a dead or interrupted trial the first one's."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
-
+def retried_trial(trial):
+    """The trial `trial` retries (the one whose failure queued it), or None."""
     if isinstance(trial, _ProbeTrial):
-        return 0
-    original = Retry.retried_trial_number(_frozen(trial))
-    return trial.number if original is None else original
+        return None
+    history = _frozen(trial).system_attrs.get("retry_history") or []
+    if not history:
+        return None
+    number = history[-1]
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == number)
 
 
 def _frozen(trial):
     return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
+def claim_trial_run(study_dir, trial, retried):
+    """(run directory, its lock, what this trial does there) for `trial`, the retry of
+    `retried` (a FrozenTrial) or None. A retry continues the run `retried` left when that run is
+    in `study_dir` and no live process holds it; otherwise it trains from scratch in its own
+    directory. Raises RunInUse only for the trial's own directory."""
+    from mlp.config import check_writable_dir
+    from mlp.io import RunInUse, RunLock
+
+    own = study_dir / run_name(trial.number)
+    if retried is not None:
+        left = Path(retried.user_attrs.get("run_dir", run_name(retried.number)))
+        previous = study_dir / left.name
+        if not (previous / "config.json").is_file():
+            why = f"trial {retried.number}'s run is not in {study_dir}"
+        else:
+            try:
+                return previous, RunLock(previous), f"resuming trial {retried.number}'s run"
+            except RunInUse:
+                why = (f"trial {retried.number}'s run {previous} is still held by a live process "
+                       "(frozen, then found stale)")
+        check_writable_dir(own, "logdir")
+        return own, RunLock(own), f"retry of trial {retried.number}: {why}; training from scratch"
+    check_writable_dir(own, "logdir")
+    return own, RunLock(own), None
+
+
+class HeartbeatStorage:
+    """Mixed into Optuna's RDBStorage: a heartbeat that fails to be written (a database restart,
+    a dropped connection) is tried again at the next beat, instead of ending the thread that
+    sends them for good, which would let the running trial go stale."""
+
+    def record_heartbeat(self, trial_id):
+        import sqlalchemy.exc
+
+        try:
+            super().record_heartbeat(trial_id)
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # the next beat tries again; only a longer outage than the grace period counts
+
+
 def open_storage(url, args):
     """Optuna's RDB storage at `url` with heartbeats, retrying a dead trial's parameters up to
-    --max-retries times. Raises ConfigError for a URL it cannot use and DataError (exit 1) for a
-    database it cannot reach."""
+    --max-retries times. Raises ConfigError for a URL or a database it cannot use and DataError
+    (exit 1) for a database it cannot reach; no message shows the URL's password."""
     import optuna
     import sqlalchemy.exc
 
     from mlp.config import ConfigError
     from mlp.data import DataError
 
+    class Storage(HeartbeatStorage, optuna.storages.RDBStorage):
+        pass
+
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=args.max_retries)
-    shown = _without_password(url)
+    shown = without_password(url)
     try:
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=args.heartbeat_interval,
-                    grace_period=args.grace_period, heartbeat_stale_trial_callback=retry,
-                    engine_kwargs=_engine_kwargs(url))
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                # Another process created the tables at the same moment: they exist now.
-                if attempt == 4:
+                return Storage(url, heartbeat_interval=args.heartbeat_interval,
+                               grace_period=args.grace_period,
+                               heartbeat_stale_trial_callback=retry,
+                               engine_kwargs=_engine_kwargs(url))
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+                # Another process created the tables at the same moment: they exist now. Any
+                # other error of these kinds (a bad connection option, say) is the URL's.
+                if attempt == 4 or not _creation_race(e):
                     raise
                 time.sleep(0.5 * (attempt + 1))
     except sqlalchemy.exc.OperationalError as e:
         raise DataError(f"--storage: cannot reach the database {shown}: "
-                        f"{str(e.orig).strip().splitlines()[0] if e.orig else e}") from None
+                        f"{redact(_first_line(e.orig or e), url)}") from None
+    except sqlalchemy.exc.DatabaseError as e:  # not a database, a bad option, a foreign schema
+        raise ConfigError(f"--storage: cannot use the database {shown} "
+                          f"({redact(_first_line(e.orig or e), url)}); check the URL's "
+                          "options, or give another database") from None
+    except RuntimeError as e:  # tables of another Optuna version
+        raise ConfigError(f"--storage: {shown}: "
+                          f"{redact(_first_line(e), url).replace('$STORAGE_URL', shown)}") from None
     except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError,
-            ImportError) as e:
-        raise ConfigError(f"--storage: cannot use {shown!r} ({str(e).splitlines()[0]}); give an "
-                          "SQLAlchemy URL such as sqlite:///search.db or "
+            ImportError, TypeError) as e:
+        raise ConfigError(f"--storage: cannot use {shown!r} ({redact(_first_line(e), url)}); "
+                          "give an SQLAlchemy URL such as sqlite:///search.db or "
                           "postgresql://user@host/db") from None
+
+
+def _creation_race(error):
+    """Whether `error` is what a process gets that creates Optuna's tables as another does."""
+    import sqlalchemy.exc
+
+    return (isinstance(error, sqlalchemy.exc.IntegrityError)
+            or "already exists" in str(error.orig or error).lower())
+
+
+def _first_line(error):
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _engine_kwargs(url):
@@ -251,13 +328,24 @@ def _engine_kwargs(url):
         "postgresql") else {}
 
 
-def _without_password(url):
-    import sqlalchemy
+# user:password@ in a URL's authority, whether or not SQLAlchemy can parse the rest.
+_PASSWORD = re.compile(r"^(?P<head>[^:/?#]+://[^:/?#@]*:)(?P<password>[^@/?#]*)@")
 
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for the message
-        return url
+
+def without_password(url):
+    """`url` with its password, if any, replaced by ***."""
+    return _PASSWORD.sub(lambda m: m.group("head") + "***@", url, count=1)
+
+
+def redact(text, url):
+    """`text` with every occurrence of `url`'s password replaced by ***."""
+    found = _PASSWORD.match(url)
+    if found and found.group("password"):
+        from urllib.parse import unquote
+
+        for password in {found.group("password"), unquote(found.group("password"))}:
+            text = text.replace(password, "***")
+    return text
 
 
 def make_sampler(args, space):
@@ -309,19 +397,22 @@ def _main(args, overrides, guard):
             c.isalnum() or c in "-_." for c in args.study):
         raise ConfigError(f"--study must be a plain name (letters, digits, - _ .), got "
                           f"{args.study!r}")
+    if not args.storage and args.study == DEFAULT_DATABASE:
+        raise ConfigError(f"--study: {DEFAULT_DATABASE} is the name of the study database in "
+                          "--logdir; choose another name")
     study_dir = Path(args.logdir) / args.study
+    storage_url = args.storage or f"sqlite:///{Path(args.logdir).resolve() / DEFAULT_DATABASE}"
+    # Our own line per trial; Optuna's would print a failed trial's traceback.
+    optuna.logging.set_verbosity(logging.ERROR)
+    # Heartbeats and their retry callback are marked experimental; they are what we rely on.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if args.report:
+        return _report(args, storage_url, study_dir)
     check_writable_dir(study_dir, "logdir")
     # Any field a space suggests must be a setting: refused before any trial or database.
     trial_config(space, overrides, _ProbeTrial(), study_dir, args.space)
     base = dataclasses.replace(space.base, **overrides)
     reference = base_params(space, base) if args.enqueue_base else None
-    storage_url = args.storage or f"sqlite:///{Path(args.logdir).resolve() / 'search.db'}"
-    if not args.storage:
-        Path(args.logdir).mkdir(parents=True, exist_ok=True)
-    # Our own line per trial; Optuna's would print a failed trial's traceback.
-    optuna.logging.set_verbosity(logging.ERROR)
-    # Heartbeats and their retry callback are marked experimental; they are what we rely on.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = open_storage(storage_url, args)
     try:
         study = optuna.create_study(storage=storage, study_name=args.study, direction="maximize",
@@ -329,11 +420,6 @@ def _main(args, overrides, guard):
                                     pruner=make_pruner(args, base.epochs), load_if_exists=True)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise _storage_error(e, storage_url) from None
-    if args.report:
-        from experiments.search_report import report
-
-        report(study, study_dir)
-        return 0
     # A study's trials are comparable only under one space and one base: a study continued with
     # others is refused, not mixed.
     settings = {"space": args.space, "base": base.result_fields()}
@@ -351,17 +437,11 @@ def _main(args, overrides, guard):
     objective = Objective(args, space, overrides, study_dir, guard)
     started = time.perf_counter()
     print(f"search {args.study!r} ({args.space} space, {args.sampler} sampler, {args.pruner} "
-          f"pruner) in {_without_password(storage_url)}; runs in {study_dir}", flush=True)
+          f"pruner) in {without_password(storage_url)}; runs in {study_dir}", flush=True)
     try:
-        study.optimize(objective, n_trials=args.trials, timeout=args.timeout,
-                       catch=(_Diverged,), callbacks=[objective.finished])
+        _optimize(study, objective, args)
     except optuna.exceptions.StorageInternalError as e:
         raise _storage_error(e, storage_url) from None
-    except ValueError as e:
-        if args.sampler != "grid":
-            raise
-        # A suggested value the space's grid does not hold: the space's declaration is wrong.
-        raise ConfigError(f"--sampler grid: the space {args.space!r}: {e}") from None
     guard.check("stopped between trials; every finished trial is kept",
                 "the same search command")
     counts = _state_counts(study)
@@ -374,11 +454,54 @@ def _main(args, overrides, guard):
     return 0
 
 
+def _optimize(study, objective, args):
+    """Optuna's loop over this process's trials, carried on past a trial another process took
+    over (Optuna cannot record the end of a trial that is no longer running, and says so with a
+    ValueError)."""
+    from mlp.config import ConfigError
+
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    while objective.trials < args.trials:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        try:
+            study.optimize(objective, n_trials=args.trials - objective.trials, timeout=left,
+                           catch=(_Diverged,), callbacks=[objective.finished])
+            return
+        except ValueError as e:
+            if objective.taken_over:
+                objective.taken_over = False
+                continue
+            if isinstance(e, ConfigError) or args.sampler != "grid":
+                raise
+            # A suggested value the space's grid does not hold: the space's declaration is wrong.
+            raise ConfigError(f"--sampler grid: the space {args.space!r}: {e}") from None
+
+
+def _report(args, storage_url, study_dir):
+    """--report: the study's table and plots; a study that is not in the database is refused,
+    never made."""
+    import optuna
+
+    from experiments.search_report import report
+    from mlp.config import ConfigError, check_writable_dir
+
+    storage = open_storage(storage_url, args)
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    if args.study not in names:
+        raise ConfigError(f"--report: no study {args.study!r} in {without_password(storage_url)}"
+                          f" (it holds: {', '.join(names) or 'none'})")
+    check_writable_dir(study_dir, "logdir")
+    report(optuna.load_study(study_name=args.study, storage=storage), study_dir)
+    return 0
+
+
 def _storage_error(error, url):
     from mlp.data import DataError
 
-    return DataError(f"--storage: the database {_without_password(url)} failed: "
-                     f"{str(error).strip().splitlines()[0]}")
+    return DataError(f"--storage: the database {without_password(url)} failed: "
+                     f"{redact(_first_line(error), url)}")
 
 
 def _state_counts(study):
@@ -398,6 +521,10 @@ class _Diverged(Exception):
     """A trial whose loss stopped being finite: failed, the study goes on."""
 
 
+class _TakenOver(Exception):
+    """The trial was failed by another process that found it stale: it is no longer ours."""
+
+
 class Objective:
     """One trial: its run, trained and reported as every experiment's; returns the validation
     accuracy of the chosen weights."""
@@ -410,6 +537,7 @@ class Objective:
         self.guard = guard
         self.splits = None
         self.trials = 0
+        self.taken_over = False  # the last trial was failed by another process (see _optimize)
 
     def __call__(self, trial):
         import optuna
@@ -425,6 +553,13 @@ class Objective:
             # Back in the queue: the same command continues it from its checkpoint.
             optuna.storages.RetryHeartbeatStaleTrialCallback()(trial.study, _frozen(trial))
             raise
+        # Frozen after its last report and found stale meanwhile: the study has its retry.
+        if _frozen(trial).state.is_finished():
+            self.taken_over = True
+            print(f"trial {trial.number}: finished, but another process had taken it for dead "
+                  f"and queued it again; its run is kept in {trial.user_attrs['run_dir']}",
+                  flush=True)
+            raise _TakenOver("finished after it was taken over")
         for key in ("test_accuracy", "epochs_run", "train_seconds"):
             trial.set_user_attr(key, results[key])
         print(f"trial {trial.number}: validation {results['validation_accuracy']:.4f}  test "
@@ -437,17 +572,17 @@ class Objective:
 
         from mlp import data as data_lib
         from mlp import rundir
-        from mlp.actions import ReportToTrialAction, TrialPruned
+        from mlp.actions import ReportToTrialAction, TrialPruned, TrialTakenOver
         from mlp.cli import train_run
-        from mlp.config import check_writable_dir
         from mlp.exits import NonFiniteLoss
-        from mlp.io import RunLock, atomic_write_json
+        from mlp.io import atomic_write_json
 
         config = trial_config(self.space, self.overrides, trial, self.study_dir, self.args.space)
-        run_dir = self.study_dir / config.run_name
+        retried = retried_trial(trial)
+        run_dir, lock, how = claim_trial_run(self.study_dir, trial, retried)
+        config = dataclasses.replace(config, run_name=run_dir.name)
         trial.set_user_attr("run_dir", str(run_dir))
-        check_writable_dir(run_dir, "logdir")
-        with RunLock(run_dir):
+        with lock:
             rundir.remove_leftovers(run_dir)
             exists = (run_dir / "config.json").exists()
             config, run_dir, _ = rundir.prepare("search", config, exists,
@@ -455,7 +590,8 @@ class Objective:
             if not exists:
                 atomic_write_json(run_dir / "config.json", config.to_dict())
             what = "resuming" if exists else "training"
-            print(f"trial {trial.number}: {what} in {run_dir}: {trial.params}", flush=True)
+            print(f"trial {trial.number}: {what} in {run_dir}: {trial.params}"
+                  + (f" ({how})" if how else ""), flush=True)
             self.splits = self.splits or data_lib.load(config.data_dir, config.verify_checksums,
                                                        config.validation_size)
             try:
@@ -466,6 +602,13 @@ class Objective:
             except TrialPruned as e:
                 print(f"trial {trial.number}: pruned after epoch {e.epoch}", flush=True)
                 raise optuna.TrialPruned(str(e)) from None
+            except TrialTakenOver as e:
+                self.taken_over = True
+                print(f"trial {trial.number}: stopped after epoch {e.epoch}: this process sent "
+                      f"no heartbeat for over {self.args.grace_period} s (frozen?), so another "
+                      f"one took the trial for dead and queued it again; its run is kept in "
+                      f"{run_dir}", flush=True)
+                raise _TakenOver(str(e)) from None
             except NonFiniteLoss as e:
                 trial.set_user_attr("fail_reason", str(e))
                 print(f"trial {trial.number}: failed: {e}", flush=True)

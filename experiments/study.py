@@ -67,7 +67,6 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
     <study_dir>/<config.run_name>. Returns (exit code, {variant: [record, ...]}), a record being a
     finished run's seed and final figures; stops at the first run that fails, whose one line is
     printed. Raises ConfigError or DataError (mlp/exits.py) for a run that cannot start."""
-    from mlp import data as data_lib
     from mlp import rundir
     from mlp.cli import execute
     from mlp.config import ConfigError, check_writable_dir
@@ -90,6 +89,8 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
             exists = (run_dir / "config.json").exists()
             config, run_dir, finished = rundir.prepare(name, config, exists,
                                                        set(config.result_fields()))
+            if not finished and not report_only and splits is None:
+                splits = _load_for(plan)  # before the first run that trains writes anything
             if not exists and not report_only:
                 atomic_write_json(run_dir / "config.json", config.to_dict())
         except RunInUse:
@@ -106,8 +107,6 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
                 continue
             else:
                 print(f"{label}: {'resuming' if exists else 'training'} in {run_dir}", flush=True)
-                splits = splits or data_lib.load(config.data_dir, config.verify_checksums,
-                                                 config.validation_size)
                 # The study prints one line per run; a run's per-epoch lines go nowhere.
                 code, _ = execute(prog, name, config, run_dir, resume=exists, splits=splits,
                                   out=io.StringIO(), continue_with=continue_with)
@@ -131,6 +130,25 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
               f"{results['validation_accuracy']:.4f}  epochs {results['epochs_run']}  "
               f"training {results['train_seconds']:.1f}s", flush=True)
     return 0, records
+
+
+def _load_for(plan):
+    """The data the runs of `plan` train on, once every planned training size is checked to
+    fit it: a plan that cannot finish is refused before its first run trains."""
+    from mlp import data as data_lib
+    from mlp.config import ConfigError
+
+    first = plan[0][2]
+    splits = data_lib.load(first.data_dir, first.verify_checksums, first.validation_size)
+    available = len(splits.train_images)
+    too_large = sorted({config.train_subset for _, _, config in plan
+                        if config.train_subset > available})
+    if too_large:
+        raise ConfigError(f"--train-subset: {', '.join(f'{m:,}' for m in too_large)} "
+                          f"{'is' if len(too_large) == 1 else 'are'} more than the "
+                          f"{available:,} training images (the rest are validation); nothing "
+                          "was trained: give smaller sizes")
+    return splits
 
 
 def shortened(config):

@@ -25,6 +25,7 @@ def _doc(default, help_text, **extra):
 
 
 SIDE = 28  # Fashion-MNIST's images are SIDE x SIDE pixels
+MAX_HEARTBEAT_TIMEOUT = 86_400
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 LR_SCHEDULES = ("plateau", "constant", "cosine")
 INITIALIZERS = ("he_normal", "glorot_uniform")
@@ -218,6 +219,10 @@ class Config:
                      "dropout_layers", "augment_shift", "warmup_epochs", "cpu_devices",
                      "test_time_shifts"):
             non_negative(name)
+        # TensorFlow takes the timeout in milliseconds as a 64-bit integer.
+        if self.heartbeat_timeout > MAX_HEARTBEAT_TIMEOUT:
+            bad("heartbeat_timeout", f"must be at most {MAX_HEARTBEAT_TIMEOUT} s (a day), got "
+                f"{self.heartbeat_timeout:g}")
         for name in ("augment_shift", "test_time_shifts"):
             if getattr(self, name) >= SIDE:
                 bad(name, f"must be less than the image's side ({SIDE}), got {getattr(self, name)}")

@@ -27,8 +27,8 @@ from mlp.augment import evaluation_views
 from mlp.checkpointing import Checkpoints
 from mlp.config import SIDE, Config, ConfigError
 from mlp.data import CLASS_NAMES
-from mlp.exits import CheckpointError
-from mlp.io import read_json
+from mlp.exits import CannotWrite, CheckpointError
+from mlp.io import RunLock, read_json
 from mlp.model import MLP
 from mlp.precision import COMPUTE_DTYPES
 from mlp.training import weights_digest
@@ -80,9 +80,11 @@ def chosen_model(run_dir):
     results = read_json(run_dir / "results.json")
     digest = results.get("weights_digest") if isinstance(results, dict) else None
     precision = results.get("precision") if isinstance(results, dict) else None
-    if not isinstance(digest, str) or precision not in COMPUTE_DTYPES:
-        raise ConfigError(f"{run_dir / 'results.json'}: has no weights_digest or precision; it "
-                          "was edited or damaged")
+    accuracy = results.get("test_accuracy") if isinstance(results, dict) else None
+    if (not isinstance(digest, str) or precision not in COMPUTE_DTYPES
+            or not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool)):
+        raise ConfigError(f"{run_dir / 'results.json'}: has no weights_digest, precision or "
+                          "test_accuracy; it was edited or damaged")
     model = MLP.from_config(config, COMPUTE_DTYPES[precision])
     copies = lambda: [tf.Variable(tf.zeros_like(v), trainable=False) for v in model.variables]  # noqa: E731
     candidates = {"last": model.variables}
@@ -115,27 +117,44 @@ def chosen_model(run_dir):
 
 def export(run_dir, out_dir):
     """Write the run's SavedModel into `out_dir` (which must not exist yet), whole or not at all;
-    returns the results the exported weights scored."""
+    returns the results the exported weights scored. Holds the run's lock meanwhile, so no
+    training, study or search touches the run (or removes the export's staging directory,
+    which may be inside it) until the export is done; RunInUse if another process holds it."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ConfigError(f"--out: {out_dir} already exists; remove it or choose another --out")
-    model, config, results = chosen_model(run_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        names = staging / "class_names.txt"
-        names.write_text("\n".join(CLASS_NAMES) + "\n")
-        classifier = Classifier(model, config.test_time_flip, config.test_time_shifts, names)
-        tf.saved_model.save(classifier, str(staging / "model"), signatures={
-            "serving_default": classifier.serve.get_concrete_function(),
-            "class_names": classifier.class_names.get_concrete_function()})
-        (staging / "model" / "export.json").write_text(json.dumps({
-            "run": str(Path(run_dir).resolve()), "weights_digest": results["weights_digest"],
-            "test_accuracy": results.get("test_accuracy"), "test_time_flip":
-            config.test_time_flip, "test_time_shifts": config.test_time_shifts,
-            "whitening": config.whitening,
-            "precision": results["precision"]}, indent=2, sort_keys=True) + "\n")
-        os.replace(staging / "model", out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if not (Path(run_dir) / "config.json").is_file():
+        chosen_model(run_dir)  # says what the directory is not, before a lock file is made
+    with RunLock(run_dir):
+        model, config, results = chosen_model(run_dir)
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp",
+                                            dir=out_dir.parent))
+        except OSError as e:
+            raise ConfigError(f"--out: cannot write in {out_dir.parent} ({e.strerror}); choose "
+                              "another --out") from None
+        try:
+            _write(staging, model, config, results, run_dir)
+            os.replace(staging / "model", out_dir)
+        except OSError as e:
+            raise CannotWrite(f"{out_dir}: {e.strerror}; free space or fix permissions, then "
+                              "export again") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return results
+
+
+def _write(staging, model, config, results, run_dir):
+    """The SavedModel, its class names and export.json, into <staging>/model."""
+    names = staging / "class_names.txt"
+    names.write_text("\n".join(CLASS_NAMES) + "\n")
+    classifier = Classifier(model, config.test_time_flip, config.test_time_shifts, names)
+    tf.saved_model.save(classifier, str(staging / "model"), signatures={
+        "serving_default": classifier.serve.get_concrete_function(),
+        "class_names": classifier.class_names.get_concrete_function()})
+    (staging / "model" / "export.json").write_text(json.dumps({
+        "run": str(Path(run_dir).resolve()), "weights_digest": results["weights_digest"],
+        "test_accuracy": results["test_accuracy"], "test_time_flip": config.test_time_flip,
+        "test_time_shifts": config.test_time_shifts, "whitening": config.whitening,
+        "precision": results["precision"]}, indent=2, sort_keys=True) + "\n")

@@ -85,23 +85,60 @@ def load(cache_dir=None):
     if _ops is None:
         path = build_library(cache_dir)
         try:
-            _ops = tf.load_op_library(str(path))
-        except (tf.errors.OpError, OSError) as e:
-            raise KernelBuildError(f"cannot load {path}: {str(e).splitlines()[0]}; delete it to "
-                                   "build it again") from None
+            _ops = _load_checked(path)
+        finally:
+            if _is_private_build(path):  # loaded (or refused): its copy is of no more use
+                shutil.rmtree(path.parent, ignore_errors=True)
     return _ops
+
+
+def _load_checked(path):
+    """Load the library at `path` after checking the very file that is loaded: it is opened
+    without following a link, its owner and modes are checked on the open file, and TensorFlow
+    loads it through that descriptor, so no one can swap it between the check and the load."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise KernelBuildError(f"cannot open {path}: {e.strerror}") from None
+    try:
+        if not _private_status(os.fstat(fd)):
+            raise KernelBuildError(f"{path} belongs to another user or others may write it; "
+                                   "it is not loaded: delete it to build it again")
+        opened = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else str(path)
+        try:
+            return tf.load_op_library(opened)
+        except (tf.errors.OpError, OSError) as e:
+            raise KernelBuildError(f"cannot load {path}: {str(e).splitlines()[0]}; delete it "
+                                   "to build it again") from None
+    finally:
+        os.close(fd)
+
+
+PRIVATE_PREFIX = "mlp-kernels-"
+
+
+def _is_private_build(path):
+    return (path.parent.name.startswith(PRIVATE_PREFIX)
+            and path.parent.parent == Path(tempfile.gettempdir()))
 
 
 def build_library(cache_dir=None):
     """The compiled library's path in `cache_dir` (default: the data cache's kernels/), compiled
     first if it is not there; KernelBuildError says why it cannot be. A library is loaded into
-    the process, so it is trusted only from a directory and a file that belong to this user and
-    that no one else may write; otherwise it is built again into a private directory."""
+    the process, so it is trusted only from a directory that belongs to this user, that no one
+    else may write and whose every parent only this user or root may change, and only as a file
+    of this user's that no one else may write; otherwise it is built again into a private
+    directory (which `load` removes once the library is loaded)."""
     path = library_path(cache_dir)
-    if not (_private(path.parent) and (not os.path.lexists(path) or _private(path))):
-        path = Path(tempfile.mkdtemp(prefix="mlp-kernels-")) / path.name
+    if not (_trusted_directory(path.parent) and (not os.path.lexists(path) or _private(path))):
+        path = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX)) / path.name
     if not path.exists():
-        _build(path)
+        try:
+            _build(path)
+        except KernelBuildError:
+            if _is_private_build(path):
+                shutil.rmtree(path.parent, ignore_errors=True)
+            raise
     return path
 
 
@@ -113,8 +150,53 @@ def _private(path):
         return True  # made by this process when the library is built
     except OSError:
         return False
+    return _private_status(status)
+
+
+def _private_status(status):
     return (status.st_uid == os.getuid() and not stat.S_ISLNK(status.st_mode)
             and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _trusted_directory(directory):
+    """Whether `directory` is private (see `_private`) and no directory above it (links
+    resolved) lets anyone but this user or root rename or replace what it holds: each belongs to
+    this user or root and only its owner may write it, or it is sticky (as /tmp), so others
+    cannot move what is not theirs."""
+    if not _private(directory):
+        return False
+    for parent in Path(os.path.realpath(directory)).parents:
+        try:
+            status = os.stat(parent)
+        except FileNotFoundError:
+            continue  # made by the build, with its own modes
+        except OSError:
+            return False
+        if status.st_uid not in (os.getuid(), 0):
+            return False
+        if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not status.st_mode & stat.S_ISVTX:
+            return False
+    return True
+
+
+def _make_directories(directory):
+    """Make `directory` and any missing parent as rwxr-xr-x whatever the umask (under umask
+    002 they would be group-writable, and then never trusted)."""
+    missing = []
+    for candidate in [directory, *directory.parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for made in reversed(missing):
+        try:
+            made.mkdir()
+        except FileExistsError:
+            continue  # another process made it meanwhile
+        os.chmod(made, LIBRARY_MODE)
+
+
+# The cache's directories and the library: this user's to write, anyone's to read and run.
+LIBRARY_MODE = 0o755
 
 
 def _build(path):
@@ -122,7 +204,7 @@ def _build(path):
     if shutil.which(compiler) is None:
         raise KernelBuildError(f"no C++ compiler {compiler!r} found (set $CXX or install g++)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_directories(path.parent)
         _remove_dead_builds(path.parent)
         # Another process may build the same file at the same time: each writes its own
         # temporary file, named after its process, and renames it into place, which is atomic.
@@ -139,6 +221,7 @@ def _build(path):
             errors = [line for line in done.stderr.splitlines() if "error" in line]
             raise KernelBuildError(f"{compiler} failed on {SOURCE.name}: "
                                    f"{(errors or done.stderr.splitlines() or ['no output'])[0]}")
+        os.chmod(temporary, LIBRARY_MODE)  # the linker's modes follow the umask
         with open(temporary, "rb") as built:
             os.fsync(built.fileno())  # on disk before the name says it is there
         os.replace(temporary, path)

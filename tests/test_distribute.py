@@ -373,8 +373,15 @@ def test_multi_worker_accuracy_matches_one_device_on_real_data(tmp_path):
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["workers"] == 2 and one["workers"] == 1
-    assert one["test_accuracy"] > 0.75
-    assert abs(one["test_accuracy"] - two["test_accuracy"]) < 0.01
+    # Both train on the same global batches, so they follow one trajectory, parted only by
+    # rounding (another batch-norm kernel, another summation order), which training amplifies:
+    # on an AMD EPYC the first epoch's loss differed by 0.02%, the second's by 0.8%, and the
+    # test accuracies by 1.3 points, while seeds 0-4 of this run on one device spanned 0.731 to
+    # 0.799. So the first epoch's loss is compared closely (another seed moves it 0.5% or more)
+    # and the accuracies only as far as learning goes.
+    first = [run["history"][0]["loss"] for run in (one, two)]
+    assert abs(first[1] - first[0]) / first[0] < 0.002, first
+    assert one["test_accuracy"] > 0.70 and two["test_accuracy"] > 0.70
 
 
 @pytest.mark.slow

@@ -160,3 +160,214 @@ def test_an_unreadable_image_is_one_line(exported_model, tmp_path):
     assert done.returncode == 1 and "not an image Pillow can read" in done.stderr
     done = run_experiment("predict", exported_model / "saved_model", tmp_path / "missing.png")
     assert done.returncode == 2 and "no such image file" in done.stderr
+
+
+# -- faults of export and predict: one line each, nothing half-written, memory bounded -------------
+
+def _png_with_a_broken_chunk_after_its_first_idat(path):
+    import struct
+
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, format="PNG")  # several IDAT chunks of 64 KiB
+    data = bytearray(path.read_bytes())
+    position, idats = 8, []
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position:position + 4])
+        if data[position + 4:position + 8] == b"IDAT":
+            idats.append(position)
+        position += 12 + length
+    data[idats[1] + 4:idats[1] + 8] = b"I@AT"  # not a chunk type: Pillow's SyntaxError
+    path.write_bytes(bytes(data))
+
+
+def _idx_of_no_images(path):
+    import struct
+
+    path.write_bytes(struct.pack(">HBBIII", 0, 0x08, 3, 0, 28, 28))
+
+
+@pytest.mark.parametrize("make, code, words", [
+    (_png_with_a_broken_chunk_after_its_first_idat, 1, "not an image Pillow can read"),
+    (_idx_of_no_images, 1, "holds no images"),
+], ids=["png-broken-chunk", "idx-of-no-images"])
+def test_a_damaged_or_empty_image_file_is_one_line(exported_model, tmp_path, make, code, words):
+    make(tmp_path / "input")
+    done = run_experiment("predict", exported_model / "saved_model", tmp_path / "input")
+    assert done.returncode == code, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not done.stdout
+
+
+def test_a_damaged_saved_model_or_one_without_class_names_is_one_line(exported_model, tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(exported_model / "saved_model", damaged)
+    (damaged / "saved_model.pb").write_bytes(b"\x08\x01garbage" * 100)
+    picture = tmp_path / "garment.png"
+    _write_garment(picture)
+
+    class Bare(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8)])
+        def serve(self, images):
+            return {"probabilities": tf.zeros([tf.shape(images)[0], 10])}
+
+    bare = Bare()
+    tf.saved_model.save(bare, str(tmp_path / "bare"), signatures={"serving_default": bare.serve})
+    for model, words in ((damaged, "not a SavedModel TensorFlow can load"),
+                         (tmp_path / "bare", "without the class_names signature")):
+        done = run_experiment("predict", model, picture)
+        assert done.returncode == 2, done.stderr
+        assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _write_garment(path, mode="RGB"):
+    """A dark 40x20 garment on a light 100x60 background, as a picture of `mode`: RGB on white,
+    RGBA on a transparent background, I;16 a 16-bit grayscale on white."""
+    from PIL import Image
+
+    if mode == "I;16":
+        photo = np.full((100, 60), 65535, np.uint16)
+        photo[30:70, 20:40] = 10 * 257
+        Image.fromarray(photo).save(path)
+        return
+    # Transparent pixels store black, as most programs write them.
+    photo = np.full((100, 60, 4), (255, 255, 255, 255) if mode == "RGB" else (0, 0, 0, 0),
+                    np.uint8)
+    photo[30:70, 20:40] = (10, 10, 10, 255)
+    Image.fromarray(photo if mode == "RGBA" else photo[..., :3]).save(path)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+def test_transparent_and_16_bit_pictures_are_converted_as_the_dataset_was(tmp_path, mode):
+    from experiments.predict import fashion_mnist_picture
+
+    _write_garment(tmp_path / "plain.png")
+    _write_garment(tmp_path / "other.png", mode)
+    plain = fashion_mnist_picture(tmp_path / "plain.png")
+    assert plain.max() > 200 and plain[:, :6].max() == 0  # a bright garment on a 0 background
+    np.testing.assert_array_equal(fashion_mnist_picture(tmp_path / "other.png"), plain)
+
+
+def test_a_picture_costs_a_few_bytes_a_pixel_and_one_beyond_the_limit_is_refused(
+        tmp_path, monkeypatch):
+    import tracemalloc
+
+    from PIL import Image
+
+    from experiments import predict
+    from mlp.config import ConfigError
+
+    side = 2000  # 4 megapixels, a few KB as a PNG
+    photo = np.full((side, side, 3), 255, np.uint8)
+    photo[500:1500, 800:1200] = 20
+    Image.fromarray(photo).save(tmp_path / "large.png")
+    del photo
+    tracemalloc.start()
+    try:
+        image = predict.fashion_mnist_picture(tmp_path / "large.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert image.shape == (28, 28) and image.max() > 200
+    # numpy's and Python's allocations: the picture's bytes (3 a pixel, twice while numpy takes
+    # them from Pillow) and blocks of rows; in float32 arrays the picture took over 30 a pixel.
+    assert peak < 8 * side * side, f"{peak / 2**20:.0f} MiB"
+
+    monkeypatch.setattr(predict, "MAX_PICTURE_PIXELS", side * side - 1)
+    with pytest.raises(ConfigError, match="a picture of 2000x2000 pixels; at most 3,999,999"):
+        predict.fashion_mnist_picture(tmp_path / "large.png")
+
+
+def test_images_are_classified_in_batches_and_no_temporary_directory_is_left(
+        exported_model, small_data, tmp_path, monkeypatch):
+    import tempfile
+
+    from experiments import predict
+
+    images = small_data / "t10k-images-idx3-ubyte.gz"
+    whole = run_experiment("predict", exported_model / "saved_model", images, "--json")
+    assert whole.returncode == 0, whole.stderr
+    sizes = []
+    classified = predict.classified
+
+    def counted(serve, batch):
+        def serve_counting(images):
+            sizes.append(int(images.shape[0]))
+            return serve(images=images)
+        return classified(serve_counting, batch)
+
+    monkeypatch.setattr(predict, "BATCH", 64)
+    monkeypatch.setattr(predict, "classified", counted)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    batched = run_experiment("predict", exported_model, images, "--json")  # a run: exported
+    assert batched.returncode == 0, batched.stderr
+    assert sizes == [64, 64, 64, 8]
+    rows, expected = json.loads(batched.stdout), json.loads(whole.stdout)
+    assert [(r["image"], r["class"]) for r in rows] == [(r["image"], r["class"]) for r in expected]
+    np.testing.assert_allclose([r["probabilities"] for r in rows],
+                               [r["probabilities"] for r in expected], atol=1e-5)
+    assert not list((tmp_path / "tmp").iterdir())  # the run's temporary export is gone
+
+
+def test_export_refuses_what_it_cannot_write_before_writing_anything(exported_model, tmp_path):
+    import shutil
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    # Under a file; under /proc, where not even root may make a directory.
+    for out in (a_file / "model", "/proc/mlp-export/model"):
+        done = run_experiment("export", exported_model, "--out", out)
+        assert done.returncode == 2, done.stderr
+        assert "--out: cannot write in" in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported_model, copy, ignore=shutil.ignore_patterns("saved_model"))
+    results = json.loads((copy / "results.json").read_text())
+    del results["test_accuracy"]
+    (copy / "results.json").write_text(json.dumps(results))
+    done = run_experiment("export", copy)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "has no weights_digest, precision or test_accuracy" in done.stderr
+    assert sorted(p.name for p in copy.iterdir()) == sorted(
+        p.name for p in exported_model.iterdir() if p.name != "saved_model")
+
+
+def test_an_export_holds_the_runs_lock_so_no_study_removes_its_staging(exported_model, tmp_path,
+                                                                      monkeypatch):
+    import shutil
+
+    from mlp import export as export_lib
+    from mlp import rundir
+    from mlp.io import RunInUse, RunLock
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported_model, copy, ignore=shutil.ignore_patterns("saved_model"))
+    with RunLock(copy):  # a training, study or search holds the run
+        done = run_experiment("export", copy)
+    assert done.returncode == 2 and "is in use by another process" in done.stderr
+    assert not list(copy.glob(".saved_model.*")) and not (copy / "saved_model").exists()
+
+    seen = {}
+    write = export_lib._write
+
+    def while_staging(staging, *args):
+        write(staging, *args)
+        with pytest.raises(RunInUse):
+            RunLock(copy)  # what a study's run_plan takes before rundir.remove_leftovers
+        seen["staging"] = staging
+        assert staging.exists()
+
+    monkeypatch.setattr(export_lib, "_write", while_staging)
+    assert run_experiment("export", copy).returncode == 0
+    assert seen["staging"].parent == copy and (copy / "saved_model" / "saved_model.pb").is_file()
+    with RunLock(copy):
+        rundir.remove_leftovers(copy)  # after the export: nothing of it to remove
+    assert (copy / "saved_model" / "saved_model.pb").is_file()

@@ -3,6 +3,8 @@ masks of the right distribution, and the choice between them (--kernels)."""
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,6 +291,7 @@ def test_a_library_others_may_write_is_never_loaded_but_built_privately(tmp_path
     path = fused.build_library(cache)
     assert path.parent != cache and built == [path]
     assert (path.parent.stat().st_mode & 0o077) == 0  # private to this user
+    shutil.rmtree(path.parent)  # what load() does once it has loaded a private build
     cache.chmod(0o755)
     if share == "library":
         shared.chmod(0o644)
@@ -372,3 +375,95 @@ def test_a_built_library_is_on_disk_before_its_name_is(tmp_path, monkeypatch):
                         lambda a, b: (events.append("rename"), real_replace(a, b)))
     path = fused.build_library(tmp_path / "cache")
     assert path.read_bytes() == b"\x7fELF" and events == ["fsync", "rename"]
+
+
+def _compile_as_the_linker_does(monkeypatch, built):
+    """Stand in for g++: write the output file with the modes the linker gives (0777 less the
+    umask), and count the builds."""
+    import subprocess
+
+    def compile_quickly(command, **kwargs):
+        output = command[command.index("-o") + 1]
+        os.unlink(output)
+        with open(os.open(output, os.O_WRONLY | os.O_CREAT, 0o777), "wb") as f:
+            f.write(b"\x7fELF")
+        built.append(output)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(fused.shutil, "which", lambda name: "/usr/bin/g++")
+    monkeypatch.setattr(fused.subprocess, "run", compile_quickly)
+
+
+def test_under_umask_002_the_cache_is_made_trusted_and_reused(tmp_path, monkeypatch):
+    built = []
+    _compile_as_the_linker_does(monkeypatch, built)
+    cache = tmp_path / "home" / "cache" / "kernels"
+    mask = os.umask(0o002)
+    try:
+        first = fused.build_library(cache)
+        second = fused.build_library(cache)
+    finally:
+        os.umask(mask)
+    assert first == second == fused.library_path(cache) and len(built) == 1
+    for made in (first, cache, cache.parent, cache.parent.parent):
+        assert oct(made.stat().st_mode & 0o777) == "0o755", made
+
+
+@pytest.mark.parametrize("parent_mode, trusted", [(0o775, False), (0o1777, True), (0o755, True)])
+def test_the_cache_is_trusted_only_if_no_directory_above_it_lets_others_replace_it(
+        tmp_path, monkeypatch, parent_mode, trusted):
+    built = []
+    _compile_as_the_linker_does(monkeypatch, built)
+    monkeypatch.setattr(fused.tempfile, "tempdir", str(tmp_path / "private"))
+    (tmp_path / "private").mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(parent_mode)  # group-writable; world-writable but sticky, as /tmp; private
+    cache = shared / "me" / "kernels"
+    path = fused.build_library(cache)
+    assert (path == fused.library_path(cache)) == trusted
+    assert path.parent.parent == (cache.parent if trusted else tmp_path / "private")
+
+
+def test_the_library_checked_is_the_one_loaded_and_a_private_build_is_removed(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(fused, "_ops", None)
+    monkeypatch.setattr(fused.tempfile, "tempdir", str(tmp_path))
+    loaded = []
+
+    def load_op_library(name):
+        loaded.append((name, os.path.realpath(name), Path(name).read_bytes()))
+        return "ops"
+
+    monkeypatch.setattr(fused.tf, "load_op_library", load_op_library)
+    private = Path(fused.tempfile.mkdtemp(prefix=fused.PRIVATE_PREFIX)) / "fused_kernels-x.so"
+    private.write_bytes(b"\x7fELF mine")
+    private.chmod(0o755)
+    monkeypatch.setattr(fused, "build_library", lambda cache_dir=None: private)
+    assert fused.load() == "ops"
+    [(name, real, content)] = loaded
+    assert name.startswith("/proc/self/fd/") and real == str(private) and content == b"\x7fELF mine"
+    assert not private.parent.exists()  # a private build goes once it is loaded
+
+    # Between the check that chose the library and its loading, it became anyone's to write.
+    monkeypatch.setattr(fused, "_ops", None)
+    swapped = tmp_path / "cache" / "fused_kernels-y.so"
+    swapped.parent.mkdir()
+    swapped.write_bytes(b"\x7fELF someone's")
+    swapped.chmod(0o666)
+    monkeypatch.setattr(fused, "build_library", lambda cache_dir=None: swapped)
+    with pytest.raises(fused.KernelBuildError, match="others may write it; it is not loaded"):
+        fused.load()
+    assert len(loaded) == 1
+
+
+def test_a_private_build_that_fails_leaves_no_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(fused.tempfile, "tempdir", str(tmp_path / "private"))
+    (tmp_path / "private").mkdir()
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o777)  # not trusted: the build goes to a private directory
+    with pytest.raises(fused.KernelBuildError, match="no C\\+\\+ compiler"):
+        fused.build_library(cache)
+    assert not list((tmp_path / "private").iterdir())

@@ -20,6 +20,20 @@ def test_the_default_sizes_are_six_log_spaced_from_1000_to_55000():
     assert np.allclose(ratios, ratios[0], rtol=0.01)
 
 
+def test_quick_is_a_smoke_test_of_a_few_short_runs_without_the_costly_measures(tmp_path):
+    # Its cost is the number of runs times each run's start-up, tracing and report: nine short
+    # runs (under two minutes on a 2-core CPU), not the 36 eight-epoch ones it once planned.
+    _, args = generalization.parse(["--quick", "--logdir", str(tmp_path)])
+    _, overrides, plan = generalization.plan_study(args)
+    assert len(plan) == 9 and {seed for _, seed, _ in plan} == {0}
+    assert sorted({config.train_subset for _, _, config in plan}) == [1_000, 2_000, 4_000]
+    for _, _, config in plan:
+        assert config.epochs == 3 and not config.sharpness and not config.corruptions
+    _, args = generalization.parse(["--logdir", str(tmp_path)])  # the full study keeps them
+    _, _, plan = generalization.plan_study(args)
+    assert len(plan) == 36 and all(c.sharpness and c.corruptions for _, _, c in plan)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.floats(0.02, 0.6), st.floats(-1.2, -0.2), st.floats(0.0, 0.2))
 def test_the_power_law_fit_recovers_known_parameters(reducible_at_1000, b, c):
@@ -74,8 +88,11 @@ def test_sizes_beyond_the_training_set_are_refused_in_one_line(small_data, tmp_p
                           "--no-verify-checksums", "--validation-size", "100", "--sizes", "100",
                           "5000", "--seeds", "1", "--epochs", "1", "--recipes", "baseline")
     assert done.returncode == 2, done.stderr
-    assert "--train-subset: 5000 is more than the 500 training images" in done.stderr
+    assert "--train-subset: 5,000 is more than the 500 training images" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    # The whole plan is checked before its first run: the size that fits was not trained.
+    assert "training in" not in done.stdout
+    assert not list(tmp_path.glob("generalization*/*/results.json"))
 
 
 def test_each_recipe_is_compared_with_the_first_on_paired_seeds(tmp_path):

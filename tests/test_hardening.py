@@ -291,6 +291,7 @@ def test_any_flags_and_any_bytes_give_exit_0_1_or_2_and_never_a_traceback(
     (["--epochs", "1" + "0" * 400], "--epochs: must be at most 2147483647 in size"),
     (["--run-name", "caf\udce9"], "--run-name: must be text that UTF-8 can write"),
     (["--run-name", "x" * 300], "--run-name: is 300 bytes long"),
+    (["--heartbeat-timeout", "1e300"], "--heartbeat-timeout: must be at most 86400 s"),
 ])
 def test_inputs_that_once_raised_are_one_line_and_exit_2(flags, words, small_data, tmp_path):
     done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,

@@ -157,6 +157,80 @@ def test_bad_input_is_one_line_and_an_exit_code(small_data, tmp_path, spaces, fl
     assert not list(tmp_path.glob("*/trial-*"))
 
 
+def _old_schema_database(path):
+    """An Optuna database whose tables claim an older schema than this Optuna's."""
+    import sqlite3
+
+    import optuna
+
+    optuna.create_study(storage=f"sqlite:///{path}", study_name="old")
+    with sqlite3.connect(path) as connection:
+        connection.execute("update alembic_version set version_num = 'v3.0.0.a'")
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize("case, code, words", [
+    ("malformed URL with a password", 2, "cannot use 'postgresql://alice:***@db:54x2/optuna'"),
+    ("unreachable server with a password", 1, "cannot reach the database "
+                                              "postgresql://alice:***@127.0.0.1:9/none"),
+    ("a file that is not a database", 2, "(file is not a database)"),
+    ("a connection option PostgreSQL does not have", 2, 'invalid connection option "bogus"'),
+    ("tables of an older Optuna", 2, "is no longer compatible with the table schema"),
+    ("a study named like the default database", 2, "--study: search.db is the name of the "
+                                                   "study database"),
+])
+def test_a_database_that_cannot_be_used_is_one_line_exit_2_and_no_password_is_shown(
+        small_data, tmp_path, case, code, words):
+    text_file = tmp_path / "notes.db"
+    text_file.write_text("not a database, only text\n")
+    flags = {
+        "malformed URL with a password": ["--storage", "postgresql://alice:s3cr3t@db:54x2/optuna"],
+        "unreachable server with a password": ["--storage",
+                                               "postgresql://alice:s3cr3t@127.0.0.1:9/none"],
+        "a file that is not a database": ["--storage", f"sqlite:///{text_file}"],
+        "a connection option PostgreSQL does not have": [
+            "--storage", "postgresql://alice:s3cr3t@127.0.0.1:9/none?bogus=1"],
+        "tables of an older Optuna": ["--storage", _old_schema_database(tmp_path / "old.db")],
+        "a study named like the default database": ["--study", "search.db"],
+    }[case]
+    done = run_experiment("search", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+                          *flags, *SMALL)
+    assert done.returncode == code, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "s3cr3t" not in done.stderr + done.stdout
+    assert not (tmp_path / "logs" / "search.db").is_dir()
+    assert not list(tmp_path.glob("logs/*/trial-*"))
+
+
+def test_a_report_of_a_study_that_is_not_there_names_those_that_are_and_makes_none(
+        small_data, tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'search.db'}"
+    optuna.create_study(storage=storage, study_name="kept")
+    done = run_experiment("search", "--study", "kpet", "--report", "--logdir", tmp_path,
+                          "--data-dir", small_data, *SMALL)
+    assert done.returncode == 2, done.stderr
+    assert "no study 'kpet'" in done.stderr and "(it holds: kept)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["kept"]
+    assert not (tmp_path / "kpet").exists()
+
+
+def test_under_the_grid_sampler_an_error_that_is_not_the_grids_is_reported_as_itself(
+        small_data, tmp_path, spaces):
+    spaces("tiny", tiny_space({"learning_rate": [3e-3], "dropout": [0.0]}))
+    damaged = tmp_path / "tiny" / "trial-0000"
+    damaged.mkdir(parents=True)
+    (damaged / "config.json").write_text("{ damaged")
+    done = run_experiment("search", "--space", "tiny", "--sampler", "grid", "--trials", "1",
+                          "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1", *SMALL)
+    assert done.returncode == 2, done.stderr
+    assert "config.json: cannot be read as JSON" in done.stderr, done.stderr
+    assert "--sampler grid" not in done.stderr and "Traceback" not in done.stderr
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,7 +247,9 @@ def _postgres_bin(name):
 
 @pytest.fixture
 def postgres():
-    """A throwaway PostgreSQL cluster on a free port, run by the `postgres` user; its URL."""
+    """A throwaway PostgreSQL cluster run by the `postgres` user; its URL. It listens on no TCP
+    address, only on a socket in a directory only its owner (and root) may enter, so no other
+    local user reaches its trust-authenticated superuser."""
     initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
     if not initdb or not pg_ctl:
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (Debian: apt-get install "
@@ -183,14 +259,15 @@ def postgres():
     cluster = Path(tempfile.mkdtemp(prefix="mlp-postgres-"))
     if as_postgres:
         shutil.chown(cluster, "postgres")
-    port = _free_port()
+    os.chmod(cluster, 0o700)
+    port = _free_port()  # names the socket file; nothing listens on it
     subprocess.run([*as_postgres, initdb, "-D", str(cluster / "data"), "-A", "trust", "-U",
                     "postgres"], check=True, capture_output=True)
     subprocess.run([*as_postgres, pg_ctl, "-D", str(cluster / "data"), "-l",
                     str(cluster / "log"), "-w", "-o",
-                    f"-p {port} -k {cluster} -c listen_addresses=127.0.0.1", "start"],
+                    f"-p {port} -k {cluster} -c listen_addresses=''", "start"],
                    check=True, capture_output=True)
-    yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    yield f"postgresql://postgres@/postgres?host={cluster}&port={port}"
     subprocess.run([*as_postgres, pg_ctl, "-D", str(cluster / "data"), "-m", "immediate",
                     "stop"], capture_output=True)
     shutil.rmtree(cluster, ignore_errors=True)
@@ -302,3 +379,129 @@ def test_a_study_continued_with_other_settings_is_refused_not_mixed(small_data, 
     assert "started with other settings (epochs)" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
     assert len(study_trials(f"sqlite:///{tmp_path / 'search.db'}", "fixed")) == 1
+
+
+def test_a_retry_resumes_the_run_it_can_reach_and_otherwise_starts_in_its_own_directory(tmp_path):
+    from types import SimpleNamespace
+
+    from experiments.search import claim_trial_run
+    from mlp.io import RunLock
+
+    study_dir = tmp_path / "study"
+    previous = study_dir / "trial-0003"
+    previous.mkdir(parents=True)
+    (previous / "config.json").write_text("{}")
+    retried = SimpleNamespace(number=3, user_attrs={"run_dir": "/elsewhere/study/trial-0003"})
+    retry = SimpleNamespace(number=7)
+
+    run_dir, lock, how = claim_trial_run(study_dir, retry, retried)  # no one holds it
+    lock.release()
+    assert run_dir == previous and how == "resuming trial 3's run"
+
+    with RunLock(previous):  # the stale trial's process is alive (it was frozen)
+        run_dir, lock, how = claim_trial_run(study_dir, retry, retried)
+        lock.release()
+    assert run_dir == study_dir / "trial-0007"
+    assert "still held by a live process" in how and how.endswith("training from scratch")
+
+    elsewhere = tmp_path / "another-logdir" / "study"  # another machine's logdir
+    run_dir, lock, how = claim_trial_run(elsewhere, retry, retried)
+    lock.release()
+    assert run_dir == elsewhere / "trial-0007"
+    assert f"trial 3's run is not in {elsewhere}" in how
+
+    run_dir, lock, how = claim_trial_run(study_dir, SimpleNamespace(number=8), None)
+    lock.release()
+    assert (run_dir, how) == (study_dir / "trial-0008", None)
+
+
+@pytest.mark.slow  # a database server, a search process frozen past the grace period
+def test_a_worker_frozen_past_the_grace_period_stops_its_trial_cleanly_and_none_is_lost(
+        postgres, small_data, tmp_path):
+    arguments = ["--storage", postgres, "--study", "frozen", "--sampler", "random", "--pruner",
+                 "none", "--trials", "1", "--heartbeat-interval", "1", "--grace-period", "3",
+                 "--data-dir", str(small_data), "--logdir", str(tmp_path), "--epochs", "20",
+                 "--no-early-stopping", "--train-subset", "400", *SMALL]
+    log = open(tmp_path / "frozen.log", "w+")
+    frozen = subprocess.Popen([sys.executable, "-m", "experiments.search", *arguments], cwd=REPO,
+                              stdout=log, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    checkpoints = tmp_path / "frozen" / "trial-0000" / "checkpoints"
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("ckpt-*.index")):
+        assert frozen.poll() is None and time.time() < deadline, log.seek(0) or log.read()
+        time.sleep(0.05)
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(3 + 2)  # no heartbeat for longer than the grace period
+        retry = run_experiment("search", *arguments)
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    assert retry.returncode == 0, retry.stderr
+    assert (f"trial 1: training in {tmp_path / 'frozen' / 'trial-0001'}" in retry.stdout
+            and "retry of trial 0" in retry.stdout
+            and "still held by a live process" in retry.stdout), retry.stdout
+
+    assert frozen.wait(timeout=300) == 0, log.seek(0) or log.read()
+    said = log.seek(0) or log.read()
+    assert "Traceback" not in said and "Error" not in said, said
+    stopped = [line for line in said.splitlines() if line.startswith("trial 0: ") and (
+        "took the trial for dead" in line or "had taken it for dead" in line)]
+    assert len(stopped) == 1, said
+    trials = study_trials(postgres, "frozen")
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].params == trials[0].params
+    results = json.loads((tmp_path / "frozen" / "trial-0001" / "results.json").read_text())
+    assert results["trial"] == 1 and results["epochs_run"] == 20
+    assert not (tmp_path / "frozen" / "trial-0000" / "results.json").exists()
+
+
+def test_the_test_database_listens_only_on_a_private_socket(postgres):
+    import psycopg
+
+    socket_dir = Path(re.search(r"host=([^&]+)", postgres).group(1))
+    port = int(re.search(r"port=(\d+)", postgres).group(1))
+    assert oct(socket_dir.stat().st_mode & 0o777) == "0o700"
+    assert (socket_dir / f".s.PGSQL.{port}").is_socket()
+    with psycopg.connect(host=str(socket_dir), port=port, user="postgres",
+                         dbname="postgres") as connection:
+        assert connection.execute("show listen_addresses").fetchone() == ("",)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                        connect_timeout=5)
+
+
+def test_a_heartbeat_that_cannot_be_written_is_tried_again_at_the_next_beat(tmp_path,
+                                                                            monkeypatch):
+    from types import SimpleNamespace
+
+    import optuna
+    import sqlalchemy.exc
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    from experiments.search import open_storage
+
+    args = SimpleNamespace(max_retries=1, heartbeat_interval=1, grace_period=3)
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}", args)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    write = optuna.storages.RDBStorage.record_heartbeat
+    beats = []
+
+    def restarting_database(self, trial_id):
+        beats.append(trial_id)
+        if len(beats) == 1:
+            raise sqlalchemy.exc.OperationalError("UPDATE trial_heartbeats", {},
+                                                  Exception("the server restarted"))
+        write(self, trial_id)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", restarting_database)
+    sender = HeartbeatThread(trial._trial_id, storage)  # what Optuna runs beside each trial
+    sender.start()
+    try:
+        time.sleep(2.5)
+        alive = sender._thread.is_alive()
+    finally:
+        sender.join()
+    assert alive and len(beats) >= 3  # it went on beating after the failed write
+    assert storage._get_stale_trial_ids(study._study_id) == []

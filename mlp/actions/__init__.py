@@ -14,8 +14,9 @@ from mlp.actions.early_stopping import EarlyStoppingAction
 from mlp.actions.epoch_summaries import EpochSummariesAction
 from mlp.actions.plateau_lr import PlateauLRAction
 from mlp.actions.print_epoch import PrintEpochAction
-from mlp.actions.report_to_trial import ReportToTrialAction, TrialPruned
+from mlp.actions.report_to_trial import ReportToTrialAction, TrialPruned, TrialTakenOver
 from mlp.actions.validate import ValidateAction
 
 __all__ = ["EarlyStoppingAction", "EpochSummariesAction", "PlateauLRAction", "PrintEpochAction",
-           "ReportToTrialAction", "TrialPruned", "ValidateAction"]
+           "ReportToTrialAction", "TrialPruned", "TrialTakenOver",
+           "ValidateAction"]

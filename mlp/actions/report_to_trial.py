@@ -10,18 +10,32 @@ class TrialPruned(Exception):
         self.epoch = epoch
 
 
+class TrialTakenOver(Exception):
+    """Another process found the trial stale (no heartbeat within the grace period, e.g. this
+    one was frozen) and failed it; its retry is someone else's. The epoch's checkpoint is saved."""
+
+    def __init__(self, epoch):
+        super().__init__(f"taken over after epoch {epoch}")
+        self.epoch = epoch
+
+
 class ReportToTrialAction:
     """Record action (after the epoch's checkpoint, so a pruned run keeps its last epoch): gives
     record["val_accuracy"] to `trial` (an optuna.Trial: `report(value, step)` and
     `should_prune()`) at step = the epoch (from 1), and raises TrialPruned when the trial's
-    pruner says to stop. A resumed run reports its finished epochs again, as a retried trial
-    starts with none."""
+    pruner says to stop, TrialTakenOver when the trial is no longer running. A resumed run
+    reports its finished epochs again, as a retried trial starts with none."""
 
     def __init__(self, trial):
         self.trial = trial
 
     def end_of_epoch(self, epoch, record):
-        self.trial.report(record["val_accuracy"], epoch + 1)
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.trial.report(record["val_accuracy"], epoch + 1)
+        except UpdateFinishedTrialError:
+            raise TrialTakenOver(epoch + 1) from None
         if self.trial.should_prune():
             raise TrialPruned(epoch + 1)
 
