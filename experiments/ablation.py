@@ -10,8 +10,9 @@ same command skips finished runs and resumes interrupted ones from their last ch
 checking that their saved config is the one planned. Model selection uses validation data only;
 each run touches the test set once, at its end. Writes ablation.json and ablation.md (mean +- std
 over seeds, change against the full recipe sorted by effect, with its 95% interval over the
-paired seeds -- "within noise" when it contains 0 -- and McNemar's test on the seeds' test
-predictions pooled; the test set's binomial sampling error under the table) and prints the table.
+paired seeds -- "within noise" when it contains 0 -- and the p of a bootstrap over seeds and
+test images together; the test set's binomial sampling error under the table) and prints the
+table.
 
 Sweeps on many machines: --list-commands prints one command per (variant, seed) run for any job
 scheduler; each run locks its directory while it trains, so two workers never train the same run
@@ -73,27 +74,28 @@ def summarize(records):
         row["change_vs_full"] = (row["test_accuracy"]["mean"] - full["test_accuracy"]["mean"]
                                  if full else None)
         row.update(_significance(records, row["variant"]) if full and row is not full
-                   else {"change_interval": None, "within_noise": None, "mcnemar": None})
+                   else {"change_interval": None, "within_noise": None, "bootstrap": None})
     rows.sort(key=lambda row: (row["variant"] != FULL, row["change_vs_full"] or 0.0))
     return rows
 
 
 def _significance(records, variant):
     """Against the full recipe, on the seeds both have (see experiments.study.paired_comparison);
-    no McNemar test for the full recipe's own runs seen without test-time views (the same
-    runs: their test predictions are the averaged views')."""
+    no bootstrap for the full recipe's own runs seen without test-time views (the same runs:
+    their test predictions are the averaged views')."""
     return paired_comparison(records[FULL], records[variant],
-                             with_mcnemar=variant != NO_TEST_TIME_VIEWS)
+                             with_test=variant != NO_TEST_TIME_VIEWS)
 
 
 def markdown(rows, note, test_examples=None):
     """The table: per variant mean ± std over seeds, the change against the full recipe with
-    its 95% interval over the paired seeds ("within noise" when it contains 0) and McNemar's p;
-    under it the test set's own sampling error."""
+    its 95% interval over the paired seeds ("within noise" when it contains 0) and the p of a
+    bootstrap over seeds and test images (mlp/significance.py); under it the test set's own
+    sampling error."""
     lines = [note, "",
              "| variant | test accuracy | change vs full | plain images only | "
              "validation accuracy | epochs | training s | seeds | 95% interval of the change | "
-             "McNemar p |",
+             "p (seeds × images) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         t, t1, v, e, s = (row[k] for k in ("test_accuracy", "test_accuracy_single_view",
@@ -104,7 +106,7 @@ def markdown(rows, note, test_examples=None):
         span = "—" if not interval else (
             f"{interval[0] * 100:+.2f} to {interval[1] * 100:+.2f} pt"
             + (" (within noise)" if row.get("within_noise") else ""))
-        test = row.get("mcnemar")
+        test = row.get("bootstrap")
         lines.append(f"| {row['variant']} | {t['mean']:.4f} ± {t['std']:.4f} | {change} | "
                      f"{t1['mean']:.4f} ± {t1['std']:.4f} | {v['mean']:.4f} ± {v['std']:.4f} | "
                      f"{e['mean']:.1f} | {s['mean']:.1f} | {len(row['seeds'])} | {span} | "

@@ -11,7 +11,7 @@ calibration, corruption accuracy, sharpness and generalization gap; the study ga
 Writes generalization.json ({recipe: {"sizes", "test_error", "fit": {"a", "b", "c"}, ...}}),
 learning_curves.png (log-log, with the fits) and generalization.md: test error per size with each
 recipe's change against the first recipe (95% paired interval over seeds -- "within noise" when it
-contains 0 -- and McNemar's test on the pooled test predictions), the fitted power laws, and at
+contains 0 -- and the p of a bootstrap over seeds and test images), the fitted power laws, and at
 the largest size the gap, sharpness, calibration and robustness side by side. Re-running the same
 command skips finished runs and resumes interrupted ones.
 
@@ -160,7 +160,7 @@ def summarize(args, records):
     summary = {}
     for name in args.recipes:
         curve = {"sizes": [], "test_error": [], "test_error_std": [], "seeds": [],
-                 "against": base_name, "change_interval": [], "within_noise": [], "mcnemar_p": [],
+                 "against": base_name, "change_interval": [], "within_noise": [], "p": [],
                  "measures": []}
         for size in args.sizes:
             runs = records.get(variant(name, size))
@@ -175,8 +175,7 @@ def summarize(args, records):
                         if name != base_name else None)
             curve["change_interval"].append(compared and compared["change_interval"])
             curve["within_noise"].append(compared and compared["within_noise"])
-            curve["mcnemar_p"].append(compared and compared["mcnemar"] and
-                                      compared["mcnemar"]["p"])
+            curve["p"].append(compared and compared["bootstrap"] and compared["bootstrap"]["p"])
             curve["measures"].append(mean_measures(runs))
         if curve["sizes"]:
             curve["fit"] = fit_power_law(curve["sizes"], curve["test_error"])
@@ -189,7 +188,8 @@ def markdown(args, summary, note, test_examples=None):
     base = args.recipes[0]
     lines = [note, "", "Test error (mean ± std over seeds); for each recipe after the first, "
              f"its change in test accuracy against `{base}` at the same size: the 95% interval "
-             "over the paired seeds and McNemar's p on the pooled test predictions.", "",
+             "over the paired seeds and the p of a bootstrap over seeds and test images "
+             "(mlp/significance.py).", "",
              "| training images | " + " | ".join(f"{name} error" for name in recipes)
              + "".join(f" | {name} vs {base}" for name in recipes if name != base) + " |",
              "|---" * (1 + len(recipes) + len([n for n in recipes if n != base])) + "|"]
@@ -204,7 +204,7 @@ def markdown(args, summary, note, test_examples=None):
                 continue
             k = curve["sizes"].index(size)
             cells.append(f"{curve['test_error'][k]:.4f} ± {curve['test_error_std'][k]:.4f}")
-            interval, p = curve["change_interval"][k], curve["mcnemar_p"][k]
+            interval, p = curve["change_interval"][k], curve["p"][k]
             comparisons.append(
                 "—" if not interval else
                 f"{interval[0] * 100:+.2f} to {interval[1] * 100:+.2f} pt"

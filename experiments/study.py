@@ -159,12 +159,13 @@ def shortened(config):
     return dataclasses.replace(config, warmup_epochs=min(config.warmup_epochs, config.epochs / 10))
 
 
-def paired_comparison(base_runs, runs, with_mcnemar=True):
+def paired_comparison(base_runs, runs, with_test=True):
     """`runs` against `base_runs` (records as `run_plan` returns them) on the seeds both have:
     {"change_interval": [low, high] the 95% t-interval of the paired change in test accuracy,
-    "within_noise": whether it contains 0, "mcnemar": McNemar's test on the seeds' test
-    predictions pooled (where every run left test_predictions.npz)}; None where not enough."""
-    from mlp.significance import mcnemar, paired_interval
+    "within_noise": whether it contains 0, "bootstrap": mlp.significance.bootstrap_change over
+    the seeds and the test images (where every run left test_predictions.npz)}; None where not
+    enough."""
+    from mlp.significance import bootstrap_change, paired_interval
 
     base = {run["seed"]: run for run in base_runs}
     pairs = [(base[run["seed"]], run) for run in runs if run["seed"] in base]
@@ -172,12 +173,11 @@ def paired_comparison(base_runs, runs, with_mcnemar=True):
                                 for first, run in pairs])
     correct = [correct_on_test(first) for first, _ in pairs], [correct_on_test(run) for _, run in pairs]
     test = None
-    if with_mcnemar and pairs and all(c is not None for c in correct[0] + correct[1]):
-        b, c, p = mcnemar(zip(*correct))
-        test = {"only_base_right": b, "only_other_right": c, "p": p}
+    if with_test and pairs and all(c is not None for c in correct[0] + correct[1]):
+        test = bootstrap_change(*correct)
     return {"change_interval": list(interval[1:]) if interval else None,
             "within_noise": interval[1] <= 0 <= interval[2] if interval else None,
-            "mcnemar": test}
+            "bootstrap": test}
 
 
 def correct_on_test(run):

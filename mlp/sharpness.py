@@ -2,8 +2,10 @@
 evaluation mode (moving batch-norm statistics, no dropout), for the data loss (mean
 cross-entropy, without the L2 term, so recipes with and without L2 are measured alike):
 
-- the Hessian's top eigenvalue, by power iteration on Hessian-vector products (two nested
-  gradient tapes in one graph call), as in Yao et al. 2020 (PyHessian);
+- the Hessian's top (largest algebraic) eigenvalue, by power iteration on Hessian-vector
+  products (two nested gradient tapes in one graph call), as in Yao et al. 2020 (PyHessian),
+  shifted where the eigenvalue of largest magnitude is negative; whether it converged is
+  recorded beside it;
 - the epsilon-sharpness of Keskar et al. 2017: the largest loss increase, in percent of
   1 + loss, over perturbations d with |d_i| <= epsilon (|w_i| + 1) for every weight, found by a
   few projected sign-gradient ascent steps.
@@ -26,10 +28,13 @@ def _dot(a, b):
 
 def hessian_top_eigenvalue(loss_fn, variables, iterations=POWER_ITERATIONS, seed=0,
                            tolerance=1e-4):
-    """The eigenvalue of largest magnitude of the Hessian of `loss_fn()` (a scalar of
-    `variables`) by power iteration from a seeded random vector, stopping early when it changes
-    by less than `tolerance` relatively. At a minimum the Hessian is positive semi-definite and
-    this is its largest eigenvalue. Returns (eigenvalue, iterations used)."""
+    """The largest (algebraic) eigenvalue of the Hessian of `loss_fn()` (a scalar of
+    `variables`). Power iteration from a seeded random vector finds the eigenvalue of largest
+    magnitude, stopping when it changes by less than `tolerance` relatively; where that one is
+    negative (a saddle, or a run stopped away from a minimum), a second power iteration on the
+    shifted H - mu I, whose eigenvalues are all >= 0, finds lambda_max - mu. Returns
+    (eigenvalue, iterations used, whether every power iteration converged within
+    `iterations`)."""
 
     @tf.function
     def hessian_vector_product(vector):
@@ -40,19 +45,27 @@ def hessian_top_eigenvalue(loss_fn, variables, iterations=POWER_ITERATIONS, seed
             projection = _dot(gradients, vector)
         return outer.gradient(projection, variables)
 
-    rng = np.random.default_rng(seed)
-    vector = [tf.constant(rng.standard_normal(v.shape), tf.float32) for v in variables]
-    eigenvalue = None
-    for iteration in range(1, iterations + 1):
-        norm = tf.sqrt(_dot(vector, vector))
-        vector = [v / norm for v in vector]
-        product = hessian_vector_product(vector)
-        estimate = float(_dot(vector, product))
-        vector = product
-        if eigenvalue is not None and abs(estimate - eigenvalue) <= tolerance * abs(estimate):
-            return estimate, iteration
-        eigenvalue = estimate
-    return eigenvalue, iterations
+    def power_iteration(shift):
+        """(the dominant eigenvalue of H - shift I, iterations, converged)."""
+        rng = np.random.default_rng(seed)
+        vector = [tf.constant(rng.standard_normal(v.shape), tf.float32) for v in variables]
+        eigenvalue = None
+        for iteration in range(1, iterations + 1):
+            norm = tf.sqrt(_dot(vector, vector))
+            vector = [v / norm for v in vector]
+            product = [p - shift * v for p, v in zip(hessian_vector_product(vector), vector)]
+            estimate = float(_dot(vector, product))
+            vector = product
+            if eigenvalue is not None and abs(estimate - eigenvalue) <= tolerance * abs(estimate):
+                return estimate, iteration, True
+            eigenvalue = estimate
+        return eigenvalue, iterations, False
+
+    dominant, used, converged = power_iteration(0.0)
+    if dominant >= 0:
+        return dominant, used, converged
+    shifted, more, shifted_converged = power_iteration(dominant)
+    return shifted + dominant, used + more, converged and shifted_converged
 
 
 def epsilon_sharpness(loss_fn, variables, epsilon=EPSILON, steps=ASCENT_STEPS):
@@ -85,7 +98,8 @@ def epsilon_sharpness(loss_fn, variables, epsilon=EPSILON, steps=ASCENT_STEPS):
 
 
 def sharpness(model, config, images, labels):
-    """{"hessian_top_eigenvalue", "epsilon_sharpness", "epsilon", "examples", "loss"} of
+    """{"hessian_top_eigenvalue" (with "power_iterations" and "power_iteration_converged"),
+    "epsilon_sharpness", "epsilon", "examples", "loss"} of
     `model`'s weights on the first EXAMPLES of `images`, `labels`, measured on a float32 copy of
     the model (the run's own may compute in half precision or hold distributed variables)."""
     from mlp.model import MLP
@@ -103,7 +117,8 @@ def sharpness(model, config, images, labels):
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
 
     variables = copy.trainable_variables
-    eigenvalue, iterations = hessian_top_eigenvalue(loss_fn, variables)
+    eigenvalue, iterations, converged = hessian_top_eigenvalue(loss_fn, variables)
     return {"hessian_top_eigenvalue": eigenvalue, "power_iterations": iterations,
+            "power_iteration_converged": converged,
             "epsilon_sharpness": epsilon_sharpness(loss_fn, variables), "epsilon": EPSILON,
             "examples": int(images.shape[0]), "loss": float(loss_fn())}

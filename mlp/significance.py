@@ -1,15 +1,36 @@
-"""Whether a difference between two recipes is more than noise: a 95% confidence interval of the
-mean paired difference over seeds (Student's t), McNemar's test on the same test images pooled
-over seeds, and the binomial sampling error of an accuracy measured on n examples."""
+"""Whether a difference between two recipes is more than noise.
+
+A recipe's test accuracy varies from two sources: the training seed (initialization, data order,
+dropout masks) and the test set (10,000 images drawn from all the images there could be). The
+question a comparison table asks is "would B beat A again, with other seeds and other test
+images?", so its statistics must count both:
+
+- `paired_interval`: the 95% Student's t-interval of the mean per-seed difference (seed
+  variance; the t quantile exact for any number of seeds);
+- `bootstrap_change`: a two-level bootstrap that resamples the seeds (paired) and the test
+  images (the same images for every seed, as they are shared) together, for an interval and a
+  two-sided p-value of the mean difference. McNemar's test on the predictions pooled over seeds
+  treats every (seed, image) pair as independent and so ignores the seed variance: three seeds
+  that disagree on the sign can still give p = 1e-13;
+- `mcnemar`: McNemar's test for one pair of runs on the same images (exact binomial below 25
+  discordant images, the continuity-corrected chi-square above);
+- `binomial_half_width`: the sampling error of one accuracy measured on n images.
+"""
 
 import math
 import statistics
 
-# Student's t, two-sided 95% (the 0.975 quantile), by degrees of freedom; 1.96 beyond 30.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120,
-         17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064,
-         25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042}
+import numpy as np
+
+BOOTSTRAP_REPLICATES = 2000
+EXACT_BELOW = 25  # discordant pairs under which McNemar's test is the exact binomial one
+
+
+def t_quantile(degrees_of_freedom, level=0.95):
+    """The two-sided `level` quantile of Student's t with `degrees_of_freedom` (exact)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + level / 2, degrees_of_freedom))
 
 
 def paired_interval(differences):
@@ -18,24 +39,62 @@ def paired_interval(differences):
     if len(differences) < 2:
         return None
     mean = statistics.fmean(differences)
-    half = T_975.get(len(differences) - 1, 1.96) * statistics.stdev(differences) / math.sqrt(
+    half = t_quantile(len(differences) - 1) * statistics.stdev(differences) / math.sqrt(
         len(differences))
     return mean, mean - half, mean + half
 
 
 def mcnemar(pairs):
-    """McNemar's test with continuity correction over (a_correct, b_correct) boolean sequences
-    of the same examples, pooled: (b, c, p) with b the examples only A gets right and c those
-    only B gets right; p two-sided (chi-square, 1 degree of freedom)."""
+    """McNemar's test over (a_correct, b_correct) boolean sequences of the same examples: (b, c,
+    p) with b the examples only A gets right and c those only B gets right; p two-sided, exact
+    (binomial, n = b + c, 1/2) when b + c < EXACT_BELOW, else the chi-square with continuity
+    correction (1 degree of freedom). Pairs of several seeds are pooled: use it for one pair of
+    runs, and `bootstrap_change` across seeds."""
     b = c = 0
     for a_correct, b_correct in pairs:
-        for x, y in zip(a_correct, b_correct):
-            b += bool(x) and not bool(y)
-            c += bool(y) and not bool(x)
-    if b + c == 0:
+        a_correct, b_correct = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
+        b += int(np.sum(a_correct & ~b_correct))
+        c += int(np.sum(b_correct & ~a_correct))
+    n = b + c
+    if n == 0:
         return b, c, 1.0
-    chi2 = (abs(b - c) - 1) ** 2 / (b + c)
+    if n < EXACT_BELOW:
+        from scipy.stats import binom
+
+        return b, c, min(1.0, 2.0 * float(binom.cdf(min(b, c), n, 0.5)))
+    chi2 = max(abs(b - c) - 1, 0) ** 2 / n
     return b, c, math.erfc(math.sqrt(chi2 / 2))
+
+
+def bootstrap_change(base_correct, other_correct, replicates=BOOTSTRAP_REPLICATES, seed=0):
+    """The change in accuracy from base to other, from per-seed boolean arrays of which test
+    images each run got right (paired: index k of both lists is one seed; every array over the
+    same images). Each replicate draws the seeds with replacement and, independently, the test
+    images with replacement, and takes the mean change over them. Returns {"change": the
+    observed mean change, "interval": [low, high] its 95% percentile interval, "p": the two-sided
+    p-value of no change (twice the smaller tail, at least 1 / (replicates + 1)), "seeds",
+    "images", "replicates"}. With one seed only the images vary: it then says nothing about other
+    seeds. With few seeds the seed part is narrow (a bootstrap of n values has (n-1)/n of their
+    variance), so read it beside `paired_interval`."""
+    differences = (np.asarray(other_correct, np.float32) - np.asarray(base_correct, np.float32))
+    if differences.ndim != 2 or differences.size == 0:
+        raise ValueError("bootstrap_change: give one equally long boolean array per seed")
+    seeds, images = differences.shape
+    rng = np.random.default_rng(seed)
+    changes = np.empty(replicates)
+    chunk = max(1, 2**22 // images)  # replicates per block: a few MB of image weights
+    for start in range(0, replicates, chunk):
+        count = min(chunk, replicates - start)
+        seed_weights = rng.multinomial(seeds, np.full(seeds, 1 / seeds), size=count)
+        image_weights = rng.multinomial(images, np.full(images, 1 / images), size=count)
+        per_image = seed_weights.astype(np.float32) @ differences  # [count, images]
+        changes[start:start + count] = np.einsum("ri,ri->r", per_image, image_weights) / (
+            seeds * images)
+    below, above = np.mean(changes <= 0), np.mean(changes >= 0)
+    p = min(1.0, max(2 * min(below, above), 1 / (replicates + 1)))
+    low, high = np.percentile(changes, [2.5, 97.5])
+    return {"change": float(differences.mean()), "interval": [float(low), float(high)],
+            "p": float(p), "seeds": seeds, "images": images, "replicates": replicates}
 
 
 def binomial_half_width(accuracy, examples):

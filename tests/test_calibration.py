@@ -50,6 +50,7 @@ def test_scaling_by_the_fitted_temperature_does_not_lower_the_validation_likelih
     assert result["scaled"]["nll"] <= result["nll"] and result["scaled"]["ece"] < result["ece"]
 
 
+@pytest.mark.slow  # a whole run
 def test_a_run_reports_calibration_and_leaves_its_test_predictions(small_data, tmp_path):
     done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "calibrated", "--epochs", 2, "--test-time-flip",

@@ -134,6 +134,7 @@ def test_a_cache_that_cannot_be_written_is_only_noted(tmp_path, capsys):
     assert "could not be cached" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole run
 def test_a_run_reports_its_accuracy_on_each_corruption(small_data, tmp_path):
     """The run's figures are its evaluator's on the corrupted images: recomputed from the
     saved model's logits they agree."""

@@ -67,6 +67,7 @@ def test_baseline_runs_with_its_own_architecture(small_data, tmp_path):
     assert config["l2"] == 0 and config["dropout"] == 0 and results["epochs_run"] == 2
 
 
+@pytest.mark.slow  # a whole run
 def test_best_runs_its_recipe_and_reports_the_single_view_accuracy(small_data, tmp_path):
     done = run_experiment("best", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "best", "--epochs", "4", "--warmup-epochs", "2",

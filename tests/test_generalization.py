@@ -68,10 +68,10 @@ def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_dat
         # Each run's measures, means over seeds; sharpness left out on request.
         assert {"ece", "corruption_accuracy", "generalization_gap"} <= set(curve["measures"][-1])
         assert "hessian_top_eigenvalue" not in curve["measures"][-1]
-    # The compared recipe carries McNemar's p at each size (an interval needs two seeds).
+    # The compared recipe carries the bootstrap's p at each size (an interval needs two seeds).
     improved = summary["improved"]
     assert improved["change_interval"] == [None] * 3
-    assert all(0 <= p <= 1 for p in improved["mcnemar_p"])
+    assert all(0 <= p <= 1 for p in improved["p"])
     assert summary["baseline"]["change_interval"] == [None] * 3
     table = (study / "generalization.md").read_text()
     assert "| 200 |" in table and "a·m^b + c" in table and "λ_max" in table
@@ -115,6 +115,6 @@ def test_each_recipe_is_compared_with_the_first_on_paired_seeds(tmp_path):
     assert improved["test_error"] == pytest.approx([0.19] * 3)
     assert improved["change_interval"] == [pytest.approx([0.10, 0.10])] * 3
     assert improved["within_noise"] == [False] * 3
-    assert all(p < 0.01 for p in improved["mcnemar_p"])
+    assert all(p < 0.01 for p in improved["p"])
     table = generalization.markdown(args, summary, "note", 100)
     assert "+10.00 to +10.00 pt" in table and "within noise" not in table

@@ -126,6 +126,7 @@ def test_signal_saves_a_checkpoint_and_resume_continues_exactly(data_dir, tmp_pa
     assert _results(tmp_path, "stopped")["weights_digest"] == uninterrupted["weights_digest"]
 
 
+@pytest.mark.slow  # a whole run
 def test_resuming_a_finished_run_says_so(data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "finished")
     assert run_experiment("improved", *args).returncode == 0
@@ -141,6 +142,7 @@ def _unfinished_run(args, run_dir):
     (run_dir / "results.json").unlink()
 
 
+@pytest.mark.slow  # a whole run
 def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
     _unfinished_run(_args(data_dir, tmp_path, "bare"), tmp_path / "bare")
     resumed = run_experiment("improved", "--logdir", tmp_path, "--run-name", "bare", "--resume")
@@ -148,6 +150,7 @@ def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
     assert _results(tmp_path, "bare")["experiment_config"]["epochs"] == EPOCHS
 
 
+@pytest.mark.slow  # a whole run
 def test_resume_refuses_a_config_that_changes_results(data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "mismatch")
     _unfinished_run(args, tmp_path / "mismatch")

@@ -54,6 +54,7 @@ def test_default_run_names_are_unique_when_runs_start_together(tmp_path):
     assert all((tmp_path / name).is_dir() for name in names)
 
 
+@pytest.mark.slow  # a whole run
 def test_leftovers_of_a_killed_process_are_removed_when_the_run_is_continued(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "left", "--epochs", 1,
             *SMALL_RUN_FLAGS]

@@ -112,6 +112,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # a whole run
 def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_path, spaces):
     spaces("around", tiny_space({"learning_rate": [3e-3, 1e-3], "dropout": [0.0, 0.2]}))
     command = ["--space", "around", "--study", "around", "--sampler", "random", "--trials", "1",
@@ -369,6 +370,7 @@ def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_i
     assert results["epochs_run"] == 12 and results["experiment_config"] == stopped_at
 
 
+@pytest.mark.slow  # a whole run
 def test_a_study_continued_with_other_settings_is_refused_not_mixed(small_data, tmp_path):
     command = ["--study", "fixed", "--sampler", "random", "--trials", "1", "--data-dir",
                small_data, "--logdir", tmp_path, "--train-subset", "200", *SMALL]

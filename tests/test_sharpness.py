@@ -33,9 +33,23 @@ def quadratic(eigenvalues, seed):
 def test_the_power_iteration_finds_the_top_eigenvalue_of_a_quadratic(rest, top, seed):
     # A gap of at least 3/5 between the top eigenvalue and the next, as at a trained minimum.
     loss, variables = quadratic(np.array([top, *rest]), seed)
-    found, _ = sharpness.hessian_top_eigenvalue(loss, variables, iterations=100, seed=seed,
-                                                tolerance=1e-7)
-    assert found == pytest.approx(top, rel=1e-3)
+    # A tolerance above float32's rounding (about 1e-7), so convergence can be reached.
+    found, _, converged = sharpness.hessian_top_eigenvalue(loss, variables, iterations=100,
+                                                           seed=seed, tolerance=1e-6)
+    assert found == pytest.approx(top, rel=1e-3) and converged
+
+
+def test_the_top_eigenvalue_is_the_largest_not_the_largest_in_magnitude():
+    # A saddle: an eigenvalue of -9 outweighs the largest, 2, in magnitude.
+    loss, variables = quadratic(np.array([-9.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.0, -1.0, -3.0]), 3)
+    found, used, converged = sharpness.hessian_top_eigenvalue(loss, variables, iterations=200,
+                                                              tolerance=1e-6)
+    assert found == pytest.approx(2.0, rel=1e-3) and converged
+    # Too few iterations to converge: said, not hidden.
+    loss, variables = quadratic(np.array([5.0, 4.9, 4.8, 1, 1, 1, 1, 1, 1]), 3)
+    _, used, converged = sharpness.hessian_top_eigenvalue(loss, variables, iterations=3,
+                                                          tolerance=1e-9)
+    assert used == 3 and not converged
 
 
 def test_epsilon_sharpness_finds_the_worst_corner_of_the_box():

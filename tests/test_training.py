@@ -91,6 +91,7 @@ def test_the_real_probe_times_both_candidates():
     assert set(seconds) == {"float32", "mixed_bfloat16"} and all(s > 0 for s in seconds.values())
 
 
+@pytest.mark.slow  # a whole run
 def test_auto_records_its_choice_and_a_resume_keeps_it(splits, tmp_path, monkeypatch):
     from mlp import precision as precision_lib
 
@@ -153,6 +154,7 @@ def test_bfloat16_training_learns(splits, tmp_path):
     assert results["history"][-1]["data_loss"] < results["history"][0]["data_loss"]
 
 
+@pytest.mark.slow  # a whole run
 def test_early_stopping_triggers_and_restores_the_best_epochs_weights(splits, tmp_path):
     from mlp.training import weights_digest
 
