@@ -4,11 +4,14 @@ minimum looks like at each size.
 Trains each recipe (default: baseline, improved and best) on the first m training images for
 log-spaced m from 1,000 to 55,000 (6 sizes by default), over several seeds, and fits
 error(m) = a * m^b + c per recipe (the power law of Hestness et al. 2017: b is how fast more data
-helps, c the error no amount of data removes). Every run is an ordinary run directory under
+helps, c a floor no amount of data removes, where the data show one), with 95% bootstrap intervals
+over seeds and test images; a c the fit puts on its bound 0 is reported as not identified, and
+no error beyond the sizes trained is predicted from it. Every run is an ordinary run directory under
 <logdir>/<study-name>/ trained by the experiments' code path, so each also reports its
 calibration, corruption accuracy, sharpness and generalization gap; the study gathers them.
 
-Writes generalization.json ({recipe: {"sizes", "test_error", "fit": {"a", "b", "c"}, ...}}),
+Writes generalization.json ({recipe: {"sizes", "test_error", "fit": {"a", "b", "c",
+"intervals", "c_identified"}, ...}}),
 learning_curves.png (log-log, with the fits) and generalization.md: test error per size with each
 recipe's change against the first recipe (95% paired interval over seeds -- "within noise" when it
 contains 0 -- and the p of a bootstrap over seeds and test images), the fitted power laws, and at
@@ -48,10 +51,10 @@ def power_law(m, a, b, c):
     return a * np.power(m, b) + c
 
 
-def fit_power_law(sizes, errors):
+def fit_power_law(sizes, errors, start=None):
     """(a, b, c) of error(m) = a m^b + c (a >= 0, -3 <= b <= 0, 0 <= c <= 1) by least squares on
     log(error), so each size weighs by its relative error as on a log-log plot; None for fewer
-    than 3 sizes."""
+    than 3 sizes. `start`: a fit of similar data to begin from (the bootstrap's refits)."""
     from scipy.optimize import OptimizeWarning, curve_fit
 
     sizes, errors = np.asarray(sizes, np.float64), np.asarray(errors, np.float64)
@@ -61,7 +64,11 @@ def fit_power_law(sizes, errors):
     unit = sizes.min()
     x = sizes / unit
     floor = 1e-4  # a zero error (a tiny test set) must not be log(0)
-    start = (max(errors[0] - errors.min() * 0.5, 1e-6), -0.5, errors.min() * 0.5)
+    if start is None:
+        start = (max(errors[0] - errors.min() * 0.5, 1e-6), -0.5, errors.min() * 0.5)
+    else:  # in the units below, and inside the bounds
+        start = (max(start["a"] * unit ** start["b"], 1e-6), min(start["b"], -1e-6),
+                 min(max(start["c"], 0.0), 1.0 - 1e-6))
     with warnings.catch_warnings():
         # With as many sizes as parameters the fit is exact and has no covariance to estimate.
         warnings.simplefilter("ignore", OptimizeWarning)
@@ -70,6 +77,47 @@ def fit_power_law(sizes, errors):
                                  bounds=([0, -3, 0], [np.inf, 0, 1]), maxfev=20_000,
                                  xtol=1e-12, ftol=1e-12)
     return {"a": float(a * unit ** -b), "b": float(b), "c": float(c)}
+
+
+FIT_REPLICATES = 300
+AT_BOUND = 1e-4  # a fitted c this close to its bounds (0, 1) is on them
+
+
+def fit_with_intervals(sizes, runs_by_size, replicates=FIT_REPLICATES, seed=0):
+    """`fit_power_law` of the mean test error at each size, with 95% bootstrap intervals:
+    {"a", "b", "c", "intervals": {"a", "b", "c": [low, high]}, "c_identified", "replicates",
+    "resampled"}. `runs_by_size[k]` lists the runs at sizes[k] as (test error, boolean array of
+    the test images it got right, or None). Each replicate draws every size's seeds with
+    replacement and, where every run has its test predictions, the test images with replacement
+    (shared by all runs, as they share the test set), and fits again. c is identified only when
+    the fit does not put it on a bound: at 0 the data show no floor, only a curve still falling.
+    None for fewer than 3 sizes."""
+    point = fit_power_law(sizes, [np.mean([e for e, _ in runs]) for runs in runs_by_size])
+    if point is None:
+        return None
+    correct = [[c for _, c in runs] for runs in runs_by_size]
+    by_images = all(c is not None for runs in correct for c in runs)
+    rng = np.random.default_rng(seed)
+    images = len(correct[0][0]) if by_images else 0
+    samples = {"a": [], "b": [], "c": []}
+    for _ in range(replicates):
+        weights = rng.multinomial(images, np.full(images, 1 / images)) if by_images else None
+        errors = []
+        for runs, right in zip(runs_by_size, correct):
+            chosen = rng.integers(0, len(runs), len(runs))
+            if by_images:
+                errors.append(1 - np.mean([right[k] @ weights for k in chosen]) / images)
+            else:
+                errors.append(np.mean([runs[k][0] for k in chosen]))
+        fit = fit_power_law(sizes, errors, start=point)
+        for key in samples:
+            samples[key].append(fit[key])
+    intervals = {key: [float(v) for v in np.percentile(values, [2.5, 97.5])]
+                 for key, values in samples.items()}
+    identified = AT_BOUND < point["c"] < 1 - AT_BOUND
+    return {**point, "intervals": intervals, "c_identified": bool(identified),
+            "replicates": replicates,
+            "resampled": "seeds and test images" if by_images else "seeds"}
 
 
 def parse(argv):
@@ -178,7 +226,9 @@ def summarize(args, records):
             curve["p"].append(compared and compared["bootstrap"] and compared["bootstrap"]["p"])
             curve["measures"].append(mean_measures(runs))
         if curve["sizes"]:
-            curve["fit"] = fit_power_law(curve["sizes"], curve["test_error"])
+            curve["fit"] = fit_with_intervals(curve["sizes"], [
+                [(1 - run["test_accuracy"], correct_on_test(run))
+                 for run in records[variant(name, size)]] for size in curve["sizes"]])
             summary[name] = curve
     return summary
 
@@ -221,15 +271,36 @@ def markdown(args, summary, note, test_examples=None):
             f" pt for {name}" for name in recipes)
         lines += ["", f"Test-set sampling error at the largest size (95%, binomial, "
                       f"{test_examples} test images): {spread}."]
-    lines += ["", "Fitted error(m) = a·m^b + c (least squares on the means):", "",
+    lines += ["", "Fitted error(m) = a·m^b + c (least squares on the means), with 95% bootstrap "
+              "intervals:", "",
               "| recipe | a | b | c | error at 1,000 (fit) | error at 55,000 (fit) |",
               "|---|---|---|---|---|---|"]
+    unidentified = []
     for name in recipes:
         fit = summary[name].get("fit")
-        if fit:
-            at = lambda m: power_law(m, fit["a"], fit["b"], fit["c"])  # noqa: E731
-            lines.append(f"| {name} | {fit['a']:.3g} | {fit['b']:.3f} | {fit['c']:.4f} | "
-                         f"{at(1000):.4f} | {at(55000):.4f} |")
+        if not fit:
+            continue
+        sizes = summary[name]["sizes"]
+        at = lambda m: power_law(m, fit["a"], fit["b"], fit["c"])  # noqa: E731
+        spans = {key: fit["intervals"][key] for key in ("a", "b", "c")}
+
+        def predicted(m):
+            if (min(sizes) <= m <= max(sizes)) or fit["c_identified"]:
+                return f"{at(m):.4f}"
+            return "— (beyond the data, c not identified)"
+
+        if not fit["c_identified"]:
+            unidentified.append(name)
+        lines.append(
+            f"| {name} | {fit['a']:.3g} [{spans['a'][0]:.3g}, {spans['a'][1]:.3g}] | "
+            f"{fit['b']:.3f} [{spans['b'][0]:.3f}, {spans['b'][1]:.3f}] | "
+            f"{fit['c']:.4f} [{spans['c'][0]:.4f}, {spans['c'][1]:.4f}]"
+            f"{'' if fit['c_identified'] else ' (not identified)'} | "
+            f"{predicted(1000)} | {predicted(55000)} |")
+    if unidentified:
+        lines += ["", f"c sits on its bound for {', '.join(unidentified)}: the fit cannot tell a "
+                      "floor from a curve still falling, so c is not identified, and no error "
+                      "beyond the sizes trained is predicted from it."]
     lines += ["", f"At each recipe's largest size, means over seeds: {MEASURES_NOTE}.", ""]
     lines += measures_table([(f"{name} (m = {summary[name]['sizes'][-1]:,})",
                               summary[name]["measures"][-1]) for name in recipes])

@@ -60,7 +60,7 @@ def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_dat
     assert list(summary) == ["baseline", "improved"]
     for name, curve in summary.items():
         assert curve["sizes"] == [100, 200, 400] and len(curve["test_error"]) == 3
-        assert set(curve["fit"]) == {"a", "b", "c"}
+        assert {"a", "b", "c", "intervals", "c_identified"} <= set(curve["fit"])
         results = [json.loads((study / f"{name}-m{m}-seed0" / "results.json").read_text())
                    for m in (100, 200, 400)]
         assert [r["experiment_config"]["train_subset"] for r in results] == [100, 200, 400]
@@ -118,3 +118,42 @@ def test_each_recipe_is_compared_with_the_first_on_paired_seeds(tmp_path):
     assert all(p < 0.01 for p in improved["p"])
     table = generalization.markdown(args, summary, "note", 100)
     assert "+10.00 to +10.00 pt" in table and "within noise" not in table
+
+
+def _records(errors_by_size, sizes, name="best"):
+    """Run records of `name` at `sizes` with the given per-seed test errors (no run directory,
+    so no predictions or measures)."""
+    return {generalization.variant(name, m): [
+        {"seed": s, "run_dir": "/nonexistent/run", "test_accuracy": 1 - e,
+         "validation_accuracy": 1 - e, "epochs_run": 1, "train_seconds": 1.0,
+         "test_accuracy_single_view": 1 - e}
+        for s, e in enumerate(errors)] for m, errors in zip(sizes, errors_by_size)}
+
+
+def test_a_floor_at_its_bound_is_reported_as_not_identified_and_not_extrapolated():
+    import argparse
+
+    sizes = [1_000, 2_000, 4_000, 8_000]  # the quick study's range, and beyond
+    rng = np.random.default_rng(0)
+    args = argparse.Namespace(recipes=["best"], sizes=sizes, seeds=3, quick=True)
+    # A pure power law (no floor): the fit puts c at 0.
+    straight = [[0.7 * m ** -0.2 * (1 + 0.01 * rng.standard_normal()) for _ in range(3)]
+                for m in sizes]
+    fit = generalization.summarize(args, _records(straight, sizes))["best"]["fit"]
+    assert fit["c"] < generalization.AT_BOUND and not fit["c_identified"]
+    assert fit["intervals"]["b"][0] < -0.2 < fit["intervals"]["b"][1]
+    table = generalization.markdown(args, generalization.summarize(args, _records(straight,
+                                                                                  sizes)), "n")
+    row = next(line for line in table.splitlines() if line.startswith("| best | "))
+    assert "(not identified)" in row and row.endswith("— (beyond the data, c not identified) |")
+    assert "c sits on its bound for best" in table
+    # A clear floor of 0.08: identified, inside its interval, and extrapolated.
+    floored = [[2.0 * m ** -0.5 + 0.08 + 0.0005 * rng.standard_normal() for _ in range(3)]
+               for m in sizes]
+    fit = generalization.summarize(args, _records(floored, sizes))["best"]["fit"]
+    assert fit["c_identified"] and fit["intervals"]["c"][0] < 0.08 < fit["intervals"]["c"][1]
+    assert fit["c"] == pytest.approx(0.08, abs=0.01)
+    table = generalization.markdown(args, generalization.summarize(args, _records(floored,
+                                                                                  sizes)), "n")
+    row = next(line for line in table.splitlines() if line.startswith("| best | "))
+    assert "not identified" not in row and "c sits on its bound" not in table
