@@ -33,6 +33,7 @@ from experiments.recipes import ABLATIONS
 from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_test,
                               mean_measures, measures_table, paired_comparison, shortened,
                               study_overrides)
+from mlp.config import is_plain_name
 
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
@@ -174,8 +175,7 @@ def parse(argv):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.study_name is not None and (not args.study_name or "/" in args.study_name
-                                        or args.study_name in (".", "..")):
+    if args.study_name is not None and not is_plain_name(args.study_name):
         parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
     variants = study_variants(args.study)
     unknown = set(args.variants or ()) - set(variants)

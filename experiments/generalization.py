@@ -33,6 +33,7 @@ import numpy as np
 from experiments.recipes import RECIPES
 from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_test, mean_measures,
                                measures_table, paired_comparison, shortened, study_overrides)
+from mlp.config import is_plain_name
 
 PROG = "python -m experiments.generalization"
 DEFAULT_RECIPES = ("baseline", "improved", "best")
@@ -156,8 +157,7 @@ def parse(argv):
         parser.error("--sizes must be positive")
     if len(set(args.recipes)) != len(args.recipes):
         parser.error("--recipes: each recipe once")
-    if args.study_name is not None and (not args.study_name or "/" in args.study_name
-                                        or args.study_name in (".", "..")):
+    if args.study_name is not None and not is_plain_name(args.study_name):
         parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
     if args.sizes is None:
         args.sizes = list(QUICK_SIZES) if args.quick else log_spaced(1_000, 55_000, 6)

@@ -390,11 +390,10 @@ def _main(args, overrides, guard):
     import sqlalchemy.exc
 
     from experiments.recipes import SEARCH_SPACES
-    from mlp.config import ConfigError, check_writable_dir
+    from mlp.config import ConfigError, check_writable_dir, is_plain_name
 
     space = SEARCH_SPACES[args.space]
-    if not args.study or args.study in (".", "..") or not all(
-            c.isalnum() or c in "-_." for c in args.study):
+    if not is_plain_name(args.study) or not all(c.isalnum() or c in "-_." for c in args.study):
         raise ConfigError(f"--study must be a plain name (letters, digits, - _ .), got "
                           f"{args.study!r}")
     if not args.storage and args.study == DEFAULT_DATABASE:

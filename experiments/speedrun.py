@@ -27,6 +27,7 @@ from pathlib import Path
 
 from experiments.recipes import IMPROVED, SPEEDRUN
 from experiments.study import add_study_arguments, correct_on_test, study_overrides
+from mlp.config import is_plain_name
 from mlp.significance import binomial_half_width
 
 PROG = "python -m experiments.speedrun"
@@ -106,7 +107,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.name is not None and (not args.name or "/" in args.name or args.name in (".", "..")):
+    if args.name is not None and not is_plain_name(args.name):
         parser.error(f"--name must be a plain directory name, got {args.name!r}")
 
     from mlp.exits import run_guarded

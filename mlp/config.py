@@ -36,6 +36,13 @@ KERNELS = ("auto", "fused", "tensorflow")
 MAX_INT = 2**31 - 1
 
 
+def is_plain_name(name):
+    """Whether `name` names an entry directly inside a directory: not empty, no slash or NUL,
+    and not "." or ".." (run, study and search names become directory names)."""
+    return (isinstance(name, str) and bool(name) and "/" not in name and "\0" not in name
+            and name not in (".", ".."))
+
+
 def _encodable(text):
     try:
         text.encode("utf-8")
@@ -240,8 +247,7 @@ class Config:
                 "replica per worker process")
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
             bad("data_dir", f"{self.data_dir} is not a directory")
-        if self.run_name is not None and (not self.run_name or "/" in self.run_name
-                                          or self.run_name in (".", "..")):
+        if self.run_name is not None and not is_plain_name(self.run_name):
             bad("run_name", f"must be a plain directory name, got {self.run_name!r}")
         if self.run_name is not None and len(self.run_name.encode()) > 200:
             bad("run_name", f"is {len(self.run_name.encode())} bytes long; a run directory's name "

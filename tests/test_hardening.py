@@ -328,3 +328,16 @@ def test_a_full_disk_when_the_run_directory_is_made_is_one_line_and_exit_1(small
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("python -m experiments.improved: cannot write: ") and "No space" in last
     assert not (tmp_path / "full" / "config.json").exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=0, max_size=12))
+def test_a_plain_name_stays_directly_inside_its_directory(name):
+    import os
+
+    from mlp.config import is_plain_name
+
+    inside = os.path.normpath(os.path.join("/base", name))
+    stays = bool(name) and os.path.dirname(inside) == "/base" and inside != "/base" \
+        and "\0" not in name and os.path.basename(inside) == name
+    assert is_plain_name(name) == stays, name
