@@ -41,18 +41,15 @@ def fashion_mnist_picture(path):
     from mlp.exits import DataError
 
     try:
-        with Image.open(path) as opened:
-            if opened.width * opened.height > MAX_PICTURE_PIXELS:
-                raise ConfigError(f"{path}: a picture of {opened.width}x{opened.height} pixels; "
-                                  f"at most {MAX_PICTURE_PIXELS:,} are read: shrink it first")
-            picture = _rgb(opened)
-    except (OSError, SyntaxError, EOFError, UnidentifiedImageError,
+        with Image.open(path) as opened:  # reads the header only
+            width, height = opened.size
+            picture = _rgb(opened) if width * height <= MAX_PICTURE_PIXELS else None
+    except (OSError, SyntaxError, EOFError, ValueError, UnidentifiedImageError,
             Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not an image Pillow can read ({e})") from None
-    except ValueError as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise DataError(f"{path}: not an image Pillow can read ({e})") from None
+    if picture is None:
+        raise ConfigError(f"{path}: a picture of {width}x{height} pixels; at most "
+                          f"{MAX_PICTURE_PIXELS:,} are read: shrink it first")
     pixels = np.asarray(picture)
     del picture
     corner = pixels[0, 0]

@@ -212,14 +212,16 @@ def retried_trial(trial):
     if isinstance(trial, _ProbeTrial):
         return None
     history = _frozen(trial).system_attrs.get("retry_history") or []
-    if not history:
-        return None
-    number = history[-1]
-    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == number)
+    return _numbered(trial.study, history[-1]) if history else None
 
 
 def _frozen(trial):
-    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    return _numbered(trial.study, trial.number)
+
+
+def _numbered(study, number):
+    """The FrozenTrial of `study` numbered `number`."""
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
 def claim_trial_run(study_dir, trial, retried):
@@ -230,7 +232,7 @@ def claim_trial_run(study_dir, trial, retried):
     from mlp.config import check_writable_dir
     from mlp.io import RunInUse, RunLock
 
-    own = study_dir / run_name(trial.number)
+    how = None
     if retried is not None:
         left = Path(retried.user_attrs.get("run_dir", run_name(retried.number)))
         previous = study_dir / left.name
@@ -242,10 +244,10 @@ def claim_trial_run(study_dir, trial, retried):
             except RunInUse:
                 why = (f"trial {retried.number}'s run {previous} is still held by a live process "
                        "(frozen, then found stale)")
-        check_writable_dir(own, "logdir")
-        return own, RunLock(own), f"retry of trial {retried.number}: {why}; training from scratch"
+        how = f"retry of trial {retried.number}: {why}; training from scratch"
+    own = study_dir / run_name(trial.number)
     check_writable_dir(own, "logdir")
-    return own, RunLock(own), None
+    return own, RunLock(own), how
 
 
 class HeartbeatStorage:
@@ -486,6 +488,10 @@ def _report(args, storage_url, study_dir):
     from experiments.search_report import report
     from mlp.config import ConfigError, check_writable_dir
 
+    database = Path(args.logdir) / DEFAULT_DATABASE
+    if not args.storage and not database.is_file():
+        raise ConfigError(f"--report: no study database {database}; give the --logdir the "
+                          "search ran with, or its --storage")
     storage = open_storage(storage_url, args)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     if args.study not in names:

@@ -65,17 +65,22 @@ class Classifier(tf.Module):
         return {"class_names": self.names}
 
 
-def chosen_model(run_dir):
-    """(the run's model holding the weights results.json reports, its Config, its results);
-    ConfigError for a directory that is not a finished run or whose checkpoints do not hold
-    those weights."""
-    run_dir = Path(run_dir)
+def check_finished_run(run_dir):
+    """ConfigError unless `run_dir` is a run directory whose run has finished."""
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir}: not a run directory (no config.json); give the directory "
                           "a training run wrote")
     if not (run_dir / "results.json").is_file():
         raise ConfigError(f"{run_dir}: the run has not finished (no results.json); finish it "
                           "with --resume first")
+
+
+def chosen_model(run_dir):
+    """(the run's model holding the weights results.json reports, its Config, its results);
+    ConfigError for a directory that is not a finished run or whose checkpoints do not hold
+    those weights."""
+    run_dir = Path(run_dir)
+    check_finished_run(run_dir)
     config = Config.from_dict(read_json(run_dir / "config.json"), run_dir / "config.json")
     results = read_json(run_dir / "results.json")
     digest = results.get("weights_digest") if isinstance(results, dict) else None
@@ -123,8 +128,7 @@ def export(run_dir, out_dir):
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ConfigError(f"--out: {out_dir} already exists; remove it or choose another --out")
-    if not (Path(run_dir) / "config.json").is_file():
-        chosen_model(run_dir)  # says what the directory is not, before a lock file is made
+    check_finished_run(Path(run_dir))  # before the lock, whose file would be made there
     with RunLock(run_dir):
         model, config, results = chosen_model(run_dir)
         try:

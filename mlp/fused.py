@@ -87,8 +87,7 @@ def load(cache_dir=None):
         try:
             _ops = _load_checked(path)
         finally:
-            if _is_private_build(path):  # loaded (or refused): its copy is of no more use
-                shutil.rmtree(path.parent, ignore_errors=True)
+            _discard_private_build(path)  # loaded (or refused): its copy is of no more use
     return _ops
 
 
@@ -117,9 +116,11 @@ def _load_checked(path):
 PRIVATE_PREFIX = "mlp-kernels-"
 
 
-def _is_private_build(path):
-    return (path.parent.name.startswith(PRIVATE_PREFIX)
-            and path.parent.parent == Path(tempfile.gettempdir()))
+def _discard_private_build(path):
+    """Remove `path`'s directory if it is a private build's (see `build_library`)."""
+    if (path.parent.name.startswith(PRIVATE_PREFIX)
+            and path.parent.parent == Path(tempfile.gettempdir())):
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def build_library(cache_dir=None):
@@ -136,8 +137,7 @@ def build_library(cache_dir=None):
         try:
             _build(path)
         except KernelBuildError:
-            if _is_private_build(path):
-                shutil.rmtree(path.parent, ignore_errors=True)
+            _discard_private_build(path)
             raise
     return path
 

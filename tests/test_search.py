@@ -217,6 +217,12 @@ def test_a_report_of_a_study_that_is_not_there_names_those_that_are_and_makes_no
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["kept"]
     assert not (tmp_path / "kpet").exists()
+    # A --logdir with no database (mistyped, say): refused, and no database is made there.
+    elsewhere = tmp_path / "elsewhere"
+    done = run_experiment("search", "--study", "kept", "--report", "--logdir", elsewhere,
+                          "--data-dir", small_data, *SMALL)
+    assert done.returncode == 2 and "no study database" in done.stderr, done.stderr
+    assert not (elsewhere / "search.db").exists()
 
 
 def test_under_the_grid_sampler_an_error_that_is_not_the_grids_is_reported_as_itself(
