@@ -1,9 +1,12 @@
 """One flat config for a run: every field a documented default the command line can override.
 
+Each field is declared once, by `setting`: its default, its --help text, the values it may take,
+the value runs saved before it existed had, and whether it changes what a run computes. Adding a
+field is that one declaration: `add_arguments` makes its flag, `Config.validate` checks its
+values, and `Config.from_dict` loads older runs' config.json with it filled in.
+
 The defaults are the improved recipe (experiments/recipes.py). A recipe is a parent config plus
-the changes that make it what it is: `recipe(parent, **changes)`. `add_arguments` turns each field
-into a flag whose --help text is the field's doc, and `Config.validate` rejects bad values before
-any training starts.
+the changes that make it what it is: `recipe(parent, **changes)`.
 """
 
 import argparse
@@ -18,12 +21,6 @@ class ConfigError(ValueError):
     """A config value is unusable; the message names the flag and what to do."""
 
 
-def _doc(default, help_text, **extra):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: tuple(default), metadata={"help": help_text, **extra})
-    return field(default=default, metadata={"help": help_text, **extra})
-
-
 SIDE = 28  # Fashion-MNIST's images are SIDE x SIDE pixels
 MAX_HEARTBEAT_TIMEOUT = 86_400
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
@@ -34,6 +31,79 @@ WHITENINGS = ("none", "zca")
 KERNELS = ("auto", "fused", "tensorflow")
 # The largest integer setting: more than any run can use, and what TensorFlow's int32 scalars hold.
 MAX_INT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The values a number setting may take: from `low` to `high`, each end in or out."""
+    low: float
+    high: float = math.inf
+    low_in: bool = True
+    high_in: bool = False
+    words: str = ""  # the error's wording, when the interval's own would not say why
+    too_high: str = ""  # the wording above `high` (below `low`, the half line's)
+
+    def problem(self, value):
+        """None when `value` lies inside, else what its flag must be (the error's text)."""
+        above_low = value >= self.low if self.low_in else value > self.low
+        below_high = value <= self.high if self.high_in else value < self.high
+        if math.isfinite(value) and above_low and below_high:
+            return None
+        shown = f"{value:g}" if isinstance(value, float) else f"{value}"
+        if self.words:
+            return f"{self.words}, got {shown}"
+        if self.too_high and above_low:
+            return f"{self.too_high}, got {shown}"
+        if self.high == math.inf or self.too_high:
+            return f"must be {'zero or more' if self.low_in else 'positive'}, got {value}"
+        return (f"must be in {'[' if self.low_in else '('}{self.low:g}, {self.high:g}"
+                f"{']' if self.high_in else ')'}, got {value}")
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """The words a text setting may be."""
+    choices: tuple
+
+    def problem(self, value):
+        return None if value in self.choices else \
+            f"must be one of {', '.join(self.choices)}, got {value!r}"
+
+
+@dataclass(frozen=True)
+class Anything:
+    """A setting whose type is its only rule (a switch, a path or a name checked where it is
+    used, the widths checked as a whole)."""
+    why: str
+
+    def problem(self, value):
+        return None
+
+
+POSITIVE = Interval(0, low_in=False)
+NON_NEGATIVE = Interval(0)
+FRACTION = Interval(0.0, 1.0)  # [0, 1)
+SWITCH = Anything("on or off")
+PIXELS = Interval(0, SIDE, too_high=f"must be less than the image's side ({SIDE})")
+
+# TensorFlow takes the heartbeat timeout in milliseconds as a 64-bit integer: at most a day.
+HEARTBEAT_SECONDS = Interval(0, MAX_HEARTBEAT_TIMEOUT, low_in=False, high_in=True,
+                             too_high=f"must be at most {MAX_HEARTBEAT_TIMEOUT} s (a day)")
+
+# `older_runs` of a field every saved run has: runs saved before it existed cannot be.
+ALWAYS = object()
+
+
+def setting(default, doc, *, valid, older_runs=ALWAYS, result=True):
+    """One Config field declared in one place: its default, its --help text, the values it may
+    take (`valid`: an Interval, OneOf or Anything, which `validate` checks), the value runs
+    saved before the field existed had (`older_runs`, which loading a saved config.json fills
+    in; ALWAYS for the fields every saved run has), and whether it changes what a run computes
+    (`result`: only such fields must match on --resume)."""
+    metadata = {"help": doc, "valid": valid, "older_runs": older_runs, "result": result}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def is_plain_name(name):
@@ -54,103 +124,133 @@ def _encodable(text):
 @dataclass(frozen=True)
 class Config:
     # --- model -------------------------------------------------------------------------------
-    hidden_sizes: tuple = _doc((512, 256, 50), "widths of the hidden layers")
-    batch_norm: bool = _doc(True, "batch normalization after each hidden layer's ReLU")
-    dropout: float = _doc(0.2, "dropout rate after the first --dropout-layers hidden layers")
-    dropout_layers: int = _doc(2, "how many hidden layers, from the input side, get dropout")
-    l2: float = _doc(1e-4, "L2 factor: l2 * sum of squared kernel entries is added to the loss")
-    initializer: str = _doc("he_normal", "kernel initializer of the ReLU layers (the logits "
-                            "layer is always glorot_uniform)", choices=INITIALIZERS)
-    whitening: str = _doc("none", "none, or zca: whiten the images with a fixed ZCA transform "
-                          "computed from the training images before training (the model's "
-                          "first layer, never trained; its fitting counts as training time)",
-                          choices=WHITENINGS)
-    whitening_epsilon: float = _doc(0.1, "ZCA whitening damps the input directions whose "
-                                    "variance is below about this (pixels in [0, 1])")
+    hidden_sizes: tuple = setting((512, 256, 50), "widths of the hidden layers",
+                                  valid=Anything("one or more positive widths, checked together"))
+    batch_norm: bool = setting(True, "batch normalization after each hidden layer's ReLU",
+                               valid=SWITCH)
+    dropout: float = setting(0.2, "dropout rate after the first --dropout-layers hidden layers",
+                             valid=FRACTION)
+    dropout_layers: int = setting(2, "how many hidden layers, from the input side, get dropout",
+                                  valid=NON_NEGATIVE)
+    l2: float = setting(1e-4, "L2 factor: l2 * sum of squared kernel entries is added to the loss",
+                        valid=NON_NEGATIVE)
+    initializer: str = setting("he_normal", "kernel initializer of the ReLU layers (the logits "
+                               "layer is always glorot_uniform)", valid=OneOf(INITIALIZERS))
+    whitening: str = setting("none", "none, or zca: whiten the images with a fixed ZCA transform "
+                             "computed from the training images before training (the model's "
+                             "first layer, never trained; its fitting counts as training time)",
+                             valid=OneOf(WHITENINGS))
+    whitening_epsilon: float = setting(0.1, "ZCA whitening damps the input directions whose "
+                                       "variance is below about this (pixels in [0, 1])",
+                                       valid=POSITIVE)
     # --- optimization ------------------------------------------------------------------------
-    epochs: int = _doc(60, "maximum number of epochs (early stopping may end sooner)")
-    batch_size: int = _doc(128, "training batch size")
-    learning_rate: float = _doc(1e-3, "Adam's initial learning rate")
-    lr_schedule: str = _doc("plateau", "plateau: reduce on validation-loss plateaus; "
-                            "constant: never change it; cosine: cosine decay per step from "
-                            "--learning-rate to --min-learning-rate over --epochs, after "
-                            "--warmup-epochs of linear warm-up", choices=LR_SCHEDULES)
-    warmup_epochs: float = _doc(0.0, "cosine schedule: epochs of linear warm-up from 0")
-    plateau_factor: float = _doc(0.5, "multiply the learning rate by this on a plateau")
-    plateau_patience: int = _doc(2, "epochs without improvement before reducing the learning rate")
-    plateau_min_delta: float = _doc(1e-4, "smallest validation-loss decrease that counts as improvement")
-    plateau_cooldown: int = _doc(0, "epochs to wait after a reduction before counting again")
-    min_learning_rate: float = _doc(1e-6, "the plateau reducer never goes below this; the "
-                                    "cosine schedule ends at it")
-    early_stopping: bool = _doc(True, "stop when validation loss stops improving and restore the "
-                                "best epoch's weights")
-    early_stopping_patience: int = _doc(6, "epochs without improvement before stopping")
-    early_stopping_min_delta: float = _doc(0.0, "smallest validation-loss decrease that counts")
-    early_stopping_start_epoch: int = _doc(0, "epochs to wait before early stopping may act")
+    epochs: int = setting(60, "maximum number of epochs (early stopping may end sooner)",
+                          valid=POSITIVE)
+    batch_size: int = setting(128, "training batch size", valid=POSITIVE)
+    learning_rate: float = setting(1e-3, "Adam's initial learning rate", valid=POSITIVE)
+    lr_schedule: str = setting("plateau", "plateau: reduce on validation-loss plateaus; constant: "
+                               "never change it; cosine: cosine decay per step from "
+                               "--learning-rate to --min-learning-rate over --epochs, after "
+                               "--warmup-epochs of linear warm-up", valid=OneOf(LR_SCHEDULES))
+    warmup_epochs: float = setting(0.0, "cosine schedule: epochs of linear warm-up from 0",
+                                   valid=NON_NEGATIVE)
+    plateau_factor: float = setting(0.5, "multiply the learning rate by this on a plateau",
+                                    valid=Interval(0.0, 1.0, low_in=False))
+    plateau_patience: int = setting(2, "epochs without improvement before reducing the learning "
+                                    "rate", valid=NON_NEGATIVE)
+    plateau_min_delta: float = setting(1e-4, "smallest validation-loss decrease that counts as "
+                                       "improvement", valid=NON_NEGATIVE)
+    plateau_cooldown: int = setting(0, "epochs to wait after a reduction before counting again",
+                                    valid=NON_NEGATIVE)
+    min_learning_rate: float = setting(1e-6, "the plateau reducer never goes below this; the "
+                                       "cosine schedule ends at it", valid=NON_NEGATIVE)
+    early_stopping: bool = setting(True, "stop when validation loss stops improving and restore "
+                                   "the best epoch's weights", valid=SWITCH)
+    early_stopping_patience: int = setting(6, "epochs without improvement before stopping",
+                                           valid=NON_NEGATIVE)
+    early_stopping_min_delta: float = setting(0.0, "smallest validation-loss decrease that counts",
+                                              valid=NON_NEGATIVE)
+    early_stopping_start_epoch: int = setting(0, "epochs to wait before early stopping may act",
+                                              valid=NON_NEGATIVE)
     # --- extra regularization (experiments.best) ----------------------------------------------
-    label_smoothing: float = _doc(0.0, "mix the one-hot targets with the uniform distribution "
-                                  "by this much")
-    augment_shift: int = _doc(0, "shift training images by up to N pixels each way (0: off)")
-    augment_flip: bool = _doc(False, "mirror training images left-right with probability 1/2")
-    augment_erase: float = _doc(0.0, "probability of zeroing a random rectangle of a training "
-                                "image (random erasing)")
-    ema_decay: float = _doc(0.0, "evaluate and keep an exponential moving average of the weights "
-                            "with this decay per step (0: off; e.g. 0.999)")
-    test_time_shifts: int = _doc(0, "evaluation (validation and test alike) also averages over "
-                                 "copies of each view shifted by 1 to N pixels up, down, left "
-                                 "and right (0: off; 1: four more views per view)")
-    test_time_flip: bool = _doc(False, "evaluation (validation and test alike) averages the "
-                                "predicted probabilities of each image and its mirror image")
+    label_smoothing: float = setting(0.0, "mix the one-hot targets with the uniform distribution "
+                                     "by this much", valid=FRACTION)
+    augment_shift: int = setting(0, "shift training images by up to N pixels each way (0: off)",
+                                 valid=PIXELS)
+    augment_flip: bool = setting(False, "mirror training images left-right with probability 1/2",
+                                 valid=SWITCH)
+    augment_erase: float = setting(0.0, "probability of zeroing a random rectangle of a training "
+                                   "image (random erasing)", valid=FRACTION)
+    ema_decay: float = setting(0.0, "evaluate and keep an exponential moving average of the "
+                               "weights with this decay per step (0: off; e.g. 0.999)",
+                               valid=FRACTION)
+    test_time_shifts: int = setting(0, "evaluation (validation and test alike) also averages over "
+                                    "copies of each view shifted by 1 to N pixels up, down, left "
+                                    "and right (0: off; 1: four more views per view)",
+                                    valid=PIXELS, older_runs=0)
+    test_time_flip: bool = setting(False, "evaluation (validation and test alike) averages the "
+                                   "predicted probabilities of each image and its mirror image",
+                                   valid=SWITCH)
     # --- execution ---------------------------------------------------------------------------
-    seed: int = _doc(0, "seeds initialization, shuffling and dropout")
-    precision: str = _doc("float32", "float32, mixed_float16, mixed_bfloat16, or auto "
-                          "(mixed_float16 on a GPU of compute capability >= 7.0, else float32)",
-                          choices=PRECISIONS)
-    kernels: str = _doc("auto", "batch norm, dropout and Adam's update in training: fused (one "
-                        "C++ kernel per layer and per variable update, built with g++ on first "
-                        "use; dropout masks from a hash), tensorflow (TensorFlow's ops; masks "
-                        "from Philox), or auto (fused on a CPU where they build, else "
-                        "tensorflow)", choices=KERNELS)
-    steps_per_loop: int = _doc(0, "optimizer steps per tf.function call; 0: a whole epoch per "
-                               "call, or 50 when the progress bar is shown")
-    deterministic: bool = _doc(False, "turn on TensorFlow op determinism, so two runs with the "
-                               "same arguments give bit-identical weights")
+    seed: int = setting(0, "seeds initialization, shuffling and dropout",
+                        valid=Interval(0, 2**31, words="must be in [0, 2^31)"))
+    precision: str = setting("float32", "float32, mixed_float16, mixed_bfloat16, or auto "
+                             "(mixed_float16 on a GPU of compute capability >= 7.0, else float32)",
+                             valid=OneOf(PRECISIONS))
+    kernels: str = setting("auto", "batch norm, dropout and Adam's update in training: fused (one "
+                           "C++ kernel per layer and per variable update, built with g++ on first "
+                           "use; dropout masks from a hash), tensorflow (TensorFlow's ops; masks "
+                           "from Philox), or auto (fused on a CPU where they build, else "
+                           "tensorflow)", valid=OneOf(KERNELS), older_runs="tensorflow")
+    steps_per_loop: int = setting(0, "optimizer steps per tf.function call; 0: a whole epoch per "
+                                  "call, or 50 when the progress bar is shown",
+                                  valid=NON_NEGATIVE, result=False)
+    deterministic: bool = setting(False, "turn on TensorFlow op determinism, so two runs with the "
+                                  "same arguments give bit-identical weights", valid=SWITCH)
     # --- distribution ------------------------------------------------------------------------
-    strategy: str = _doc("one_device", "one_device: this process's first device; mirrored: "
-                         "every GPU of this machine, else the logical CPU devices of "
-                         "--cpu-devices; multi_worker: one process per machine, the cluster "
-                         "read from $TF_CONFIG (MultiWorkerMirroredStrategy)", choices=STRATEGIES)
-    cpu_devices: int = _doc(0, "split the CPU into N logical devices (mirrored without GPUs; "
-                            "0: leave it whole)")
-    sync_batch_norm: bool = _doc(False, "batch norm takes its statistics over the global batch "
-                                 "(all-reduced across replicas) instead of each replica's part")
-    heartbeat_timeout: float = _doc(10.0, "multi_worker: a worker that sends no heartbeat for "
-                                    "this many seconds counts as dead, and the others stop "
-                                    "with an error (a killed worker is noticed at once)")
+    strategy: str = setting("one_device", "one_device: this process's first device; mirrored: "
+                            "every GPU of this machine, else the logical CPU devices of "
+                            "--cpu-devices; multi_worker: one process per machine, the cluster "
+                            "read from $TF_CONFIG (MultiWorkerMirroredStrategy)",
+                            valid=OneOf(STRATEGIES))
+    cpu_devices: int = setting(0, "split the CPU into N logical devices (mirrored without GPUs; "
+                               "0: leave it whole)", valid=NON_NEGATIVE)
+    sync_batch_norm: bool = setting(False, "batch norm takes its statistics over the global batch "
+                                    "(all-reduced across replicas) instead of each replica's part",
+                                    valid=SWITCH)
+    heartbeat_timeout: float = setting(10.0, "multi_worker: a worker that sends no heartbeat for "
+                                       "this many seconds counts as dead, and the others stop "
+                                       "with an error (a killed worker is noticed at once)",
+                                       valid=HEARTBEAT_SECONDS,
+                                       older_runs=10.0, result=False)
     # --- data --------------------------------------------------------------------------------
-    data_dir: str = _doc(None, "directory with the four IDX files (default: $FASHION_MNIST_DIR, "
-                         "the cache, /usr/share/datasets/fashion-mnist, else download)")
-    verify_checksums: bool = _doc(True, "check the files' SHA-256 and counts against the "
-                                  "published dataset (turn off only for other IDX files)")
-    validation_size: int = _doc(5000, "the last N images of the training file validate")
-    train_subset: int = _doc(0, "train on only the first N training images (0: all)")
+    data_dir: str = setting(None, "directory with the four IDX files (default: "
+                            "$FASHION_MNIST_DIR, the cache, /usr/share/datasets/fashion-mnist, "
+                            "else download)",
+                            valid=Anything("a directory, checked to exist"), result=False)
+    verify_checksums: bool = setting(True, "check the files' SHA-256 and counts against the "
+                                     "published dataset (turn off only for other IDX files)",
+                                     valid=SWITCH)
+    validation_size: int = setting(5000, "the last N images of the training file validate",
+                                   valid=POSITIVE)
+    train_subset: int = setting(0, "train on only the first N training images (0: all)",
+                                valid=NON_NEGATIVE)
     # --- output ------------------------------------------------------------------------------
-    logdir: str = _doc("tensorboard_logs", "where run directories are created")
-    run_name: str = _doc(None, "the run directory's name (default: experiment name + timestamp)")
-    histograms: bool = _doc(True, "write per-layer weight histograms each epoch")
-    sharpness: bool = _doc(False, "measure the final weights' sharpness in the report (the "
-                           "training loss's top Hessian eigenvalue and epsilon-sharpness, "
-                           "mlp/sharpness.py; a second or two; the studies turn it on)")
-    corruptions: bool = _doc(True, "measure test accuracy on ten corrupted copies of the test "
-                             "images in the report (mlp/corruptions.py; a few seconds; the "
-                             "studies always do)")
+    logdir: str = setting("tensorboard_logs", "where run directories are created",
+                          valid=Anything("a directory, checked to be writable"), result=False)
+    run_name: str = setting(None, "the run directory's name (default: experiment name + "
+                            "timestamp)",
+                            valid=Anything("a plain directory name, checked"), result=False)
+    histograms: bool = setting(True, "write per-layer weight histograms each epoch",
+                               valid=SWITCH, result=False)
+    sharpness: bool = setting(False, "measure the final weights' sharpness in the report (the "
+                              "training loss's top Hessian eigenvalue and epsilon-sharpness, "
+                              "mlp/sharpness.py; a second or two; the studies turn it on)",
+                              valid=SWITCH, older_runs=False, result=False)
+    corruptions: bool = setting(True, "measure test accuracy on ten corrupted copies of the test "
+                                "images in the report (mlp/corruptions.py; a few seconds; the "
+                                "studies always do)", valid=SWITCH, older_runs=True, result=False)
 
-    # Fields that do not change what a run computes: they may differ on --resume.
-    NON_RESULT_FIELDS = ("data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
-                         "heartbeat_timeout", "sharpness", "corruptions")
-    # Fields added after runs were saved without them, with the value those runs had.
-    ADDED_FIELDS = {"kernels": "tensorflow", "heartbeat_timeout": 10.0, "sharpness": False,
-                    "corruptions": True, "test_time_shifts": 0}
     # Fields that saved runs may have and that no longer exist (neither changed results).
     REMOVED_FIELDS = ("collective_timeout",)
 
@@ -162,7 +262,8 @@ class Config:
             raise ConfigError(f"{source}: not a JSON object of settings; restore the file or "
                               "start a new run")
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {**{k: v for k, v in cls.ADDED_FIELDS.items() if k not in values},
+        values = {**{f.name: f.metadata["older_runs"] for f in dataclasses.fields(cls)
+                     if f.metadata["older_runs"] is not ALWAYS and f.name not in values},
                   **{k: v for k, v in values.items() if k not in cls.REMOVED_FIELDS}}
         unknown, missing = sorted(set(values) - names), sorted(names - set(values))
         if unknown or missing:
@@ -201,47 +302,13 @@ class Config:
                             f"got {value!r}")
             if isinstance(value, str) and not _encodable(value):
                 bad(f.name, f"must be text that UTF-8 can write, got {value!r}")
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                bad(f.name, f"must be one of {', '.join(choices)}, got {value!r}")
-        if not 0 <= self.seed < 2**31:
-            bad("seed", f"must be in [0, 2^31), got {self.seed}")
-
-        def positive(name):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                bad(name, f"must be positive, got {value}")
-
-        def non_negative(name):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                bad(name, f"must be zero or more, got {value}")
-
-        for name in ("epochs", "batch_size", "learning_rate", "validation_size",
-                     "heartbeat_timeout", "whitening_epsilon"):
-            positive(name)
-        for name in ("l2", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
-                     "min_learning_rate", "early_stopping_patience", "early_stopping_min_delta",
-                     "early_stopping_start_epoch", "train_subset", "steps_per_loop",
-                     "dropout_layers", "augment_shift", "warmup_epochs", "cpu_devices",
-                     "test_time_shifts"):
-            non_negative(name)
-        # TensorFlow takes the timeout in milliseconds as a 64-bit integer.
-        if self.heartbeat_timeout > MAX_HEARTBEAT_TIMEOUT:
-            bad("heartbeat_timeout", f"must be at most {MAX_HEARTBEAT_TIMEOUT} s (a day), got "
-                f"{self.heartbeat_timeout:g}")
-        for name in ("augment_shift", "test_time_shifts"):
-            if getattr(self, name) >= SIDE:
-                bad(name, f"must be less than the image's side ({SIDE}), got {getattr(self, name)}")
-        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            problem = f.metadata["valid"].problem(value)
+            if problem:
+                bad(f.name, problem)
+        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
             bad("hidden_sizes", f"need one or more positive widths, got {self.hidden_sizes}")
-        for name in ("dropout", "label_smoothing", "augment_erase", "ema_decay"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                bad(name, f"must be in [0, 1), got {getattr(self, name)}")
         if self.warmup_epochs >= self.epochs and self.lr_schedule == "cosine":
             bad("warmup_epochs", f"must be shorter than --epochs ({self.epochs})")
-        if not 0.0 < self.plateau_factor < 1.0:
-            bad("plateau_factor", f"must be in (0, 1), got {self.plateau_factor}")
         if self.cpu_devices and self.strategy == "multi_worker":
             bad("cpu_devices", "applies to one_device and mirrored only; multi_worker runs one "
                 "replica per worker process")
@@ -279,7 +346,9 @@ class Config:
 
     def result_fields(self):
         """The fields that change what a run computes (compared on --resume)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.NON_RESULT_FIELDS}
+        return {f.name: value for f, value in zip(dataclasses.fields(self),
+                                                  self.to_dict().values())
+                if f.metadata["result"]}
 
 
 def recipe(parent=None, **changes):
@@ -337,7 +406,8 @@ def add_arguments(parser, defaults):
         else:
             kind = {int: int, float: float, str: str}[f.type]
             group.add_argument(flag, type=kind, default=default, help=help_text,
-                                choices=f.metadata.get("choices"), metavar=f.name.upper())
+                                choices=getattr(f.metadata["valid"], "choices", None),
+                                metavar=f.name.upper())
 
 
 def _show(value):

@@ -151,6 +151,19 @@ def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
 
 
 @pytest.mark.slow  # a whole run
+def test_a_run_saved_before_the_added_settings_resumes(data_dir, tmp_path):
+    from tests.test_config import FIRST_FORMAT
+
+    _unfinished_run(_args(data_dir, tmp_path, "old", "--kernels", "tensorflow"), tmp_path / "old")
+    saved = tmp_path / "old" / "config.json"
+    saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items()
+                                 if k in FIRST_FORMAT}))
+    resumed = run_experiment("improved", "--logdir", tmp_path, "--run-name", "old", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(tmp_path, "old")["experiment_config"]["kernels"] == "tensorflow"
+
+
+@pytest.mark.slow  # a whole run
 def test_resume_refuses_a_config_that_changes_results(data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "mismatch")
     _unfinished_run(args, tmp_path / "mismatch")
