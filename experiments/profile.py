@@ -12,12 +12,9 @@ import argparse
 import collections
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def op_breakdown(trace_dir, steps):

@@ -5,10 +5,11 @@ without waiting for TensorFlow to import.
 """
 
 import importlib
-import os
 
-# TensorFlow's C++ start-up chatter (CPU feature and CUDA probes) hides the run's own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mlp import quiet_start
+
+# TensorFlow's C++ start-up lines (CPU feature and CUDA probes) would hide the run's own first line.
+quiet_start.install()
 
 _EXPORTS = {
     "Config": "mlp.config", "ConfigError": "mlp.config",

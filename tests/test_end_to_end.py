@@ -2,13 +2,15 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from experiments.recipes import IMPROVED
-from tests.conftest import REAL_DATA, SMALL_RUN_FLAGS, run_experiment, write_dataset
+from tests.conftest import REAL_DATA, REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
 
 RESULT_KEYS = {"test_accuracy", "test_loss", "best_epoch", "epochs_run", "train_seconds",
                "epoch_seconds", "samples_per_second", "weights_digest", "experiment_config"}
@@ -233,3 +235,22 @@ def test_a_run_leaves_nothing_in_the_temporary_directory(small_data, tmp_path):
                           env={**os.environ, "TMPDIR": str(temporary)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in temporary.iterdir()) == []
+
+
+def test_the_first_line_a_user_sees_is_the_runs(small_data, tmp_path):
+    """Without TF_CPP_MIN_LOG_LEVEL, none of TensorFlow's C++ start-up lines (CUDA probes on a
+    machine without a GPU) come before or after the run's own; a level the user sets is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.improved", "--data-dir", small_data, "--logdir",
+         tmp_path, "--epochs", "1", *SMALL_RUN_FLAGS], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "", done.stderr
+    assert done.stdout.startswith("training improved -> "), done.stdout
+    # The user's own level is theirs: at 0, TensorFlow's informational lines are shown.
+    shown = subprocess.run(
+        [sys.executable, "-c", "import mlp, tensorflow as tf; tf.constant(1) + 1"], cwd=REPO,
+        env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and "I0000" in shown.stderr, shown.stderr
