@@ -1,0 +1,309 @@
+"""The figures README.md and docs/ show, generated from the runs' committed records.
+
+A record (docs/records/NAME.json) holds, for each run of a study, what its results.json says
+(test and validation accuracy, training time, epochs, precision, weights digest) and which test
+images it got right, plus where the runs came from: the command, the commit, the date, the
+machine. Every table in README.md and docs/*.md between the markers
+
+    <!-- generated: KIND NAME [REFERENCE] -->
+    ...
+    <!-- end generated -->
+
+is written here from those records: `summary NAME [GROUP; ...]` (each group's mean test accuracy
+over seeds with its 95% interval) or `changes NAME REFERENCE` (each group against REFERENCE on the paired
+seeds: the change, its 95% t-interval, and the p of a bootstrap over seeds and test images,
+mlp/significance.py). A figure edited by hand is put back, and --check (which the tests run)
+fails on it.
+
+    python -m experiments.results                  # rewrite the generated tables
+    python -m experiments.results --check          # exit 1 if any is not what the records give
+    python -m experiments.results collect NAME --command CMD STUDY_DIR   # an ablation's runs
+    python -m experiments.results collect NAME --command CMD --group LABEL RUN_DIR ...
+"""
+
+import argparse
+import base64
+import datetime
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+RECORDS = REPO / "docs" / "records"
+PAGES = ("README.md", "docs/*.md")
+BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
+                   re.S)
+
+
+class RecordError(Exception):
+    """A record or a marker is not usable; the message names it and what to do."""
+
+
+# --- collecting the records of finished runs ---------------------------------------------------
+
+def run_record(run_dir, group):
+    """One run's entry: its figures from results.json and its right/wrong test images (packed
+    bits, base64) from test_predictions.npz."""
+    from mlp.io import read_json
+
+    run_dir = Path(run_dir)
+    results_path, predictions_path = run_dir / "results.json", run_dir / "test_predictions.npz"
+    if not results_path.is_file():
+        raise RecordError(f"{run_dir}: no results.json (the run has not finished)")
+    results = read_json(results_path)
+    entry = {"run": run_dir.name, "group": group, "seed": results["experiment_config"]["seed"]}
+    for key in ("test_accuracy", "validation_accuracy", "train_seconds", "epochs_run",
+                "precision", "kernels", "weights_digest"):
+        entry[key] = results.get(key)
+    if predictions_path.is_file():
+        saved = np.load(predictions_path)
+        correct = saved["probabilities"].argmax(axis=1) == saved["labels"]
+        entry["test_images"] = int(correct.size)
+        entry["test_correct"] = base64.b64encode(np.packbits(correct)).decode("ascii")
+    return entry
+
+
+def correct_of(entry):
+    """The boolean array of which test images a run entry got right, or None."""
+    if "test_correct" not in entry:
+        return None
+    bits = np.frombuffer(base64.b64decode(entry["test_correct"]), np.uint8)
+    return np.unpackbits(bits)[:entry["test_images"]].astype(bool)
+
+
+def ablation_groups(study_dir):
+    """[(variant, [run directory, ...])] of a study's ablation.json, finished runs only."""
+    from experiments.ablation import slug
+    from mlp.io import read_json
+
+    study = read_json(Path(study_dir) / "ablation.json")
+    return [(row["variant"], [Path(study_dir) / f"{slug(row['variant'])}-seed{seed}"
+                              for seed in row["seeds"]])
+            for row in study["rows"] if "seeds" in row]
+
+
+def provenance(command, commit, note=None):
+    import tensorflow as tf
+
+    from mlp.machine import cpu_model
+
+    if commit is None:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    return {"command": command, "commit": commit[:12],
+            "date": datetime.date.today().isoformat(),
+            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                        "tensorflow": tf.__version__, "python": platform.python_version()},
+            **({"note": note} if note else {})}
+
+
+def collect(name, command, commit, groups, records_dir=RECORDS, note=None):
+    """Write records_dir/NAME.json from [(group, [run dir, ...])]."""
+    from mlp.io import atomic_write_json
+
+    runs = [run_record(run_dir, group) for group, run_dirs in groups for run_dir in run_dirs]
+    if not runs:
+        raise RecordError("no finished runs to record")
+    record = {"name": name, **provenance(command, commit, note), "runs": runs}
+    records_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(records_dir / f"{name}.json", record)
+    return record
+
+
+# --- the tables --------------------------------------------------------------------------------
+
+def load_record(name, records_dir=RECORDS):
+    import json
+
+    path = records_dir / f"{name}.json"
+    if not path.is_file():
+        raise RecordError(f"{path}: no such record; collect it first (see --help)")
+    return json.loads(path.read_text())
+
+
+def grouped(record):
+    """{group: [run entry, ...]} in the record's order."""
+    groups = {}
+    for entry in record["runs"]:
+        groups.setdefault(entry["group"], []).append(entry)
+    return groups
+
+
+def source_line(record):
+    machine = record["machine"]
+    return (f"<sub>{len(record['runs'])} runs of `{record['command']}` at commit "
+            f"{record['commit'][:7]}, {record['date']}, on {machine['cpu']} ({machine['cores']} "
+            f"cores), TensorFlow {machine['tensorflow']}; generated by "
+            f"`python -m experiments.results` from docs/records/{record['name']}.json."
+            + (f" {record['note']}" if record.get("note") else "") + "</sub>")
+
+
+def mean_interval(values):
+    """(mean, half-width of its 95% t-interval over the values; None for one value)."""
+    from mlp.significance import t_quantile
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def summary_table(record, only=None):
+    """Each group's row (`only`: these groups, in this order)."""
+    groups = grouped(record)
+    missing = [group for group in only or () if group not in groups]
+    if missing:
+        raise RecordError(f"{record['name']}: no group {', '.join(map(repr, missing))} (it has "
+                          f"{', '.join(groups)})")
+    lines = ["| recipe | seeds | test accuracy (95% interval of the mean) | std over seeds | "
+             "validation accuracy | epochs | training s (median; min–max) | precision |",
+             "|---|---|---|---|---|---|---|---|"]
+    for group in only or groups:
+        runs = groups[group]
+        accuracies = [run["test_accuracy"] for run in runs]
+        mean, half = mean_interval(accuracies)
+        spread = f"{statistics.stdev(accuracies):.4f}" if len(runs) > 1 else "—"
+        seconds = [run["train_seconds"] for run in runs]
+        precisions = ", ".join(sorted({run["precision"] for run in runs}))
+        interval = f"{mean:.4f} ± {half:.4f}" if half is not None else f"{mean:.4f}"
+        lines.append(
+            f"| {group} | {len(runs)} | {interval} | {spread} | "
+            f"{statistics.fmean(run['validation_accuracy'] for run in runs):.4f} | "
+            f"{statistics.fmean(run['epochs_run'] for run in runs):.1f} | "
+            f"{statistics.median(seconds):.1f}; {min(seconds):.1f}–{max(seconds):.1f} | "
+            f"{precisions} |")
+    return lines
+
+
+def changes_table(record, reference):
+    from mlp.significance import bootstrap_change, paired_interval
+
+    groups = grouped(record)
+    if reference not in groups:
+        raise RecordError(f"{record['name']}: no group {reference!r} to compare with "
+                          f"(it has {', '.join(groups)})")
+    base = {run["seed"]: run for run in groups[reference]}
+    lines = [f"| change from {reference} | seeds | test accuracy change | 95% interval over "
+             "the paired seeds | p (bootstrap over seeds × test images) |",
+             "|---|---|---|---|---|"]
+    rows = []
+    for group, runs in groups.items():
+        if group == reference:
+            continue
+        pairs = [(base[run["seed"]], run) for run in runs if run["seed"] in base]
+        interval = paired_interval([run["test_accuracy"] - first["test_accuracy"]
+                                    for first, run in pairs])
+        correct = ([correct_of(first) for first, _ in pairs],
+                   [correct_of(run) for _, run in pairs])
+        p = "—"
+        if pairs and all(c is not None for c in correct[0] + correct[1]):
+            p = f"{bootstrap_change(*correct)['p']:.2g}"
+        change = statistics.fmean(run["test_accuracy"] - first["test_accuracy"]
+                                  for first, run in pairs)
+        span = (f"{100 * interval[1]:+.2f} to {100 * interval[2]:+.2f} pt" if interval else "—")
+        rows.append((change, f"| {group} | {len(pairs)} | {100 * change:+.2f} pt | {span} | "
+                             f"{p} |"))
+    return lines + [row for _, row in sorted(rows, key=lambda item: item[0])]
+
+
+def table(spec, records_dir=RECORDS):
+    """The markdown a marker `<!-- generated: SPEC -->` stands for: SPEC is `summary NAME`,
+    `summary NAME GROUP; GROUP...` (only those groups) or `changes NAME REFERENCE` (REFERENCE a
+    group's label, spaces and all)."""
+    words = spec.split(maxsplit=2)
+    if words[:1] == ["summary"] and len(words) >= 2:
+        record = load_record(words[1], records_dir)
+        only = [group.strip() for group in words[2].split(";")] if len(words) == 3 else None
+        lines = summary_table(record, only)
+    elif words[:1] == ["changes"] and len(words) == 3:
+        record = load_record(words[1], records_dir)
+        lines = changes_table(record, words[2])
+    else:
+        raise RecordError(f"marker 'generated: {spec}': expected 'summary NAME' or "
+                          "'changes NAME REFERENCE'")
+    return "\n".join(lines + ["", source_line(record)]) + "\n"
+
+
+def regenerate(text, records_dir=RECORDS):
+    """`text` with every generated block rewritten from the records."""
+    return BLOCK.sub(lambda m: m.group(1) + table(m.group("spec").strip(), records_dir)
+                     + m.group(4), text)
+
+
+def pages(root=REPO):
+    return [path for pattern in PAGES for path in sorted(root.glob(pattern))]
+
+
+def stale_pages(root=REPO, records_dir=RECORDS, write=False):
+    """The pages whose generated blocks differ from what the records give (rewritten if
+    `write`)."""
+    stale = []
+    for path in pages(root):
+        text = path.read_text()
+        fresh = regenerate(text, records_dir)
+        if fresh != text:
+            stale.append(path)
+            if write:
+                path.write_text(fresh)
+    return stale
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["collect"]:
+            return _collect(argv[1:])
+        parser = argparse.ArgumentParser(
+            prog="python -m experiments.results", description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--check", action="store_true",
+                            help="write nothing; exit 1 naming each page whose generated tables "
+                                 "differ from what docs/records/ gives")
+        args = parser.parse_args(argv)
+        stale = stale_pages(write=not args.check)
+    except RecordError as error:
+        print(f"python -m experiments.results: error: {error}", file=sys.stderr)
+        return 2
+    for path in stale:
+        print(f"{'stale' if args.check else 'rewrote'}: {path.relative_to(REPO)}")
+    return 1 if (args.check and stale) else 0
+
+
+def _collect(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.results collect",
+        description="Record finished runs in docs/records/NAME.json, replacing that record.")
+    parser.add_argument("name", help="the record's name (a plain file name, no .json)")
+    parser.add_argument("paths", nargs="+", help="an ablation's study directory (its "
+                        "ablation.json names the groups), or run directories with --group")
+    parser.add_argument("--group", help="the label of the run directories given (e.g. best)")
+    parser.add_argument("--command", required=True,
+                        help="the command that trained the runs, as a reader would rerun it")
+    parser.add_argument("--commit", help="the commit that trained them (default: HEAD)")
+    parser.add_argument("--note", help="a sentence printed under every table of the record "
+                        "(e.g. what else shared the machine while the runs were timed)")
+    args = parser.parse_args(argv)
+    from mlp.config import is_plain_name
+
+    if not is_plain_name(args.name) or args.name.endswith(".json"):
+        parser.error(f"NAME must be a plain file name without .json, got {args.name!r}")
+    if args.group:
+        groups = [(args.group, [Path(p) for p in args.paths])]
+    elif len(args.paths) == 1 and (Path(args.paths[0]) / "ablation.json").is_file():
+        groups = ablation_groups(args.paths[0])
+    else:
+        parser.error("give one ablation study directory, or run directories with --group")
+    record = collect(args.name, args.command, args.commit, groups, note=args.note)
+    print(f"recorded {len(record['runs'])} runs in {RECORDS / (args.name + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

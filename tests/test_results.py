@@ -1,0 +1,78 @@
+"""The generated figures: every table in README.md and docs/ is what experiments.results writes
+from the committed records, and a figure edited by hand is caught."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments import results
+from mlp.significance import paired_interval
+
+
+def test_every_generated_table_matches_the_committed_records():
+    assert results.stale_pages(write=False) == []
+
+
+def test_the_pages_show_generated_tables():
+    readme = (results.REPO / "README.md").read_text()
+    assert len(results.BLOCK.findall(readme)) >= 2
+
+
+def test_a_hand_edited_figure_is_caught_and_put_back(tmp_path):
+    shutil.copytree(results.RECORDS, tmp_path / "records")
+    original = (results.REPO / "README.md").read_text()
+    block = results.BLOCK.search(original)
+    body = block.group("body")
+    figure = next(word for word in body.split() if word.startswith("0.8"))
+    edited = original.replace(body, body.replace(figure, "0.9999", 1))
+    assert edited != original
+    (tmp_path / "README.md").write_text(edited)
+    assert results.stale_pages(tmp_path, tmp_path / "records") == [tmp_path / "README.md"]
+    results.stale_pages(tmp_path, tmp_path / "records", write=True)
+    assert (tmp_path / "README.md").read_text() == original
+
+
+def _fake_run(run_dir, seed, correct):
+    """A finished run's two files as a run writes them: results.json and test_predictions.npz."""
+    run_dir.mkdir(parents=True)
+    labels = np.arange(correct.size) % 10
+    probabilities = np.full((correct.size, 10), 0.05, np.float32)
+    guesses = np.where(correct, labels, (labels + 1) % 10)
+    probabilities[np.arange(correct.size), guesses] = 0.55
+    np.savez(run_dir / "test_predictions.npz", probabilities=probabilities, labels=labels)
+    (run_dir / "results.json").write_text(json.dumps({
+        "experiment_config": {"seed": seed}, "test_accuracy": float(correct.mean()),
+        "validation_accuracy": 0.5, "train_seconds": 10.0 + seed, "epochs_run": 3,
+        "precision": "float32", "kernels": "fused", "weights_digest": "ab" * 32}))
+
+
+def test_collected_runs_give_their_figures_back(tmp_path):
+    rng = np.random.default_rng(0)
+    base = [rng.random(1001) < 0.8 for _ in range(3)]
+    other = [rng.random(1001) < 0.7 for _ in range(3)]
+    for seed in range(3):
+        _fake_run(tmp_path / "runs" / f"a-seed{seed}", seed, base[seed])
+        _fake_run(tmp_path / "runs" / f"b-seed{seed}", seed, other[seed])
+    groups = [(label, [tmp_path / "runs" / f"{label}-seed{s}" for s in range(3)])
+              for label in ("a", "b")]
+    record = results.collect("toy", "python -m toy", "0123456789abcdef", groups,
+                             tmp_path / "records")
+    assert [run["seed"] for run in record["runs"]] == [0, 1, 2, 0, 1, 2]
+    for run, correct in zip(record["runs"], base + other):
+        assert np.array_equal(results.correct_of(run), correct)
+    summary = results.table("summary toy", tmp_path / "records")
+    mean, half = results.mean_interval([c.mean() for c in base])
+    assert f"| a | 3 | {mean:.4f} ± {half:.4f} |" in summary
+    assert "6 runs of `python -m toy` at commit 0123456" in summary
+    changes = results.table("changes toy a", tmp_path / "records")
+    _, low, high = paired_interval([o.mean() - b.mean() for b, o in zip(base, other)])
+    assert f"{100 * low:+.2f} to {100 * high:+.2f} pt" in changes
+
+
+def test_a_bad_marker_or_missing_record_is_named(tmp_path):
+    with pytest.raises(results.RecordError, match="expected 'summary NAME'"):
+        results.table("average toy", tmp_path)
+    with pytest.raises(results.RecordError, match="no such record"):
+        results.table("summary nothing", tmp_path)
