@@ -229,8 +229,8 @@ def claim_trial_run(study_dir, trial, retried):
     `retried` (a FrozenTrial) or None. A retry continues the run `retried` left when that run is
     in `study_dir` and no live process holds it; otherwise it trains from scratch in its own
     directory. Raises RunInUse only for the trial's own directory."""
-    from mlp.config import check_writable_dir
-    from mlp.io import RunInUse, RunLock
+    from mlp import rundir
+    from mlp.io import RunInUse
 
     how = None
     if retried is not None:
@@ -240,14 +240,13 @@ def claim_trial_run(study_dir, trial, retried):
             why = f"trial {retried.number}'s run is not in {study_dir}"
         else:
             try:
-                return previous, RunLock(previous), f"resuming trial {retried.number}'s run"
+                return previous, rundir.claim(previous), f"resuming trial {retried.number}'s run"
             except RunInUse:
                 why = (f"trial {retried.number}'s run {previous} is still held by a live process "
                        "(frozen, then found stale)")
         how = f"retry of trial {retried.number}: {why}; training from scratch"
     own = study_dir / run_name(trial.number)
-    check_writable_dir(own, "logdir")
-    return own, RunLock(own), how
+    return own, rundir.claim(own), how
 
 
 class HeartbeatStorage:
@@ -580,7 +579,6 @@ class Objective:
         from mlp.actions import ReportToTrialAction, TrialPruned, TrialTakenOver
         from mlp.cli import train_run
         from mlp.exits import NonFiniteLoss
-        from mlp.io import atomic_write_json
 
         config = trial_config(self.space, self.overrides, trial, self.study_dir, self.args.space)
         retried = retried_trial(trial)
@@ -588,12 +586,11 @@ class Objective:
         config = dataclasses.replace(config, run_name=run_dir.name)
         trial.set_user_attr("run_dir", str(run_dir))
         with lock:
-            rundir.remove_leftovers(run_dir)
             exists = (run_dir / "config.json").exists()
             config, run_dir, _ = rundir.prepare("search", config, exists,
                                                 set(config.result_fields()))
             if not exists:
-                atomic_write_json(run_dir / "config.json", config.to_dict())
+                rundir.save_config(run_dir, config)
             what = "resuming" if exists else "training"
             print(f"trial {trial.number}: {what} in {run_dir}: {trial.params}"
                   + (f" ({how})" if how else ""), flush=True)

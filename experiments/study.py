@@ -68,9 +68,10 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
     finished run's seed and final figures; stops at the first run that fails, whose one line is
     printed. Raises ConfigError or DataError (mlp/exits.py) for a run that cannot start."""
     from mlp import rundir
-    from mlp.cli import execute
-    from mlp.config import ConfigError, check_writable_dir
-    from mlp.io import RunInUse, RunLock, atomic_write_json, read_json
+    from mlp.cli import train_run
+    from mlp.config import ConfigError
+    from mlp.exits import run_guarded
+    from mlp.io import RunInUse, read_json
 
     splits = None
     records = {}
@@ -82,9 +83,7 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
         try:
             if not report_only:
                 # Lock first, then look: what another worker finished meanwhile is not redone.
-                check_writable_dir(run_dir, "logdir")
-                lock = RunLock(run_dir)
-                rundir.remove_leftovers(run_dir)
+                lock = rundir.claim(run_dir)
             # As `--resume` of an experiment: a saved config must be the planned one.
             exists = (run_dir / "config.json").exists()
             config, run_dir, finished = rundir.prepare(name, config, exists,
@@ -92,7 +91,7 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
             if not finished and not report_only and splits is None:
                 splits = _load_for(plan)  # before the first run that trains writes anything
             if not exists and not report_only:
-                atomic_write_json(run_dir / "config.json", config.to_dict())
+                rundir.save_config(run_dir, config)
         except RunInUse:
             print(f"{label}: in use by another process, skipped", flush=True)
             continue
@@ -108,10 +107,12 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
             else:
                 print(f"{label}: {'resuming' if exists else 'training'} in {run_dir}", flush=True)
                 # The study prints one line per run; a run's per-epoch lines go nowhere.
-                code, _ = execute(prog, name, config, run_dir, resume=exists, splits=splits,
-                                  out=io.StringIO(), continue_with=continue_with)
-                if code:
-                    return code, records
+                # A run that fails ends the study with its one line; the finished ones are kept.
+                trained = run_guarded(prog, train_run, name, config, run_dir, resume=exists,
+                                      splits=splits, out=io.StringIO(),
+                                      continue_with=continue_with)
+                if isinstance(trained, int):  # run_guarded's exit code: the run failed
+                    return trained, records
         try:
             results = read_json(run_dir / "results.json")
             float(results["test_accuracy"])

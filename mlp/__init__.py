@@ -20,7 +20,7 @@ _EXPORTS = {
     "Trainer": "mlp.training", "weights_digest": "mlp.training",
     "Evaluator": "mlp.evaluation", "build": "mlp.build", "Parts": "mlp.build",
     "Controller": "mlp.controller", "Checkpoints": "mlp.checkpointing",
-    "train_and_report": "mlp.run",
+    "train_and_evaluate": "mlp.run",
 }
 __all__ = sorted(_EXPORTS)
 

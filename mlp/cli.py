@@ -1,10 +1,11 @@
 """The command line every experiment shares: one flag per Config field plus --resume, then the
-run: its directory (mlp/rundir.py), training and the report (mlp/run.py), and any failure as one
-line and an exit code (mlp/exits.py). The caller names itself: `prog` is how the user started it
+run: its directory (mlp/rundir.py), training and the report (mlp/run.py's train_and_evaluate),
+and any failure as one line and an exit code (mlp/exits.py), applied once, in `main`. The caller names itself: `prog` is how the user started it
 (e.g. "python -m experiments.improved"), `name` the prefix of its runs' directory names.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -34,45 +35,29 @@ def explicit_fields(parser, argv):
     return set(vars(parser.parse_args(argv))) - {"resume"}
 
 
-def execute(prog, name, config, run_dir, resume=False, role=WorkerRole(), strategy=None,
-            splits=None, out=None, continue_with=None):
-    """Train and report one prepared run. Returns (exit code, results or None); a failure is
-    printed as one line on stderr (mlp/exits.py). `out` takes the progress and epoch lines
-    (default: stdout); `continue_with` says how to continue after an interruption (default:
-    this run's --resume command)."""
-    results = []
-
-    def train():
-        results.append(train_run(name, config, run_dir, resume, role, strategy, splits, out,
-                                 continue_with))
-        return 0
-
-    code = run_guarded(prog, train)
-    return code, (results[0] if results else None)
-
-
 def train_run(name, config, run_dir, resume=False, role=WorkerRole(), strategy=None, splits=None,
               out=None, continue_with=None, extra_records=(), labels=None):
-    """`execute`'s training, raising what stops it (an error of mlp/exits.py, Interrupted, or
-    whatever an `extra_records` action raises) instead of printing it; returns the results.
-    `extra_records` and `labels` are mlp.run.assemble's."""
+    """Train and report one prepared run (mlp.run.train_and_evaluate) in `config.strategy`;
+    returns the results. Raises what stops it: an error of mlp/exits.py (a TensorFlow error
+    turned into one), Interrupted, or whatever an `extra_records` action raises; the caller's
+    edge (`run_guarded`) prints it as one line. `out` takes the progress and epoch lines
+    (default: stdout); `continue_with` says how to continue after an interruption (default:
+    this run's --resume command); `extra_records` and `labels` are mlp.run.assemble's."""
+    import tensorflow as tf
+
+    from mlp.distribute import setup
+    from mlp.run import train_and_evaluate
+
     hint = f"--resume --run-name {run_dir.name} --logdir {run_dir.parent}"
     continue_with = continue_with or f"the same command plus {hint}"
-    with SignalGuard() as guard:  # from here on, a signal is one line and a clean exit
-        import tensorflow as tf
-
-        from mlp.distribute import setup
-        from mlp.run import train_and_report
-
-        guard.check("stopped before training started", continue_with)
-        try:
-            return train_and_report(
-                config, run_dir, strategy or setup(config), resume=resume, splits=splits,
-                out=out, role=role, name=name, resume_hint=continue_with,
-                extra_records=extra_records, labels=labels)
-        except (tf.errors.OpError, OSError) as error:
-            raise from_tensorflow_error(error, config.strategy == "multi_worker", run_dir,
-                                        continue_with) from None
+    try:
+        return train_and_evaluate(
+            config, run_dir, strategy or setup(config), resume=resume, splits=splits, out=out,
+            role=role, name=name, resume_hint=continue_with, extra_records=extra_records,
+            labels=labels)
+    except (tf.errors.OpError, OSError) as error:
+        raise from_tensorflow_error(error, config.strategy == "multi_worker", run_dir,
+                                    continue_with) from None
 
 
 def main(prog, name, defaults, description, argv=None):
@@ -99,11 +84,12 @@ def _main(prog, name, defaults, description, argv, guard):
 
         fused.resolve("fused")  # refused before the run directory holds anything
     guard.check("stopped before anything was written", "the same command")
-    lock = rundir.claim(config, run_dir, args.resume, role)
     started = time.perf_counter()
-    code, results = execute(prog, name, config, run_dir, args.resume, role)
-    if lock:
-        lock.release()
+    # The chief owns the run directory; the other workers of a multi-worker run only train.
+    with rundir.claim(run_dir) if role.is_chief else contextlib.nullcontext():
+        if role.is_chief and not args.resume:
+            rundir.save_config(run_dir, config)
+        results = train_run(name, config, run_dir, args.resume, role)
     if results is not None:
         print(f"done: {results['epochs_run']} epochs, best epoch {results['best_epoch']}; "
               f"accuracy train {results['train_accuracy']:.4f}, validation "
@@ -111,7 +97,7 @@ def _main(prog, name, defaults, description, argv, guard):
               f"training {results['train_seconds']:.1f}s, this process "
               f"{time.perf_counter() - started:.1f}s; weights {results['weights_digest'][:16]}; "
               f"run dir {run_dir}")
-    return code
+    return 0
 
 
 def output_dir_and_data(logdir, prefix, data_dir):

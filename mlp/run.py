@@ -1,6 +1,6 @@
 """One run, start to end: build the parts, give them to a controller with the recipe's
 end-of-epoch actions, train, pick the weights, write the report. Every experiment and every
-study's runs go through `train_and_report`; tests use its two halves, `assemble` and `finish`.
+study's runs go through `train_and_evaluate`; tests use its two halves, `assemble` and `finish`.
 (The runnable experiments and studies are the package `experiments`.)
 """
 
@@ -166,23 +166,38 @@ def _report(run, state):
     return results
 
 
-def train_and_report(config, run_dir, strategy=None, resume=False, splits=None, out=None,
-                     role=WorkerRole(), name="run", resume_hint="the same command plus --resume",
-                     extra_records=(), labels=None):
-    """`assemble`, say what is about to happen, `finish`."""
+def train_and_evaluate(config, run_dir, strategy=None, resume=False, splits=None, out=None,
+                       role=WorkerRole(), name="run", resume_hint="the same command plus --resume",
+                       extra_records=(), labels=None):
+    """One run, start to end; returns the results dict (results.json's). The steps:
+
+    1. `assemble`: build the parts (data, model, optimizer, trainer, evaluator; mlp/build.py)
+       and a controller with the recipe's end-of-epoch actions, restored from the last
+       checkpoint if `resume`;
+    2. say what is about to happen, in one line;
+    3. `finish`: the controller trains to the end (mlp/controller.py), the chosen weights go
+       into the model, and mlp/report.py evaluates and writes results.json.
+
+    A signal stops it at the next point that loses nothing (between these steps, or at a step
+    boundary inside the training); the caller's edge turns what it raises into one line and an
+    exit code (mlp/exits.py)."""
     with SignalGuard() as guard:
         run = assemble(config, run_dir, strategy, resume, splits, out, role, resume_hint,
                        extra_records, labels)
         guard.check("stopped before training (re)started, nothing new to save", resume_hint)
-        parts = run.parts
-        chosen = ""
-        if parts.precision_probe:
-            chosen = " chosen by probe: " + ", ".join(
-                f"{p} {seconds * 1e3:.2f} ms" for p, seconds in parts.precision_probe.items())
-        kernels = f"{parts.kernels} kernels" + (f" (fused: {parts.kernels_note})"
-                                                if parts.kernels_note else "")
-        print(f"{'resuming' if run.resumed else 'training'} {name} -> {run.run_dir} "
-              f"({parts.precision}{chosen}, {kernels}, {config.strategy} x{parts.replicas}, "
-              f"{len(parts.train_labels)} training images, {parts.steps_per_epoch} steps per "
-              "epoch)", file=out, flush=True)
+        print(_start_line(run, config, name), file=out, flush=True)
         return finish(run)
+
+
+def _start_line(run, config, name):
+    parts = run.parts
+    chosen = ""
+    if parts.precision_probe:
+        chosen = " chosen by probe: " + ", ".join(
+            f"{p} {seconds * 1e3:.2f} ms" for p, seconds in parts.precision_probe.items())
+    kernels = f"{parts.kernels} kernels" + (f" (fused: {parts.kernels_note})"
+                                            if parts.kernels_note else "")
+    return (f"{'resuming' if run.resumed else 'training'} {name} -> {run.run_dir} "
+            f"({parts.precision}{chosen}, {kernels}, {config.strategy} x{parts.replicas}, "
+            f"{len(parts.train_labels)} training images, {parts.steps_per_epoch} steps per "
+            "epoch)")

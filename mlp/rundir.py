@@ -3,7 +3,9 @@ process, and which directory `--resume` continues. Every experiment and every st
 through here, so a run directory means the same thing whoever made it.
 
     config, run_dir, finished = prepare(name, config, resume, explicit, role)
-    lock = claim(config, run_dir, resume, role)   # the chief's lock, released on exit
+    with claim(run_dir):                           # the lock, and a killed process's leftovers gone
+        save_config(run_dir, config)               # a new run's
+        ...                                        # train
 """
 
 import dataclasses
@@ -101,23 +103,23 @@ def new_run_name(logdir, name):
     raise ConfigError(f"--run-name: too many runs named {stem}* in {logdir}; choose a --run-name")
 
 
-def claim(config, run_dir, resume, role):
-    """Check the run directory can be written, lock it for this process (the chief's), and write
-    a new run's config.json. Returns the lock, or None for a worker that is not the chief;
-    RunInUse if another process holds it."""
-    if not role.is_chief:
-        return None
+def claim(run_dir):
+    """Lock `run_dir` for this process, after checking it can be written, and remove what a
+    killed process left there; the lock (a context manager). RunInUse if another process holds
+    it. The CLI, the studies and the search all take their runs' directories here."""
     check_writable_dir(run_dir, "logdir")
-    lock = RunLock(run_dir)  # RunInUse if another process holds it
+    lock = RunLock(run_dir)
     remove_leftovers(run_dir)
-    if not resume:
-        try:
-            atomic_write_json(run_dir / "config.json", config.to_dict())
-        except OSError as e:
-            lock.release()
-            raise CannotWrite(f"{run_dir / 'config.json'}: {e.strerror}; free space or fix "
-                              "permissions, then run the same command again") from None
     return lock
+
+
+def save_config(run_dir, config):
+    """Write a new run's config.json (atomically); CannotWrite if the disk refuses."""
+    try:
+        atomic_write_json(Path(run_dir) / "config.json", config.to_dict())
+    except OSError as e:
+        raise CannotWrite(f"{Path(run_dir) / 'config.json'}: {e.strerror}; free space or fix "
+                          "permissions, then run the same command again") from None
 
 
 def remove_leftovers(run_dir):
