@@ -33,7 +33,7 @@ def main(argv=None):
 
 
 def _export(run_dir, out_dir):
-    from mlp.export import export
+    from mlp.saved_model import export
 
     results = export(run_dir, out_dir)
     print(f"exported {run_dir} (test accuracy {results['test_accuracy']:.4f}, weights "

@@ -133,7 +133,7 @@ def load_model(model_dir, cleanup):
 
     model_dir = Path(model_dir)
     if (model_dir / "config.json").is_file():
-        from mlp.export import export
+        from mlp.saved_model import export
 
         staging = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="mlp-predict-")))
         export(model_dir, staging / "model")

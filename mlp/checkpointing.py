@@ -87,7 +87,7 @@ class Checkpoints:
         for prefix in candidates:
             try:
                 # Every object given here must be in the file; the file may hold more (a reader
-                # such as mlp/export.py asks for the model's weights only).
+                # such as mlp/saved_model.py asks for the model's weights only).
                 self.checkpoint.restore(prefix).expect_partial().assert_existing_objects_matched()
                 state = RunState.from_json(self.state_text.numpy().decode())
             except Exception as error:  # a damaged file can fail in many ways; none is fatal yet

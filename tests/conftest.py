@@ -56,7 +56,7 @@ SMALL_RUN_FLAGS = ["--no-verify-checksums", "--no-corruptions", "--validation-si
                    "--batch-size", "50", "--no-histograms"]
 
 
-def run_experiment(module, *args, timeout=300, env=None, **kwargs):
+def run_module(module, *args, timeout=300, env=None, **kwargs):
     """`python -m experiments.<module> args` in the repo: the CompletedProcess of its exit code,
     stdout and stderr. Runs in this process (the same `main` the module runs, without a
     process's start-up) unless a separate process shows something more: another environment

@@ -5,7 +5,7 @@ import shlex
 import pytest
 
 from experiments.ablation import FULL, markdown, summarize
-from tests.conftest import run_experiment
+from tests.conftest import run_module
 
 FLAGS = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size", "100",
          "--train-subset", "400", "--variants", FULL, "no dropout", "baseline"]
@@ -46,7 +46,7 @@ def test_a_study_without_the_full_recipe_has_no_change_to_show():
 @pytest.mark.slow
 def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *FLAGS]
-    first = run_experiment("ablation", *args)
+    first = run_module("ablation", *args)
     assert first.returncode == 0, first.stderr
     study = tmp_path / "ablation-improved-quick-n400"
     report = json.loads((study / "ablation.json").read_text())
@@ -65,7 +65,7 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
 
     # An interrupted run (checkpoints but no results) is resumed; finished ones are skipped.
     (study / "baseline-seed1" / "results.json").unlink()
-    second = run_experiment("ablation", *args)
+    second = run_module("ablation", *args)
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("finished before, skipped") == 5
     assert "baseline, seed 1: resuming" in second.stdout
@@ -81,7 +81,7 @@ SWEEP = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size"
 @pytest.mark.slow
 def test_sweep_lists_one_command_per_run_and_reports_what_finished(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *SWEEP]
-    listed = run_experiment("ablation", *args, "--list-commands")
+    listed = run_module("ablation", *args, "--list-commands")
     assert listed.returncode == 0, listed.stderr
     commands = listed.stdout.strip().splitlines()
     assert len(commands) == 4
@@ -91,7 +91,7 @@ def test_sweep_lists_one_command_per_run_and_reports_what_finished(small_data, t
         "full-recipe-seed0", "full-recipe-seed1", "no-l2-seed0", "no-l2-seed1"]
 
     # A scheduler runs one of them: only that run trains.
-    one = run_experiment("ablation", *shlex.split(commands[1])[3:])
+    one = run_module("ablation", *shlex.split(commands[1])[3:])
     assert one.returncode == 0, one.stderr
     assert one.stdout.count("training in") == 1
     study = tmp_path / "sweep"
@@ -99,7 +99,7 @@ def test_sweep_lists_one_command_per_run_and_reports_what_finished(small_data, t
     assert finished == [shlex.split(commands[1])[-1]]
 
     # The report aggregates what finished and trains nothing.
-    report = run_experiment("ablation", *args, "--report-only")
+    report = run_module("ablation", *args, "--report-only")
     assert report.returncode == 0, report.stderr
     assert "training in" not in report.stdout and report.stdout.count("not finished") == 3
     assert "1 of 4 runs finished" in (study / "ablation.md").read_text()
@@ -112,7 +112,7 @@ def test_a_run_locked_by_another_process_is_skipped(small_data, tmp_path):
     run_dir = tmp_path / "locked" / "no-l2-seed0"
     run_dir.mkdir(parents=True)
     with RunLock(run_dir):
-        done = run_experiment("ablation", "--data-dir", small_data, "--logdir", tmp_path,
+        done = run_module("ablation", "--data-dir", small_data, "--logdir", tmp_path,
                               *SWEEP[:-1], "locked", "--runs", "no-l2-seed0", "full-recipe-seed0")
     assert done.returncode == 0, done.stderr
     assert "no L2, seed 0: in use by another process, skipped" in done.stdout
@@ -123,17 +123,17 @@ def test_a_run_locked_by_another_process_is_skipped(small_data, tmp_path):
 @pytest.mark.slow
 def test_a_saved_run_with_other_settings_is_not_reused(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *SWEEP, "--runs", "no-l2-seed0"]
-    assert run_experiment("ablation", *args).returncode == 0
+    assert run_module("ablation", *args).returncode == 0
     config_path = tmp_path / "sweep" / "no-l2-seed0" / "config.json"
     saved = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**saved, "learning_rate": 0.5}))
-    done = run_experiment("ablation", *args)
+    done = run_module("ablation", *args)
     assert done.returncode == 2
     assert "--learning-rate" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_study_name_must_be_a_plain_name(tmp_path):
-    done = run_experiment("ablation", "--logdir", tmp_path, "--study-name", "../elsewhere")
+    done = run_module("ablation", "--logdir", tmp_path, "--study-name", "../elsewhere")
     assert done.returncode == 2 and "plain directory name" in done.stderr
 
 
@@ -147,7 +147,7 @@ def test_the_best_study_compares_like_with_like(small_data, tmp_path):
         assert config.test_time_flip == config.augment_flip, name
         assert bool(config.test_time_shifts) == bool(config.augment_shift), name
     # Test-time views have their own row: the full recipe's runs on the plain images.
-    done = run_experiment("ablation", "--study", "best", "--data-dir", small_data, "--logdir",
+    done = run_module("ablation", "--study", "best", "--data-dir", small_data, "--logdir",
                           tmp_path, "--quick", "--seeds", "1", "--no-verify-checksums",
                           "--validation-size", "100", "--train-subset", "200",
                           "--variants", FULL, "no augmentation (flip, shift)", "--precision",
@@ -170,7 +170,7 @@ def test_the_best_study_compares_like_with_like(small_data, tmp_path):
 def test_the_study_draws_its_chart_beside_the_table_and_in_tensorboard(small_data, tmp_path):
     import tensorflow as tf
 
-    done = run_experiment("ablation", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("ablation", "--data-dir", small_data, "--logdir", tmp_path,
                           *SWEEP[:-1], "chart", "--seeds", "1")
     assert done.returncode == 0, done.stderr
     png = (tmp_path / "chart" / "ablation.png").read_bytes()

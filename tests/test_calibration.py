@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlp import calibration
-from tests.conftest import SMALL_RUN_FLAGS, run_experiment
+from tests.conftest import SMALL_RUN_FLAGS, run_module
 
 
 def test_the_measures_on_a_case_computed_by_hand():
@@ -52,7 +52,7 @@ def test_scaling_by_the_fitted_temperature_does_not_lower_the_validation_likelih
 
 @pytest.mark.slow  # a whole run
 def test_a_run_reports_calibration_and_leaves_its_test_predictions(small_data, tmp_path):
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "calibrated", "--epochs", 2, "--test-time-flip",
                           *SMALL_RUN_FLAGS)
     assert done.returncode == 0, done.stderr

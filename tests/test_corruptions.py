@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlp import corruptions
-from tests.conftest import SMALL_RUN_FLAGS, run_experiment
+from tests.conftest import SMALL_RUN_FLAGS, run_module
 
 
 def blobs(count=40, seed=0):
@@ -159,7 +159,7 @@ def test_a_run_reports_its_accuracy_on_each_corruption(small_data, tmp_path):
         assert reported[name] == pytest.approx(np.mean(predicted == splits.test_labels)), name
     assert reported["mean"] == pytest.approx(np.mean([reported[n] for n in sets]))
 
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "robust", "--epochs", 2, *SMALL_RUN_FLAGS, "--sharpness",
                           "--corruptions")
     assert done.returncode == 0, done.stderr

@@ -22,7 +22,7 @@ from mlp import data as data_lib
 from mlp.config import Config
 from mlp.distribute import StrategyError, WorkerRole, worker_role
 from mlp.model import MLP
-from tests.conftest import REAL_DATA, REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
+from tests.conftest import REAL_DATA, REPO, SMALL_RUN_FLAGS, run_module, write_dataset
 
 WORKER_TIMEOUT = 240  # seconds before a stuck worker fails the test instead of hanging CI
 
@@ -105,7 +105,7 @@ def test_multi_worker_without_tf_config_or_run_name_exits_2_in_one_line(small_da
     cluster = {**env, "TF_CONFIG": _tf_config([1, 2], 0)}
     for flags, env, complaint in ((["--run-name", "x"], env, "needs TF_CONFIG"),
                                   ([], cluster, "need one")):
-        done = run_experiment("improved", "--strategy", "multi_worker", "--data-dir", small_data,
+        done = run_module("improved", "--strategy", "multi_worker", "--data-dir", small_data,
                               "--logdir", tmp_path, *flags, *SMALL_RUN_FLAGS, env=env)
         assert done.returncode == 2, done.stderr
         assert complaint in done.stderr and "Traceback" not in done.stderr
@@ -143,7 +143,7 @@ def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
     ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]])
 @pytest.mark.slow
 def test_mirrored_runs_every_ingredient_through_the_command_line(small_data, tmp_path, flags):
-    done = run_experiment("improved", "--strategy", "mirrored", "--cpu-devices", "2",
+    done = run_module("improved", "--strategy", "mirrored", "--cpu-devices", "2",
                           "--data-dir", small_data, "--logdir", tmp_path, "--run-name", "m",
                           "--epochs", "2", *SMALL_RUN_FLAGS, *flags)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -365,7 +365,7 @@ def test_multi_worker_accuracy_matches_one_device_on_real_data(tmp_path):
     flags = ["--data-dir", REAL_DATA, "--logdir", tmp_path, "--epochs", 2, "--train-subset", 6000,
              "--batch-size", 100, "--sync-batch-norm", "--dropout", 0, "--no-histograms",
              "--no-corruptions", "--precision", "float32"]
-    single = run_experiment("improved", *flags, "--run-name", "one")
+    single = run_module("improved", *flags, "--run-name", "one")
     assert single.returncode == 0, single.stderr[-3000:]
     outcomes = _finish(_start_workers([*flags, "--run-name", "two"]))
     for code, _, err in outcomes:

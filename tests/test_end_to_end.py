@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from experiments.recipes import IMPROVED
-from tests.conftest import REAL_DATA, REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
+from tests.conftest import REAL_DATA, REPO, SMALL_RUN_FLAGS, run_module, write_dataset
 
 RESULT_KEYS = {"test_accuracy", "test_loss", "best_epoch", "epochs_run", "train_seconds",
                "epoch_seconds", "samples_per_second", "weights_digest", "experiment_config"}
@@ -32,7 +32,7 @@ def _scalars(directory):
 
 
 def test_improved_run_writes_results_and_tensorboard_logs(small_data, tmp_path):
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "e2e", "--epochs", "4", "--histograms",
                           *SMALL_RUN_FLAGS[:-1])
     assert done.returncode == 0, done.stderr
@@ -60,7 +60,7 @@ def test_improved_run_writes_results_and_tensorboard_logs(small_data, tmp_path):
 
 
 def test_baseline_runs_with_its_own_architecture(small_data, tmp_path):
-    done = run_experiment("baseline", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("baseline", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "b", "--epochs", "2", *SMALL_RUN_FLAGS)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "b" / "results.json").read_text())
@@ -71,7 +71,7 @@ def test_baseline_runs_with_its_own_architecture(small_data, tmp_path):
 
 @pytest.mark.slow  # a whole run
 def test_best_runs_its_recipe_and_reports_the_single_view_accuracy(small_data, tmp_path):
-    done = run_experiment("best", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("best", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "best", "--epochs", "4", "--warmup-epochs", "2",
                           *SMALL_RUN_FLAGS)
     assert done.returncode == 0, done.stderr
@@ -94,7 +94,7 @@ def test_best_runs_its_recipe_and_reports_the_single_view_accuracy(small_data, t
 
 
 def test_help_explains_every_flag():
-    done = run_experiment("improved", "--help")
+    done = run_module("improved", "--help")
     assert done.returncode == 0
     for flag in ("--epochs", "--batch-size", "--learning-rate", "--seed", "--data-dir", "--logdir",
                  "--run-name", "--precision", "--resume", "--deterministic"):
@@ -113,7 +113,7 @@ def test_bad_arguments_exit_2_with_one_line_before_training(flags, complaint, tm
     blocker.write_text("")
     flags = [f.format(file=blocker) for f in flags]
     logdir = [] if "--logdir" in flags else ["--logdir", tmp_path / "logs"]
-    done = run_experiment("improved", "--data-dir", small_data, *logdir, *SMALL_RUN_FLAGS, *flags)
+    done = run_module("improved", "--data-dir", small_data, *logdir, *SMALL_RUN_FLAGS, *flags)
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if "error" in line]
     assert len(lines) == 1 and complaint in lines[0], done.stderr
@@ -128,7 +128,7 @@ def test_corrupted_data_file_is_one_line_and_exit_1(tmp_path):
     content = gzip.open(target).read()
     with gzip.open(target, "wb") as f:
         f.write(content[:-100])
-    done = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path / "logs",
+    done = run_module("improved", "--data-dir", data_dir, "--logdir", tmp_path / "logs",
                           *SMALL_RUN_FLAGS)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
@@ -138,9 +138,9 @@ def test_corrupted_data_file_is_one_line_and_exit_1(tmp_path):
 def test_existing_run_is_never_overwritten(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "same", "--epochs", "1",
             *SMALL_RUN_FLAGS]
-    assert run_experiment("improved", *args).returncode == 0
+    assert run_module("improved", *args).returncode == 0
     before = (tmp_path / "same" / "results.json").read_text()
-    again = run_experiment("improved", *args)
+    again = run_module("improved", *args)
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert (tmp_path / "same" / "results.json").read_text() == before
 
@@ -149,7 +149,7 @@ def test_existing_run_is_never_overwritten(small_data, tmp_path):
                     "(apt-get install dataset-fashion-mnist)")
 @pytest.mark.slow
 def test_one_epoch_of_the_improved_recipe_on_real_data(tmp_path):
-    done = run_experiment("improved", "--epochs", "1", "--logdir", tmp_path, "--run-name", "real",
+    done = run_module("improved", "--epochs", "1", "--logdir", tmp_path, "--run-name", "real",
                           "--data-dir", REAL_DATA)
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "real" / "results.json").read_text())
@@ -158,7 +158,7 @@ def test_one_epoch_of_the_improved_recipe_on_real_data(tmp_path):
 
 @pytest.mark.parametrize("tool", ["benchmark", "profile"])
 def test_tools_report_missing_data_in_one_line(tool, tmp_path):
-    done = run_experiment(tool, "--data-dir", tmp_path, "--logdir", tmp_path / "out")
+    done = run_module(tool, "--data-dir", tmp_path, "--logdir", tmp_path / "out")
     assert done.returncode == 1
     assert f"python -m experiments.{tool}: data error: {tmp_path}: missing" in done.stderr
     assert "Traceback" not in done.stderr
@@ -172,7 +172,7 @@ def benchmark_run(tmp_path_factory):
         pytest.skip("the real Fashion-MNIST is not installed (apt-get install "
                     "dataset-fashion-mnist)")
     logdir = tmp_path_factory.mktemp("benchmark")
-    done = run_experiment("benchmark", "--repeats", "1", "--skip-keras", "--precisions",
+    done = run_module("benchmark", "--repeats", "1", "--skip-keras", "--precisions",
                           "float32", "--batch-sizes", "512", "--widths", "improved", "best",
                           "--breakdown", "--train-subset", "5000", "--data-dir", REAL_DATA,
                           "--logdir", logdir)
@@ -230,7 +230,7 @@ def test_benchmark_breakdown_times_the_loop_without_each_part_of_the_recipe(benc
 def test_a_run_leaves_nothing_in_the_temporary_directory(small_data, tmp_path):
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
                           "--epochs", 1, *SMALL_RUN_FLAGS,
                           env={**os.environ, "TMPDIR": str(temporary)})
     assert done.returncode == 0, done.stderr[-2000:]

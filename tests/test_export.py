@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlp import data as data_lib
-from tests.conftest import SMALL_RUN_FLAGS, run_experiment
+from tests.conftest import SMALL_RUN_FLAGS, run_module
 
 # Loads a SavedModel with `import mlp` and `import experiments` made impossible, and writes the
 # serving signature's outputs for the given IDX images.
@@ -36,7 +36,7 @@ np.savez(out, probabilities=result['probabilities'].numpy(), classes=result['cla
 def _evaluator_predictions(run_dir, small_data):
     """The repository's own evaluation of the run's reported weights on the test set."""
     from mlp.evaluation import Evaluator
-    from mlp.export import chosen_model
+    from mlp.saved_model import chosen_model
 
     model, config, results = chosen_model(run_dir)
     splits = data_lib.load(small_data, verify_checksums=False, validation_size=100)
@@ -59,10 +59,10 @@ def _evaluator_predictions(run_dir, small_data):
 @pytest.mark.slow
 def test_the_saved_model_predicts_what_the_evaluator_does_without_the_repository(
         small_data, tmp_path, flags):
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "run", "--precision", "float32", *SMALL_RUN_FLAGS, *flags)
     assert done.returncode == 0, done.stderr
-    exported = run_experiment("export", tmp_path / "run", "--out", tmp_path / "model")
+    exported = run_module("export", tmp_path / "run", "--out", tmp_path / "model")
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "model" / "saved_model.pb").is_file()
 
@@ -84,19 +84,19 @@ def test_the_saved_model_predicts_what_the_evaluator_does_without_the_repository
 @pytest.fixture(scope="module")
 def exported_model(small_data, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("export")
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", logdir, "--run-name",
+    done = run_module("improved", "--data-dir", small_data, "--logdir", logdir, "--run-name",
                           "run", "--epochs", "2", "--precision", "float32", *SMALL_RUN_FLAGS)
     assert done.returncode == 0, done.stderr
-    assert run_experiment("export", logdir / "run").returncode == 0
+    assert run_module("export", logdir / "run").returncode == 0
     return logdir / "run"
 
 
 def test_predict_prints_a_line_per_image_and_json_for_machines(exported_model, small_data,
                                                                tmp_path):
     images = small_data / "t10k-images-idx3-ubyte.gz"
-    lines = run_experiment("predict", exported_model / "saved_model", images)
+    lines = run_module("predict", exported_model / "saved_model", images)
     assert lines.returncode == 0, lines.stderr
-    as_json = run_experiment("predict", exported_model, images, "--json")  # a run directory
+    as_json = run_module("predict", exported_model, images, "--json")  # a run directory
     assert as_json.returncode == 0, as_json.stderr
     rows = json.loads(as_json.stdout)
     assert len(rows) == 200 and len(lines.stdout.strip().splitlines()) == 200
@@ -132,7 +132,7 @@ def test_a_picture_is_converted_as_the_dataset_was(tmp_path):
 ])
 def test_a_foreign_directory_is_one_line_and_exit_2(tmp_path, make, words, code):
     make(tmp_path / "foreign")
-    done = run_experiment("export", tmp_path / "foreign", "--out", tmp_path / "model")
+    done = run_module("export", tmp_path / "foreign", "--out", tmp_path / "model")
     assert done.returncode == code, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("python -m experiments.export: error: ")
@@ -146,19 +146,19 @@ def test_a_run_whose_checkpoints_were_changed_is_refused(exported_model, tmp_pat
     shutil.copytree(exported_model, copy, ignore=shutil.ignore_patterns("saved_model"))
     results = json.loads((copy / "results.json").read_text())
     (copy / "results.json").write_text(json.dumps({**results, "weights_digest": "0" * 64}))
-    done = run_experiment("export", copy)
+    done = run_module("export", copy)
     assert done.returncode == 2 and "weights_digest" in done.stderr.strip().splitlines()[-1]
     assert not (copy / "saved_model").exists()
     shutil.rmtree(copy / "checkpoints")
-    done = run_experiment("export", copy)
+    done = run_module("export", copy)
     assert done.returncode == 2 and "no checkpoint" in done.stderr
 
 
 def test_an_unreadable_image_is_one_line(exported_model, tmp_path):
     (tmp_path / "x.png").write_bytes(b"not a picture")
-    done = run_experiment("predict", exported_model / "saved_model", tmp_path / "x.png")
+    done = run_module("predict", exported_model / "saved_model", tmp_path / "x.png")
     assert done.returncode == 1 and "not an image Pillow can read" in done.stderr
-    done = run_experiment("predict", exported_model / "saved_model", tmp_path / "missing.png")
+    done = run_module("predict", exported_model / "saved_model", tmp_path / "missing.png")
     assert done.returncode == 2 and "no such image file" in done.stderr
 
 
@@ -194,7 +194,7 @@ def _idx_of_no_images(path):
 ], ids=["png-broken-chunk", "idx-of-no-images"])
 def test_a_damaged_or_empty_image_file_is_one_line(exported_model, tmp_path, make, code, words):
     make(tmp_path / "input")
-    done = run_experiment("predict", exported_model / "saved_model", tmp_path / "input")
+    done = run_module("predict", exported_model / "saved_model", tmp_path / "input")
     assert done.returncode == code, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not done.stdout
@@ -220,7 +220,7 @@ def test_a_damaged_saved_model_or_one_without_class_names_is_one_line(exported_m
     tf.saved_model.save(bare, str(tmp_path / "bare"), signatures={"serving_default": bare.serve})
     for model, words in ((damaged, "not a SavedModel TensorFlow can load"),
                          (tmp_path / "bare", "without the class_names signature")):
-        done = run_experiment("predict", model, picture)
+        done = run_module("predict", model, picture)
         assert done.returncode == 2, done.stderr
         assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
@@ -291,7 +291,7 @@ def test_images_are_classified_in_batches_and_no_temporary_directory_is_left(
     from experiments import predict
 
     images = small_data / "t10k-images-idx3-ubyte.gz"
-    whole = run_experiment("predict", exported_model / "saved_model", images, "--json")
+    whole = run_module("predict", exported_model / "saved_model", images, "--json")
     assert whole.returncode == 0, whole.stderr
     sizes = []
     classified = predict.classified
@@ -306,7 +306,7 @@ def test_images_are_classified_in_batches_and_no_temporary_directory_is_left(
     monkeypatch.setattr(predict, "classified", counted)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    batched = run_experiment("predict", exported_model, images, "--json")  # a run: exported
+    batched = run_module("predict", exported_model, images, "--json")  # a run: exported
     assert batched.returncode == 0, batched.stderr
     assert sizes == [64, 64, 64, 8]
     rows, expected = json.loads(batched.stdout), json.loads(whole.stdout)
@@ -323,7 +323,7 @@ def test_export_refuses_what_it_cannot_write_before_writing_anything(exported_mo
     a_file.write_text("x")
     # Under a file; under /proc, where not even root may make a directory.
     for out in (a_file / "model", "/proc/mlp-export/model"):
-        done = run_experiment("export", exported_model, "--out", out)
+        done = run_module("export", exported_model, "--out", out)
         assert done.returncode == 2, done.stderr
         assert "--out: cannot write in" in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
@@ -333,7 +333,7 @@ def test_export_refuses_what_it_cannot_write_before_writing_anything(exported_mo
     results = json.loads((copy / "results.json").read_text())
     del results["test_accuracy"]
     (copy / "results.json").write_text(json.dumps(results))
-    done = run_experiment("export", copy)
+    done = run_module("export", copy)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "has no weights_digest, precision or test_accuracy" in done.stderr
     assert sorted(p.name for p in copy.iterdir()) == sorted(
@@ -344,14 +344,14 @@ def test_an_export_holds_the_runs_lock_so_no_study_removes_its_staging(exported_
                                                                       monkeypatch):
     import shutil
 
-    from mlp import export as export_lib
+    from mlp import saved_model as export_lib
     from mlp import rundir
     from mlp.io import RunInUse, RunLock
 
     copy = tmp_path / "copy"
     shutil.copytree(exported_model, copy, ignore=shutil.ignore_patterns("saved_model"))
     with RunLock(copy):  # a training, study or search holds the run
-        done = run_experiment("export", copy)
+        done = run_module("export", copy)
     assert done.returncode == 2 and "is in use by another process" in done.stderr
     assert not list(copy.glob(".saved_model.*")) and not (copy / "saved_model").exists()
 
@@ -366,7 +366,7 @@ def test_an_export_holds_the_runs_lock_so_no_study_removes_its_staging(exported_
         assert staging.exists()
 
     monkeypatch.setattr(export_lib, "_write", while_staging)
-    assert run_experiment("export", copy).returncode == 0
+    assert run_module("export", copy).returncode == 0
     assert seen["staging"].parent == copy and (copy / "saved_model" / "saved_model.pb").is_file()
     with RunLock(copy):
         rundir.remove_leftovers(copy)  # after the export: nothing of it to remove

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from mlp import MLP, BatchNorm, fused
 from mlp.config import Config, ConfigError
 from mlp.run import assemble
-from tests.conftest import SMALL_RUN_FLAGS, run_experiment
+from tests.conftest import SMALL_RUN_FLAGS, run_module
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_auto_takes_tensorflow_ops_on_a_gpu(monkeypatch):
 def test_kernels_fused_without_a_compiler_exits_2_with_one_line(small_data, tmp_path):
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"),
            "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
                           "--kernels", "fused", *SMALL_RUN_FLAGS, env=env)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
@@ -304,14 +304,14 @@ def test_a_fused_run_resumes_on_tensorflow_ops_where_the_kernels_cannot_be_built
         small_data, tmp_path, monkeypatch, kernels):
     args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "moved", "--epochs", 2,
             "--kernels", kernels, *SMALL_RUN_FLAGS]
-    assert run_experiment("improved", *args).returncode == 0
+    assert run_module("improved", *args).returncode == 0
     (tmp_path / "moved" / "results.json").unlink()  # as if killed before its report
 
     def cannot_build(cache_dir=None):
         raise fused.KernelBuildError("no C++ compiler 'g++' found (set $CXX or install g++)")
 
     monkeypatch.setattr(fused, "load", cannot_build)
-    done = run_experiment("improved", *args, "--resume")
+    done = run_module("improved", *args, "--resume")
     assert done.returncode == 0, done.stderr
     assert "continues after epoch 2 on TensorFlow's ops" in done.stderr
     recorded = json.loads((tmp_path / "moved" / "kernels.json").read_text())
@@ -319,9 +319,9 @@ def test_a_fused_run_resumes_on_tensorflow_ops_where_the_kernels_cannot_be_built
         {"after_epoch": 2, "why": "no C++ compiler 'g++' found (set $CXX or install g++)"}]
     assert json.loads((tmp_path / "moved" / "results.json").read_text())["kernels"] == "tensorflow"
     # A new run that insists on them is refused with advice the program accepts.
-    refused = run_experiment("improved", *args[:5], "fresh", *args[6:], "--kernels", "fused")
+    refused = run_module("improved", *args[:5], "fresh", *args[6:], "--kernels", "fused")
     assert refused.returncode == 2 and "or use --kernels tensorflow" in refused.stderr
-    accepted = run_experiment("improved", *args[:5], "fresh", *args[6:], "--kernels", "tensorflow",
+    accepted = run_module("improved", *args[:5], "fresh", *args[6:], "--kernels", "tensorflow",
                               "--epochs", 1)
     assert accepted.returncode == 0, accepted.stderr
 

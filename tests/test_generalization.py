@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from experiments import generalization
-from tests.conftest import run_experiment
+from tests.conftest import run_module
 
 SIZES = generalization.log_spaced(1_000, 55_000, 6)
 
@@ -53,7 +53,7 @@ STUDY = ["--no-verify-checksums", "--validation-size", "100", "--sizes", "100", 
 @pytest.mark.slow  # six runs
 def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, *STUDY]
-    first = run_experiment("generalization", *args)
+    first = run_module("generalization", *args)
     assert first.returncode == 0, first.stderr
     study = tmp_path / "curves"
     summary = json.loads((study / "generalization.json").read_text())
@@ -77,14 +77,14 @@ def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_dat
     assert "| 200 |" in table and "a·m^b + c" in table and "λ_max" in table
     assert (study / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
 
-    again = run_experiment("generalization", *args)
+    again = run_module("generalization", *args)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished before, skipped") == 6
     assert "training in" not in again.stdout
 
 
 def test_sizes_beyond_the_training_set_are_refused_in_one_line(small_data, tmp_path):
-    done = run_experiment("generalization", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("generalization", "--data-dir", small_data, "--logdir", tmp_path,
                           "--no-verify-checksums", "--validation-size", "100", "--sizes", "100",
                           "5000", "--seeds", "1", "--epochs", "1", "--recipes", "baseline")
     assert done.returncode == 2, done.stderr

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlp.config import Config, ConfigError
-from tests.conftest import SMALL_RUN_FLAGS, run_experiment
+from tests.conftest import SMALL_RUN_FLAGS, run_module
 
 
 def _saved_run(tmp_path, small_data, **changes):
@@ -29,7 +29,7 @@ def _saved_run(tmp_path, small_data, **changes):
 
 
 def _resume(tmp_path):
-    return run_experiment("improved", "--logdir", tmp_path, "--run-name", "edited", "--resume")
+    return run_module("improved", "--logdir", tmp_path, "--run-name", "edited", "--resume")
 
 
 def _one_line(done, code, *words):
@@ -82,7 +82,7 @@ def test_a_run_name_that_is_not_a_plain_name_is_refused_before_anything_is_read(
     outside = tmp_path / "x"
     outside.mkdir()
     (outside / "config.json").write_text("{not json")  # would be read if the name were used
-    done = run_experiment("improved", "--logdir", tmp_path / "logs", "--run-name", name,
+    done = run_module("improved", "--logdir", tmp_path / "logs", "--run-name", name,
                           "--resume")
     _one_line(done, 2, "--run-name", "plain directory name")
 
@@ -105,7 +105,7 @@ RUN_FLAGS = ["--epochs", 3, "--deterministic", "--seed", 4, *SMALL_RUN_FLAGS]
 def finished_run(tmp_path_factory, small_data):
     """A finished 3-epoch run: its results, and a copy of its checkpoints directory."""
     logdir = tmp_path_factory.mktemp("ck")
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", logdir,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", logdir,
                           "--run-name", "whole", *RUN_FLAGS)
     assert done.returncode == 0, done.stderr
     return logdir / "whole"
@@ -135,7 +135,7 @@ def _damage(path, how):
 
 
 def _resume_run(run_dir):
-    return run_experiment("improved", "--logdir", run_dir.parent, "--run-name", run_dir.name,
+    return run_module("improved", "--logdir", run_dir.parent, "--run-name", run_dir.name,
                           "--resume")
 
 
@@ -231,7 +231,7 @@ def test_signals_at_any_moment_end_the_run_promptly_and_cleanly(small_data, tmp_
     stopped = [o for o in outcomes if o[4] != 0]
     assert stopped
     i = stopped[-1][0]
-    resumed = run_experiment("improved", *flags, "--run-name", f"run{i}", "--resume")
+    resumed = run_module("improved", *flags, "--run-name", f"run{i}", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
 
@@ -277,7 +277,7 @@ def test_any_flags_and_any_bytes_give_exit_0_1_or_2_and_never_a_traceback(
                        batch_size=50, epochs=1, histograms=False).to_dict()
         (run_dir / "config.json").write_text(json.dumps(saved))
         (run_dir / f"{damage}.json").write_bytes(garbage)
-    done = run_experiment("improved", *args, *(["--resume"] if resume else []), timeout=120)
+    done = run_module("improved", *args, *(["--resume"] if resume else []), timeout=120)
     assert done.returncode in (0, 1, 2), (args, done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr, (args, done.stderr[-3000:])
     if done.returncode:
@@ -294,7 +294,7 @@ def test_any_flags_and_any_bytes_give_exit_0_1_or_2_and_never_a_traceback(
     (["--heartbeat-timeout", "1e300"], "--heartbeat-timeout: must be at most 86400 s"),
 ])
 def test_inputs_that_once_raised_are_one_line_and_exit_2(flags, words, small_data, tmp_path):
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           *SMALL_RUN_FLAGS, *flags)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
@@ -322,7 +322,7 @@ def test_a_full_disk_when_the_run_directory_is_made_is_one_line_and_exit_1(small
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(rundir, "atomic_write_json", full)
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "full", *SMALL_RUN_FLAGS)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]

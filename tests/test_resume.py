@@ -19,7 +19,7 @@ from mlp import data as data_lib
 from mlp.config import Config
 from mlp.controller import NonFiniteLoss
 from mlp.run import assemble, finish
-from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment, write_dataset
+from tests.conftest import REPO, SMALL_RUN_FLAGS, run_module, write_dataset
 
 EPOCHS = 4
 
@@ -41,7 +41,7 @@ def _results(logdir, name):
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("logs")
-    done = run_experiment("improved", *_args(data_dir, logdir, "whole"))
+    done = run_module("improved", *_args(data_dir, logdir, "whole"))
     assert done.returncode == 0, done.stderr
     return _results(logdir, "whole")
 
@@ -70,7 +70,7 @@ def _wait_for_checkpoints(process, run_dir, count, timeout=120):
 
 @pytest.mark.slow
 def test_two_deterministic_runs_give_the_same_weights(data_dir, tmp_path, uninterrupted):
-    done = run_experiment("improved", *_args(data_dir, tmp_path, "again"))
+    done = run_module("improved", *_args(data_dir, tmp_path, "again"))
     assert done.returncode == 0, done.stderr
     assert _results(tmp_path, "again")["weights_digest"] == uninterrupted["weights_digest"]
 
@@ -95,7 +95,7 @@ KILL_DELAYS = [0.0] + [round(random.Random(11).uniform(0.05, 0.6), 3)]
 @pytest.mark.parametrize("delay", KILL_DELAYS)
 def test_sigkill_then_resume_equals_the_uninterrupted_run(data_dir, tmp_path, uninterrupted, delay):
     _kill_after_first_checkpoint(_args(data_dir, tmp_path, "killed"), tmp_path / "killed", delay)
-    resumed = run_experiment("improved", *_args(data_dir, tmp_path, "killed"), "--resume")
+    resumed = run_module("improved", *_args(data_dir, tmp_path, "killed"), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     results = _results(tmp_path, "killed")
     assert results["weights_digest"] == uninterrupted["weights_digest"], f"delay {delay}"
@@ -121,7 +121,7 @@ def test_signal_saves_a_checkpoint_and_resume_continues_exactly(data_dir, tmp_pa
     assert "--resume" in stderr and "Traceback" not in stderr
     saved = _checkpoints(tmp_path / "stopped")
     assert saved is not None
-    resumed = run_experiment("improved", *_args(data_dir, tmp_path, "stopped"), "--resume")
+    resumed = run_module("improved", *_args(data_dir, tmp_path, "stopped"), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _results(tmp_path, "stopped")["weights_digest"] == uninterrupted["weights_digest"]
 
@@ -129,23 +129,23 @@ def test_signal_saves_a_checkpoint_and_resume_continues_exactly(data_dir, tmp_pa
 @pytest.mark.slow  # a whole run
 def test_resuming_a_finished_run_says_so(data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "finished")
-    assert run_experiment("improved", *args).returncode == 0
+    assert run_module("improved", *args).returncode == 0
     before = (tmp_path / "finished" / "results.json").read_text()
-    again = run_experiment("improved", *args, "--resume")
+    again = run_module("improved", *args, "--resume")
     assert again.returncode == 0 and "already finished" in again.stdout
     assert (tmp_path / "finished" / "results.json").read_text() == before
 
 
 def _unfinished_run(args, run_dir):
     """A run with checkpoints and no results.json, as a killed run leaves it."""
-    assert run_experiment("improved", *args).returncode == 0
+    assert run_module("improved", *args).returncode == 0
     (run_dir / "results.json").unlink()
 
 
 @pytest.mark.slow  # a whole run
 def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
     _unfinished_run(_args(data_dir, tmp_path, "bare"), tmp_path / "bare")
-    resumed = run_experiment("improved", "--logdir", tmp_path, "--run-name", "bare", "--resume")
+    resumed = run_module("improved", "--logdir", tmp_path, "--run-name", "bare", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _results(tmp_path, "bare")["experiment_config"]["epochs"] == EPOCHS
 
@@ -158,7 +158,7 @@ def test_a_run_saved_before_the_added_settings_resumes(data_dir, tmp_path):
     saved = tmp_path / "old" / "config.json"
     saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items()
                                  if k in FIRST_FORMAT}))
-    resumed = run_experiment("improved", "--logdir", tmp_path, "--run-name", "old", "--resume")
+    resumed = run_module("improved", "--logdir", tmp_path, "--run-name", "old", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _results(tmp_path, "old")["experiment_config"]["kernels"] == "tensorflow"
 
@@ -167,20 +167,20 @@ def test_a_run_saved_before_the_added_settings_resumes(data_dir, tmp_path):
 def test_resume_refuses_a_config_that_changes_results(data_dir, tmp_path):
     args = _args(data_dir, tmp_path, "mismatch")
     _unfinished_run(args, tmp_path / "mismatch")
-    refused = run_experiment("improved", *args, "--resume", "--learning-rate", "0.5")
+    refused = run_module("improved", *args, "--resume", "--learning-rate", "0.5")
     assert refused.returncode == 2
     assert "--learning-rate 0.5 (saved: 0.001)" in refused.stderr
     assert not (tmp_path / "mismatch" / "results.json").exists()
 
 
 def test_resume_of_a_missing_run_is_an_error(tmp_path):
-    done = run_experiment("improved", "--logdir", tmp_path, "--run-name", "nope", "--resume")
+    done = run_module("improved", "--logdir", tmp_path, "--run-name", "nope", "--resume")
     assert done.returncode == 2 and "no run to resume" in done.stderr
 
 
 def test_divergence_stops_cleanly_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
     # No batch norm, no L2, an absurd learning rate: the loss overflows within a few steps.
-    done = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", data_dir, "--logdir", tmp_path,
                           "--run-name", "diverge", "--no-batch-norm", "--dropout", "0",
                           "--l2", "0", "--learning-rate", "1e12", "--epochs", "5",
                           *SMALL_RUN_FLAGS)
@@ -190,7 +190,7 @@ def test_divergence_stops_cleanly_and_keeps_the_last_good_checkpoint(data_dir, t
     # The advice is one the program takes: a new run (a resume refuses another learning rate).
     last = done.stderr.strip().splitlines()[-1]
     assert "start a new run with a lower --learning-rate" in last
-    refused = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path,
+    refused = run_module("improved", "--data-dir", data_dir, "--logdir", tmp_path,
                              "--run-name", "diverge", "--learning-rate", "1e-3", "--resume")
     assert refused.returncode == 2 and "--learning-rate" in refused.stderr
 
@@ -281,7 +281,7 @@ def test_second_interrupt_exits_at_once():
 def test_unwritable_checkpoint_directory_is_one_clear_line(data_dir, tmp_path):
     (tmp_path / "blocked").mkdir()
     (tmp_path / "blocked" / "checkpoints").write_text("a file where the directory should be")
-    done = run_experiment("improved", "--data-dir", data_dir, "--logdir", tmp_path,
+    done = run_module("improved", "--data-dir", data_dir, "--logdir", tmp_path,
                           "--run-name", "blocked", "--epochs", "1", *SMALL_RUN_FLAGS)
     assert done.returncode == 1
     assert "cannot write" in done.stderr and "checkpoints" in done.stderr
@@ -300,11 +300,11 @@ def test_unwritable_checkpoint_directory_is_one_clear_line(data_dir, tmp_path):
     ids=["best-machinery", "early-stopped"])
 @pytest.mark.slow
 def test_sigkill_and_resume_is_exact_for_other_machinery(data_dir, tmp_path, flags):
-    whole = run_experiment("improved", *_args(data_dir, tmp_path, "whole"), *flags)
+    whole = run_module("improved", *_args(data_dir, tmp_path, "whole"), *flags)
     assert whole.returncode == 0, whole.stderr
     _kill_after_first_checkpoint([*_args(data_dir, tmp_path, "killed"), *flags],
                                  tmp_path / "killed", 0.1)
-    resumed = run_experiment("improved", *_args(data_dir, tmp_path, "killed"), *flags, "--resume")
+    resumed = run_module("improved", *_args(data_dir, tmp_path, "killed"), *flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     expected, results = _results(tmp_path, "whole"), _results(tmp_path, "killed")
     assert results["weights_digest"] == expected["weights_digest"]
@@ -323,7 +323,7 @@ def test_an_error_that_is_not_about_files_is_not_reported_as_one(data_dir, tmp_p
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
 
     monkeypatch.setattr(Trainer, "train_loop", out_of_memory)
-    done = run_experiment("improved", *_args(data_dir, tmp_path, "oom"))
+    done = run_module("improved", *_args(data_dir, tmp_path, "oom"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "failed: ResourceExhaustedError: OOM when allocating tensor" in last

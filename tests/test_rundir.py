@@ -13,21 +13,21 @@ import pytest
 from mlp.config import ConfigError
 from mlp.io import RunInUse, RunLock
 from mlp.rundir import new_run_name, remove_leftovers
-from tests.conftest import REPO, SMALL_RUN_FLAGS, run_experiment
+from tests.conftest import REPO, SMALL_RUN_FLAGS, run_module
 
 
 def test_a_run_directory_in_use_is_refused(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "busy", "--epochs", 1,
             *SMALL_RUN_FLAGS]
-    assert run_experiment("improved", *args).returncode == 0
+    assert run_module("improved", *args).returncode == 0
     (tmp_path / "busy" / "results.json").unlink()  # as if it were still training
     with RunLock(tmp_path / "busy"):
-        done = run_experiment("improved", *args, "--resume")
+        done = run_module("improved", *args, "--resume")
     assert done.returncode == 2
     assert "in use by another process" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "busy" / "results.json").exists()
     # Released: the same command now continues it.
-    assert run_experiment("improved", *args, "--resume").returncode == 0
+    assert run_module("improved", *args, "--resume").returncode == 0
 
 
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
@@ -58,7 +58,7 @@ def test_default_run_names_are_unique_when_runs_start_together(tmp_path):
 def test_leftovers_of_a_killed_process_are_removed_when_the_run_is_continued(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "left", "--epochs", 1,
             *SMALL_RUN_FLAGS]
-    assert run_experiment("improved", *args).returncode == 0
+    assert run_module("improved", *args).returncode == 0
     run_dir = tmp_path / "left"
     (run_dir / "results.json").unlink()
     half_written = run_dir / ".results.json.x1y2.tmp"
@@ -66,7 +66,7 @@ def test_leftovers_of_a_killed_process_are_removed_when_the_run_is_continued(sma
     shards = run_dir / "checkpoints" / "ckpt-99_temp"
     shards.mkdir()
     (shards / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
-    assert run_experiment("improved", *args, "--resume").returncode == 0
+    assert run_module("improved", *args, "--resume").returncode == 0
     assert not half_written.exists() and not shards.exists()
     assert (run_dir / "results.json").exists()
 
@@ -80,7 +80,7 @@ def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_untouched
     (run_dir / ".lock").symlink_to(target)
     with pytest.raises(ConfigError, match="symbolic link"):
         RunLock(run_dir)
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+    done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
                           "--run-name", "linked", "--epochs", 1, *SMALL_RUN_FLAGS)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "is a symbolic link" in done.stderr.strip().splitlines()[-1]

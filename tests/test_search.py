@@ -18,7 +18,7 @@ import pytest
 
 from experiments import recipes
 from mlp.summaries import logged_epochs
-from tests.conftest import REPO, run_experiment
+from tests.conftest import REPO, run_module
 
 # Small runs; the batch size is left to the spaces that search it.
 SMALL = ["--no-verify-checksums", "--no-corruptions", "--validation-size", "100",
@@ -56,7 +56,7 @@ def test_an_sqlite_study_prunes_continues_and_keeps_every_trial_a_run(small_data
                "--pruner", "median", "--pruner-startup-trials", "1", "--pruner-warmup-epochs",
                "0", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "3",
                "--batch-size", "50", "--no-early-stopping", *SMALL]
-    first = run_experiment("search", *command, "--trials", "4")
+    first = run_module("search", *command, "--trials", "4")
     assert first.returncode == 0, first.stderr
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     trials = study_trials(storage, "tiny")
@@ -81,14 +81,14 @@ def test_an_sqlite_study_prunes_continues_and_keeps_every_trial_a_run(small_data
             assert sorted(logged_epochs(run_dir, "validation", "accuracy")) == sorted(
                 t.intermediate_values)
     # The same command again continues the study: the grid's two remaining points, no repeat.
-    again = run_experiment("search", *command, "--trials", "4")
+    again = run_module("search", *command, "--trials", "4")
     assert again.returncode == 0, again.stderr
     trials = study_trials(storage, "tiny")
     assert [t.number for t in trials] == list(range(6))
     assert len({(t.params["learning_rate"], t.params["dropout"]) for t in trials}) == 6
     assert "trial 0:" not in again.stdout and "trial 4:" in again.stdout
 
-    report = run_experiment("search", *command, "--report")
+    report = run_module("search", *command, "--report")
     assert report.returncode == 0, report.stderr
     table = (tmp_path / "tiny" / "search.md").read_text()
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
@@ -102,7 +102,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small
                                                                            spaces):
     # No batch norm, no L2, an absurd learning rate: the loss overflows within a few steps.
     spaces("wild", tiny_space({"learning_rate": [1e12, 1e13], "dropout": [0.0]}))
-    done = run_experiment("search", "--space", "wild", "--sampler", "grid", "--trials", "2",
+    done = run_module("search", "--space", "wild", "--sampler", "grid", "--trials", "2",
                           "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "2",
                           "--no-batch-norm", "--l2", "0", *SMALL)
     assert done.returncode == 0, done.stderr
@@ -119,7 +119,7 @@ def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_
                "--enqueue-base", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1",
                *SMALL]
     for _ in range(2):  # the second invocation queues nothing more
-        done = run_experiment("search", *command)
+        done = run_module("search", *command)
         assert done.returncode == 0, done.stderr
     trials = study_trials(f"sqlite:///{tmp_path / 'search.db'}", "around")
     assert len(trials) == 2
@@ -130,7 +130,7 @@ def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_
     assert ["fixed_params" in t.system_attrs for t in trials] == [True, False]
 
     spaces("elsewhere", tiny_space({"learning_rate": [3e-3], "dropout": [0.0]}))
-    refused = run_experiment("search", "--space", "elsewhere", "--study", "elsewhere",
+    refused = run_module("search", "--space", "elsewhere", "--study", "elsewhere",
                              *command[4:])
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "the base recipe's learning_rate 0.001 is not among the space's choices" \
@@ -150,7 +150,7 @@ def test_bad_input_is_one_line_and_an_exit_code(small_data, tmp_path, spaces, fl
     spaces("badfield", recipes.SearchSpace(
         recipes.IMPROVED, lambda trial: {"no_such_setting": trial.suggest_float("x", 0, 1)},
         {}, "a space with a typo"))
-    done = run_experiment("search", "--data-dir", small_data, "--logdir", tmp_path, *flags,
+    done = run_module("search", "--data-dir", small_data, "--logdir", tmp_path, *flags,
                           *SMALL)
     assert done.returncode == code, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr
@@ -194,7 +194,7 @@ def test_a_database_that_cannot_be_used_is_one_line_exit_2_and_no_password_is_sh
         "tables of an older Optuna": ["--storage", _old_schema_database(tmp_path / "old.db")],
         "a study named like the default database": ["--study", "search.db"],
     }[case]
-    done = run_experiment("search", "--data-dir", small_data, "--logdir", tmp_path / "logs",
+    done = run_module("search", "--data-dir", small_data, "--logdir", tmp_path / "logs",
                           *flags, *SMALL)
     assert done.returncode == code, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -210,7 +210,7 @@ def test_a_report_of_a_study_that_is_not_there_names_those_that_are_and_makes_no
 
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     optuna.create_study(storage=storage, study_name="kept")
-    done = run_experiment("search", "--study", "kpet", "--report", "--logdir", tmp_path,
+    done = run_module("search", "--study", "kpet", "--report", "--logdir", tmp_path,
                           "--data-dir", small_data, *SMALL)
     assert done.returncode == 2, done.stderr
     assert "no study 'kpet'" in done.stderr and "(it holds: kept)" in done.stderr
@@ -219,7 +219,7 @@ def test_a_report_of_a_study_that_is_not_there_names_those_that_are_and_makes_no
     assert not (tmp_path / "kpet").exists()
     # A --logdir with no database (mistyped, say): refused, and no database is made there.
     elsewhere = tmp_path / "elsewhere"
-    done = run_experiment("search", "--study", "kept", "--report", "--logdir", elsewhere,
+    done = run_module("search", "--study", "kept", "--report", "--logdir", elsewhere,
                           "--data-dir", small_data, *SMALL)
     assert done.returncode == 2 and "no study database" in done.stderr, done.stderr
     assert not (elsewhere / "search.db").exists()
@@ -231,7 +231,7 @@ def test_under_the_grid_sampler_an_error_that_is_not_the_grids_is_reported_as_it
     damaged = tmp_path / "tiny" / "trial-0000"
     damaged.mkdir(parents=True)
     (damaged / "config.json").write_text("{ damaged")
-    done = run_experiment("search", "--space", "tiny", "--sampler", "grid", "--trials", "1",
+    done = run_module("search", "--space", "tiny", "--sampler", "grid", "--trials", "1",
                           "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1", *SMALL)
     assert done.returncode == 2, done.stderr
     assert "config.json: cannot be read as JSON" in done.stderr, done.stderr
@@ -320,7 +320,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_ones_trial_is_retried
     killed_at = time.time()
     assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0
     time.sleep(max(0.0, killed_at + 5 - time.time()))  # past the grace period
-    survivor = run_experiment("search", *_worker_arguments(postgres, tmp_path, small_data, 1))
+    survivor = run_module("search", *_worker_arguments(postgres, tmp_path, small_data, 1))
     assert survivor.returncode == 0, survivor.stderr
 
     trials = study_trials(postgres, "shared")
@@ -366,7 +366,7 @@ def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_i
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
     stopped_at = json.loads((tmp_path / "stopped" / "trial-0000" / "config.json").read_text())
 
-    again = run_experiment("search", *command[3:])  # the same command, in this process
+    again = run_module("search", *command[3:])  # the same command, in this process
     assert again.returncode == 0, again.stderr
     assert "trial 1: resuming in" in again.stdout and "trial-0000" in again.stdout
     trials = study_trials(storage, "stopped")
@@ -380,9 +380,9 @@ def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_i
 def test_a_study_continued_with_other_settings_is_refused_not_mixed(small_data, tmp_path):
     command = ["--study", "fixed", "--sampler", "random", "--trials", "1", "--data-dir",
                small_data, "--logdir", tmp_path, "--train-subset", "200", *SMALL]
-    first = run_experiment("search", *command, "--epochs", "1")
+    first = run_module("search", *command, "--epochs", "1")
     assert first.returncode == 0, first.stderr
-    other = run_experiment("search", *command, "--epochs", "2")
+    other = run_module("search", *command, "--epochs", "2")
     assert other.returncode == 2
     assert "started with other settings (epochs)" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
@@ -442,7 +442,7 @@ def test_a_worker_frozen_past_the_grace_period_stops_its_trial_cleanly_and_none_
     frozen.send_signal(signal.SIGSTOP)
     try:
         time.sleep(3 + 2)  # no heartbeat for longer than the grace period
-        retry = run_experiment("search", *arguments)
+        retry = run_module("search", *arguments)
     finally:
         frozen.send_signal(signal.SIGCONT)
     assert retry.returncode == 0, retry.stderr

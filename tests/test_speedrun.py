@@ -7,7 +7,7 @@ import pytest
 
 from experiments.recipes import SPEEDRUN as CONFIG
 from experiments.speedrun import markdown, summarize
-from tests.conftest import run_experiment
+from tests.conftest import run_module
 
 
 def run(seed, accuracy, seconds, whitening=0.5):
@@ -47,7 +47,7 @@ def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data,
     args = ["--seeds", "2", "--data-dir", small_data, "--no-verify-checksums",
             "--validation-size", "100", "--logdir", tmp_path, "--name", "sr", "--no-sharpness",
             "--precision", "float32", "--target", "0.5", "--keras-target", "0.3"]
-    first = run_experiment("speedrun", *args, "--keras-reference")
+    first = run_module("speedrun", *args, "--keras-reference")
     assert first.returncode == 0, first.stderr
     study = tmp_path / "sr"
     summary = json.loads((study / "speedrun.json").read_text())
@@ -78,7 +78,7 @@ def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data,
 
     # An interrupted seed resumes under the same name; a finished one is kept.
     (study / "seed1" / "results.json").unlink()
-    second = run_experiment("speedrun", *args)
+    second = run_module("speedrun", *args)
     assert second.returncode == 0, second.stderr
     assert "seed 0: finished before, skipped" in second.stdout
     assert "seed 1: resuming" in second.stdout
@@ -88,6 +88,6 @@ def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data,
 
 
 def test_bad_arguments_are_one_line(tmp_path):
-    result = run_experiment("speedrun", "--name", "../x", "--logdir", tmp_path)
+    result = run_module("speedrun", "--name", "../x", "--logdir", tmp_path)
     assert result.returncode == 2 and "--name must be a plain directory name" in result.stderr
     assert "Traceback" not in result.stderr

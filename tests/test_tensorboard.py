@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import SMALL_RUN_FLAGS, run_experiment
+from tests.conftest import SMALL_RUN_FLAGS, run_module
 
 pytestmark = pytest.mark.slow  # a real tensorboard process
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # a real tensorboard process
 @pytest.fixture(scope="module")
 def board(small_data, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("board")
-    done = run_experiment("improved", "--data-dir", small_data, "--logdir", logdir,
+    done = run_module("improved", "--data-dir", small_data, "--logdir", logdir,
                           "--run-name", "shown", "--epochs", "2", *SMALL_RUN_FLAGS[:-1],
                           "--corruptions")
     assert done.returncode == 0, done.stderr

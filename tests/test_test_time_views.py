@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from mlp.augment import evaluation_views, shift
 from mlp.evaluation import Evaluator
 from mlp.model import MLP
-from tests.conftest import run_experiment
+from tests.conftest import run_module
 from tests.test_export import exported_model  # noqa: F401  (a finished run)
 
 
@@ -78,17 +78,17 @@ def test_the_evaluator_averages_the_probabilities_of_exactly_the_recipes_views(f
 
 def test_the_recipes_own_views_give_the_reported_accuracy(exported_model, tmp_path):  # noqa: F811
     results = json.loads((exported_model / "results.json").read_text())
-    done = run_experiment("test_time_views", exported_model, "--split", "test")
+    done = run_module("test_time_views", exported_model, "--split", "test")
     assert done.returncode == 0, done.stderr
     [row] = [line for line in done.stdout.splitlines() if line.startswith(f"| {exported_model}")]
     own, more, change = (cell.strip() for cell in row.split("|")[2:5])
     assert own == f"{results['test_accuracy']:.4f}"
     assert 0.0 <= float(more) <= 1.0 and change.endswith(" pt")
 
-    too_far = run_experiment("test_time_views", exported_model, "--shifts", "28")
+    too_far = run_module("test_time_views", exported_model, "--shifts", "28")
     assert too_far.returncode == 2 and "--shifts must be 0 to 27" in too_far.stderr
     assert "Traceback" not in too_far.stderr
 
-    missing = run_experiment("test_time_views", tmp_path)
+    missing = run_module("test_time_views", tmp_path)
     assert missing.returncode != 0 and "not a run directory" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
