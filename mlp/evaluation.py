@@ -9,6 +9,17 @@ from mlp.regularization import L2Term
 from mlp.training import NUM_CLASSES
 
 
+def view_log_probabilities(model, images, test_time_flip=False, test_time_shifts=0):
+    """Log of the mean, over the test-time views of `images` (mlp.augment.evaluation_views), of
+    the model's class probabilities in evaluation mode (no dropout, batch norm on its moving
+    statistics). The evaluator and the exported SavedModel both infer this way."""
+    views = evaluation_views(images, test_time_flip, test_time_shifts)
+    log_probs = [tf.nn.log_softmax(model(view, training=False)) for view in views]
+    if len(views) == 1:
+        return log_probs[0]
+    return tf.reduce_logsumexp(tf.stack(log_probs), 0) - tf.math.log(float(len(views)))
+
+
 class Evaluator(tf.Module):
     """Evaluates a model in inference mode (moving batch-norm statistics, no dropout).
 
@@ -35,12 +46,10 @@ class Evaluator(tf.Module):
     def log_probabilities(self, images, single_view=False):
         """Log of the predicted class probabilities in evaluation mode: of the mean of the test-time
         views' probabilities, or of the image's alone if `single_view`."""
-        views = ([images] if single_view else
-                 evaluation_views(images, self.test_time_flip, self.test_time_shifts))
-        log_probs = [tf.nn.log_softmax(self.model(view, training=False)) for view in views]
-        if len(views) == 1:
-            return log_probs[0]
-        return tf.reduce_logsumexp(tf.stack(log_probs), 0) - tf.math.log(float(len(views)))
+        if single_view:
+            return tf.nn.log_softmax(self.model(images, training=False))
+        return view_log_probabilities(self.model, images, self.test_time_flip,
+                                      self.test_time_shifts)
 
     def _replica_step(self, batch, single_view):
         images, labels = batch

@@ -9,7 +9,7 @@ import math
 
 import tensorflow as tf
 
-INITIALIZERS = ("he_normal", "glorot_uniform")
+from mlp.config import INITIALIZERS
 
 
 def initial_kernel(shape, initializer, seed):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mlp.augment import evaluation_views
 from mlp.checkpointing import Checkpoints
 from mlp.config import SIDE, Config, ConfigError
 from mlp.data import CLASS_NAMES
+from mlp.evaluation import view_log_probabilities
 from mlp.exits import CannotWrite, CheckpointError
 from mlp.io import RunLock, read_json
 from mlp.model import MLP
@@ -37,8 +37,7 @@ from mlp.training import weights_digest
 def view_probabilities(model, pixels, test_time_flip, test_time_shifts=0):
     """Class probabilities of `pixels` [N, 784] in [0, 1] as the evaluator infers them: no
     dropout, batch norm on its moving statistics, averaged over the recipe's test-time views."""
-    views = evaluation_views(pixels, test_time_flip, test_time_shifts)
-    return tf.add_n([tf.nn.softmax(model(view, training=False)) for view in views]) / len(views)
+    return tf.exp(view_log_probabilities(model, pixels, test_time_flip, test_time_shifts))
 
 
 class Classifier(tf.Module):
