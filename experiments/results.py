@@ -163,8 +163,9 @@ def summary_table(record, only=None):
         raise RecordError(f"{record['name']}: no group {', '.join(map(repr, missing))} (it has "
                           f"{', '.join(groups)})")
     lines = ["| recipe | seeds | test accuracy (95% interval of the mean) | std over seeds | "
-             "validation accuracy | epochs | training s (median; min–max) | precision |",
-             "|---|---|---|---|---|---|---|---|"]
+             "lowest seed | validation accuracy | epochs | training s (median; min–max) | "
+             "precision |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for group in only or groups:
         runs = groups[group]
         accuracies = [run["test_accuracy"] for run in runs]
@@ -174,7 +175,7 @@ def summary_table(record, only=None):
         precisions = ", ".join(sorted({run["precision"] for run in runs}))
         interval = f"{mean:.4f} ± {half:.4f}" if half is not None else f"{mean:.4f}"
         lines.append(
-            f"| {group} | {len(runs)} | {interval} | {spread} | "
+            f"| {group} | {len(runs)} | {interval} | {spread} | {min(accuracies):.4f} | "
             f"{statistics.fmean(run['validation_accuracy'] for run in runs):.4f} | "
             f"{statistics.fmean(run['epochs_run'] for run in runs):.1f} | "
             f"{statistics.median(seconds):.1f}; {min(seconds):.1f}–{max(seconds):.1f} | "

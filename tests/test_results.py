@@ -65,6 +65,7 @@ def test_collected_runs_give_their_figures_back(tmp_path):
     summary = results.table("summary toy", tmp_path / "records")
     mean, half = results.mean_interval([c.mean() for c in base])
     assert f"| a | 3 | {mean:.4f} ± {half:.4f} |" in summary
+    assert f"| {min(c.mean() for c in base):.4f} |" in summary
     assert "6 runs of `python -m toy` at commit 0123456" in summary
     changes = results.table("changes toy a", tmp_path / "records")
     _, low, high = paired_interval([o.mean() - b.mean() for b, o in zip(base, other)])
