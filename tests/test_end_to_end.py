@@ -237,6 +237,7 @@ def test_a_run_leaves_nothing_in_the_temporary_directory(small_data, tmp_path):
     assert sorted(p.name for p in temporary.iterdir()) == []
 
 
+@pytest.mark.slow  # a whole run in its own process
 def test_the_first_line_a_user_sees_is_the_runs(small_data, tmp_path):
     """Without TF_CPP_MIN_LOG_LEVEL, none of TensorFlow's C++ start-up lines (CUDA probes on a
     machine without a GPU) come before or after the run's own; a level the user sets is kept."""
