@@ -75,7 +75,8 @@ def summarize(records):
         row["change_vs_full"] = (row["test_accuracy"]["mean"] - full["test_accuracy"]["mean"]
                                  if full else None)
         row.update(_significance(records, row["variant"]) if full and row is not full
-                   else {"change_interval": None, "within_noise": None, "bootstrap": None})
+                   else {"paired_seeds": None, "mean_change": None, "change_interval": None,
+                         "within_noise": None, "bootstrap": None})
     rows.sort(key=lambda row: (row["variant"] != FULL, row["change_vs_full"] or 0.0))
     return rows
 

@@ -9,11 +9,11 @@ machine. Every table in README.md and docs/*.md between the markers
     ...
     <!-- end generated -->
 
-is written here from those records: `summary NAME [GROUP; ...]` (each group's mean test accuracy
-over seeds with its 95% interval) or `changes NAME REFERENCE` (each group against REFERENCE on the paired
-seeds: the change, its 95% t-interval, and the p of a bootstrap over seeds and test images,
-mlp/significance.py). A figure edited by hand is put back, and --check (which the tests run)
-fails on it.
+is written here from those records: `summary NAME [GROUP; ...]` (each group's mean test
+accuracy over seeds with its 95% interval) or `changes NAME REFERENCE` (each group against
+REFERENCE on the paired seeds: the change, its 95% t-interval, and the p of a bootstrap over
+seeds and test images, mlp/significance.py). A figure edited by hand is put back, and --check
+(which the tests run) fails on it.
 
     python -m experiments.results                  # rewrite the generated tables
     python -m experiments.results --check          # exit 1 if any is not what the records give
@@ -24,7 +24,6 @@ fails on it.
 import argparse
 import base64
 import datetime
-import math
 import os
 import platform
 import re
@@ -51,10 +50,11 @@ class RecordError(Exception):
 def run_record(run_dir, group):
     """One run's entry: its figures from results.json and its right/wrong test images (packed
     bits, base64) from test_predictions.npz."""
+    from experiments.study import correct_in
     from mlp.io import read_json
 
     run_dir = Path(run_dir)
-    results_path, predictions_path = run_dir / "results.json", run_dir / "test_predictions.npz"
+    results_path = run_dir / "results.json"
     if not results_path.is_file():
         raise RecordError(f"{run_dir}: no results.json (the run has not finished)")
     results = read_json(results_path)
@@ -62,9 +62,8 @@ def run_record(run_dir, group):
     for key in ("test_accuracy", "validation_accuracy", "train_seconds", "epochs_run",
                 "precision", "kernels", "weights_digest"):
         entry[key] = results.get(key)
-    if predictions_path.is_file():
-        saved = np.load(predictions_path)
-        correct = saved["probabilities"].argmax(axis=1) == saved["labels"]
+    correct = correct_in(str(run_dir))
+    if correct is not None:
         entry["test_images"] = int(correct.size)
         entry["test_correct"] = base64.b64encode(np.packbits(correct)).decode("ascii")
     return entry
@@ -90,7 +89,7 @@ def ablation_groups(study_dir):
 
 
 def provenance(command, commit, note=None):
-    import tensorflow as tf
+    from importlib.metadata import version
 
     from mlp.machine import cpu_model
 
@@ -100,7 +99,7 @@ def provenance(command, commit, note=None):
     return {"command": command, "commit": commit[:12],
             "date": datetime.date.today().isoformat(),
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
-                        "tensorflow": tf.__version__, "python": platform.python_version()},
+                        "tensorflow": version("tensorflow"), "python": platform.python_version()},
             **({"note": note} if note else {})}
 
 
@@ -145,18 +144,10 @@ def source_line(record):
             + (f" {record['note']}" if record.get("note") else "") + "</sub>")
 
 
-def mean_interval(values):
-    """(mean, half-width of its 95% t-interval over the values; None for one value)."""
-    from mlp.significance import t_quantile
-
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-
-
 def summary_table(record, only=None):
     """Each group's row (`only`: these groups, in this order)."""
+    from mlp.significance import paired_interval
+
     groups = grouped(record)
     missing = [group for group in only or () if group not in groups]
     if missing:
@@ -169,7 +160,9 @@ def summary_table(record, only=None):
     for group in only or groups:
         runs = groups[group]
         accuracies = [run["test_accuracy"] for run in runs]
-        mean, half = mean_interval(accuracies)
+        mean = statistics.fmean(accuracies)
+        interval = paired_interval(accuracies)  # the t-interval of the mean, None for one seed
+        half = interval[2] - mean if interval else None
         spread = f"{statistics.stdev(accuracies):.4f}" if len(runs) > 1 else "—"
         seconds = [run["train_seconds"] for run in runs]
         precisions = ", ".join(sorted({run["precision"] for run in runs}))
@@ -184,13 +177,12 @@ def summary_table(record, only=None):
 
 
 def changes_table(record, reference):
-    from mlp.significance import bootstrap_change, paired_interval
+    from experiments.study import paired_comparison
 
     groups = grouped(record)
     if reference not in groups:
         raise RecordError(f"{record['name']}: no group {reference!r} to compare with "
                           f"(it has {', '.join(groups)})")
-    base = {run["seed"]: run for run in groups[reference]}
     lines = [f"| change from {reference} | seeds | test accuracy change | 95% interval over "
              "the paired seeds | p (bootstrap over seeds × test images) |",
              "|---|---|---|---|---|"]
@@ -198,19 +190,13 @@ def changes_table(record, reference):
     for group, runs in groups.items():
         if group == reference:
             continue
-        pairs = [(base[run["seed"]], run) for run in runs if run["seed"] in base]
-        interval = paired_interval([run["test_accuracy"] - first["test_accuracy"]
-                                    for first, run in pairs])
-        correct = ([correct_of(first) for first, _ in pairs],
-                   [correct_of(run) for _, run in pairs])
-        p = "—"
-        if pairs and all(c is not None for c in correct[0] + correct[1]):
-            p = f"{bootstrap_change(*correct)['p']:.2g}"
-        change = statistics.fmean(run["test_accuracy"] - first["test_accuracy"]
-                                  for first, run in pairs)
-        span = (f"{100 * interval[1]:+.2f} to {100 * interval[2]:+.2f} pt" if interval else "—")
-        rows.append((change, f"| {group} | {len(pairs)} | {100 * change:+.2f} pt | {span} | "
-                             f"{p} |"))
+        compared = paired_comparison(groups[reference], runs, correct=correct_of)
+        span = compared["change_interval"]
+        span = f"{100 * span[0]:+.2f} to {100 * span[1]:+.2f} pt" if span else "—"
+        p = f"{compared['bootstrap']['p']:.2g}" if compared["bootstrap"] else "—"
+        change = compared["mean_change"]
+        rows.append((change, f"| {group} | {compared['paired_seeds']} | {100 * change:+.2f} pt | "
+                             f"{span} | {p} |"))
     return lines + [row for _, row in sorted(rows, key=lambda item: item[0])]
 
 
@@ -232,10 +218,18 @@ def table(spec, records_dir=RECORDS):
     return "\n".join(lines + ["", source_line(record)]) + "\n"
 
 
-def regenerate(text, records_dir=RECORDS):
-    """`text` with every generated block rewritten from the records."""
-    return BLOCK.sub(lambda m: m.group(1) + table(m.group("spec").strip(), records_dir)
-                     + m.group(4), text)
+def regenerate(text, records_dir=RECORDS, made=None):
+    """`text` with every generated block rewritten from the records; `made` ({spec: table})
+    keeps the tables already made, so a table shown on several pages is computed once."""
+    made = {} if made is None else made
+
+    def block(match):
+        spec = match.group("spec").strip()
+        if spec not in made:
+            made[spec] = table(spec, records_dir)
+        return match.group(1) + made[spec] + match.group(4)
+
+    return BLOCK.sub(block, text)
 
 
 def pages(root=REPO):
@@ -245,10 +239,10 @@ def pages(root=REPO):
 def stale_pages(root=REPO, records_dir=RECORDS, write=False):
     """The pages whose generated blocks differ from what the records give (rewritten if
     `write`)."""
-    stale = []
+    stale, made = [], {}
     for path in pages(root):
         text = path.read_text()
-        fresh = regenerate(text, records_dir)
+        fresh = regenerate(text, records_dir, made)
         if fresh != text:
             stale.append(path)
             if write:

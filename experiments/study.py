@@ -70,7 +70,7 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
     from mlp import rundir
     from mlp.cli import train_run
     from mlp.config import ConfigError
-    from mlp.exits import run_guarded
+    from mlp.exits import HANDLED, exit_code
     from mlp.io import RunInUse, read_json
 
     splits = None
@@ -108,11 +108,11 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
                 print(f"{label}: {'resuming' if exists else 'training'} in {run_dir}", flush=True)
                 # The study prints one line per run; a run's per-epoch lines go nowhere.
                 # A run that fails ends the study with its one line; the finished ones are kept.
-                trained = run_guarded(prog, train_run, name, config, run_dir, resume=exists,
-                                      splits=splits, out=io.StringIO(),
-                                      continue_with=continue_with)
-                if isinstance(trained, int):  # run_guarded's exit code: the run failed
-                    return trained, records
+                try:
+                    train_run(name, config, run_dir, resume=exists, splits=splits,
+                              out=io.StringIO(), continue_with=continue_with)
+                except HANDLED as error:
+                    return exit_code(prog, error), records
         try:
             results = read_json(run_dir / "results.json")
             float(results["test_accuracy"])
@@ -160,23 +160,27 @@ def shortened(config):
     return dataclasses.replace(config, warmup_epochs=min(config.warmup_epochs, config.epochs / 10))
 
 
-def paired_comparison(base_runs, runs, with_test=True):
+def paired_comparison(base_runs, runs, with_test=True, correct=None):
     """`runs` against `base_runs` (records as `run_plan` returns them) on the seeds both have:
-    {"change_interval": [low, high] the 95% t-interval of the paired change in test accuracy,
-    "within_noise": whether it contains 0, "bootstrap": mlp.significance.bootstrap_change over
-    the seeds and the test images (where every run left test_predictions.npz)}; None where not
-    enough."""
+    {"paired_seeds": how many, "mean_change": the mean paired change in test accuracy,
+    "change_interval": [low, high] its 95% t-interval, "within_noise": whether it contains 0,
+    "bootstrap": mlp.significance.bootstrap_change over the seeds and the test images (where
+    every run's right/wrong test images are known: `correct(run)`, by default from its
+    test_predictions.npz)}; None where not enough."""
     from mlp.significance import bootstrap_change, paired_interval
 
+    correct = correct or correct_on_test
     base = {run["seed"]: run for run in base_runs}
     pairs = [(base[run["seed"]], run) for run in runs if run["seed"] in base]
-    interval = paired_interval([run["test_accuracy"] - first["test_accuracy"]
-                                for first, run in pairs])
-    correct = [correct_on_test(first) for first, _ in pairs], [correct_on_test(run) for _, run in pairs]
+    changes = [run["test_accuracy"] - first["test_accuracy"] for first, run in pairs]
+    interval = paired_interval(changes)
+    right = [correct(first) for first, _ in pairs], [correct(run) for _, run in pairs]
     test = None
-    if with_test and pairs and all(c is not None for c in correct[0] + correct[1]):
-        test = bootstrap_change(*correct)
-    return {"change_interval": list(interval[1:]) if interval else None,
+    if with_test and pairs and all(c is not None for c in right[0] + right[1]):
+        test = bootstrap_change(*right)
+    return {"paired_seeds": len(pairs),
+            "mean_change": sum(changes) / len(changes) if changes else None,
+            "change_interval": list(interval[1:]) if interval else None,
             "within_noise": interval[1] <= 0 <= interval[2] if interval else None,
             "bootstrap": test}
 
@@ -184,12 +188,13 @@ def paired_comparison(base_runs, runs, with_test=True):
 def correct_on_test(run):
     """Which test images the run (a record of `run_plan`) classified right, from its
     test_predictions.npz; None if the run has none."""
-    return _correct_in(run["run_dir"]) if run.get("run_dir") else None
+    return correct_in(run["run_dir"]) if run.get("run_dir") else None
 
 
 @functools.lru_cache(maxsize=None)
-def _correct_in(run_dir):
-    """A study compares one run with several others: each file is read once."""
+def correct_in(run_dir):
+    """Which test images the run in `run_dir` classified right (its test_predictions.npz), or
+    None. A study compares one run with several others: each file is read once."""
     import numpy as np
 
     path = Path(run_dir) / "test_predictions.npz"

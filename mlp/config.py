@@ -72,12 +72,22 @@ class OneOf:
 
 @dataclass(frozen=True)
 class Anything:
-    """A setting whose type is its only rule (a switch, a path or a name checked where it is
-    used, the widths checked as a whole)."""
+    """A setting whose type is its only rule (a switch; a path or a name checked where it is
+    used)."""
     why: str
 
     def problem(self, value):
         return None
+
+
+@dataclass(frozen=True)
+class Widths:
+    """Hidden-layer widths: one or more, each positive."""
+
+    def problem(self, widths):
+        if widths and all(width >= 1 for width in widths):
+            return None
+        return f"need one or more positive widths, got {widths}"
 
 
 POSITIVE = Interval(0, low_in=False)
@@ -96,7 +106,7 @@ ALWAYS = object()
 
 def setting(default, doc, *, valid, older_runs=ALWAYS, result=True):
     """One Config field declared in one place: its default, its --help text, the values it may
-    take (`valid`: an Interval, OneOf or Anything, which `validate` checks), the value runs
+    take (`valid`: an Interval, OneOf, Widths or Anything, which `validate` checks), the value runs
     saved before the field existed had (`older_runs`, which loading a saved config.json fills
     in; ALWAYS for the fields every saved run has), and whether it changes what a run computes
     (`result`: only such fields must match on --resume)."""
@@ -125,7 +135,7 @@ def _encodable(text):
 class Config:
     # --- model -------------------------------------------------------------------------------
     hidden_sizes: tuple = setting((512, 256, 50), "widths of the hidden layers",
-                                  valid=Anything("one or more positive widths, checked together"))
+                                  valid=Widths())
     batch_norm: bool = setting(True, "batch normalization after each hidden layer's ReLU",
                                valid=SWITCH)
     dropout: float = setting(0.2, "dropout rate after the first --dropout-layers hidden layers",
@@ -305,8 +315,6 @@ class Config:
             problem = f.metadata["valid"].problem(value)
             if problem:
                 bad(f.name, problem)
-        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
-            bad("hidden_sizes", f"need one or more positive widths, got {self.hidden_sizes}")
         if self.warmup_epochs >= self.epochs and self.lr_schedule == "cosine":
             bad("warmup_epochs", f"must be shorter than --epochs ({self.epochs})")
         if self.cpu_devices and self.strategy == "multi_worker":

@@ -63,7 +63,8 @@ def test_collected_runs_give_their_figures_back(tmp_path):
     for run, correct in zip(record["runs"], base + other):
         assert np.array_equal(results.correct_of(run), correct)
     summary = results.table("summary toy", tmp_path / "records")
-    mean, half = results.mean_interval([c.mean() for c in base])
+    mean, _, high = paired_interval([c.mean() for c in base])
+    half = high - mean
     assert f"| a | 3 | {mean:.4f} ± {half:.4f} |" in summary
     assert f"| {min(c.mean() for c in base):.4f} |" in summary
     assert "6 runs of `python -m toy` at commit 0123456" in summary
