@@ -1,6 +1,6 @@
 """Ablation: what each technique of a recipe is worth, over several seeds.
 
---study NAME takes a recipe apart with the variants declared beside it in experiments/recipes.py:
+--recipe NAME takes a recipe apart with the variants declared beside it in experiments/recipes.py:
 improved (one technique removed at a time, plus the baseline) or best (one ingredient removed at
 a time).
 
@@ -19,7 +19,7 @@ scheduler; each run locks its directory while it trains, so two workers never tr
 (the second skips it); --report-only aggregates whatever has finished. The locks are POSIX
 advisory locks: on NFS mounted without a lock manager they exclude nothing (docs/distributed.md).
 
-    python -m experiments.ablation [--study improved|best] [--seeds 3] [--quick] [--help]
+    python -m experiments.ablation [--recipe improved|best] [--seeds 3] [--quick] [--help]
 """
 
 import argparse
@@ -30,10 +30,10 @@ import sys
 from pathlib import Path
 
 from experiments.recipes import ABLATIONS
-from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_test,
-                              mean_measures, measures_table, paired_comparison, shortened,
-                              study_overrides)
-from mlp.config import is_plain_name
+from experiments.study import (MEASURES_NOTE, add_study_arguments, add_study_name_argument,
+                               correct_on_test, mean_measures, measures_table, paired_comparison,
+                               refuse_renamed_flags, shortened, study_overrides)
+from mlp.cli import Parser
 
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
@@ -145,9 +145,9 @@ def write_chart(study_dir, rows, title, table):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", choices=sorted(ABLATIONS), default="improved",
+    parser.add_argument("--recipe", choices=sorted(ABLATIONS), default="improved",
                         help="which recipe to take apart (default: improved)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant: 0..N-1 (default: 3)")
     parser.add_argument("--quick", action="store_true",
@@ -169,16 +169,14 @@ def parse(argv):
     parser.add_argument("--train-subset", type=int, default=None,
                         help="train on only the first N training images")
     add_study_arguments(parser)
-    parser.add_argument("--study-name", default=None,
-                        help="the study's directory under --logdir (default: ablation-<study> "
-                             "plus -quick, -e<epochs>, -<precision>, -n<subset> for those "
-                             "overrides); the same name continues the same study")
+    add_study_name_argument(parser, "ablation-<recipe> plus -quick, -e<epochs>, -<precision>, "
+                                    "-n<subset> for those overrides")
+    refuse_renamed_flags(parser, {"--study": "--recipe NAME for the recipe to take apart "
+                                             "(--study-name names the study's directory)"})
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.study_name is not None and not is_plain_name(args.study_name):
-        parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
-    variants = study_variants(args.study)
+    variants = study_variants(args.recipe)
     unknown = set(args.variants or ()) - set(variants)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {sorted(variants)}")
@@ -190,7 +188,7 @@ def plan_study(args, parser):
     Raises ConfigError for a setting no run can take."""
     from mlp.config import check_writable_dir
 
-    variants = study_variants(args.study)
+    variants = study_variants(args.recipe)
     if args.variants:
         variants = {name: variants[name] for name in variants if name in args.variants}
     overrides = {"histograms": False}
@@ -200,7 +198,7 @@ def plan_study(args, parser):
                                             "train_subset")))
     # Runs with other settings must not be mistaken for these: the name says what was overridden.
     study_name = args.study_name or "-".join(
-        ["ablation", args.study] + (["quick"] if args.quick else [])
+        ["ablation", args.recipe] + (["quick"] if args.quick else [])
         + ([f"e{args.epochs}"] if args.epochs else [])
         + ([args.precision] if args.precision else [])
         + ([f"n{args.train_subset}"] if args.train_subset else []))
@@ -234,14 +232,14 @@ def report(args, plan, records, study_dir, overrides):
     shortened = " (shortened schedule)" if (args.quick or args.epochs) else ""
     partial = (f" {finished_runs} of {len(plan)} runs finished." if finished_runs < len(plan)
                else "")
-    note = (f"Ablation of `{args.study}`{shortened}: mean ± std over seeds "
+    note = (f"Ablation of `{args.recipe}`{shortened}: mean ± std over seeds "
             f"{', '.join(map(str, range(args.seeds)))}; test accuracy measured once per run at its "
             f"end; overrides {overrides}.{partial}")
-    atomic_write_json(study_dir / "ablation.json", {"study": args.study, "overrides": overrides,
+    atomic_write_json(study_dir / "ablation.json", {"recipe": args.recipe, "overrides": overrides,
                                                     "seeds": args.seeds, "rows": rows})
     table = markdown(rows, note, _test_examples(records))
     atomic_write_text(study_dir / "ablation.md", table)
-    write_chart(study_dir, rows, f"ablation of {args.study}{shortened}", table)
+    write_chart(study_dir, rows, f"ablation of {args.recipe}{shortened}", table)
     print("\n" + table)
 
 

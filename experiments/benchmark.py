@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 
+from mlp.cli import Parser
 from mlp.config import KERNELS
 
 
@@ -129,7 +130,7 @@ PROG = "python -m experiments.benchmark"
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed epochs per measurement, after one warm-up epoch (default: 5)")

@@ -1,7 +1,7 @@
 """The strongest pure MLP this repo trains: ZCA-whitened input, wider layers (1024-512-256), light
 augmentation (1-pixel shifts, mirror images), a 300-epoch cosine learning-rate schedule, and
 predictions averaged over each image and its mirror. Every ingredient is a config switch;
-`python -m experiments.ablation --study best` turns each off (docs/results.md).
+`python -m experiments.ablation --recipe best` turns each off (docs/results.md).
 
     python -m experiments.best [--help]
 """

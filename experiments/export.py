@@ -14,11 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlp.cli import Parser
+
 PROG = "python -m experiments.export"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory")
     parser.add_argument("--out", default=None,

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from experiments.recipes import RECIPES
-from experiments.study import (MEASURES_NOTE, add_study_arguments, correct_on_test, mean_measures,
-                               measures_table, paired_comparison, shortened, study_overrides)
-from mlp.config import is_plain_name
+from experiments.study import (MEASURES_NOTE, add_study_arguments, add_study_name_argument,
+                               correct_on_test, mean_measures, measures_table, paired_comparison,
+                               shortened, study_overrides)
+from mlp.cli import Parser
 
 PROG = "python -m experiments.generalization"
 DEFAULT_RECIPES = ("baseline", "improved", "best")
@@ -122,7 +123,7 @@ def fit_with_intervals(sizes, runs_by_size, replicates=FIT_REPLICATES, seed=0):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES),
                         choices=sorted(RECIPES), metavar="RECIPE",
@@ -144,10 +145,8 @@ def parse(argv):
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write and print the tables of the finished runs")
     add_study_arguments(parser)
-    parser.add_argument("--study-name", default=None,
-                        help="the study's directory under --logdir (default: generalization, "
-                             "plus -quick, -e<epochs>, -<precision> for those overrides); the "
-                             "same name continues the same study")
+    add_study_name_argument(parser, "generalization, plus -quick, -e<epochs>, -<precision> for "
+                                    "those overrides")
     args = parser.parse_args(argv)
     if args.seeds is None:
         args.seeds = 1 if args.quick else 2
@@ -157,8 +156,6 @@ def parse(argv):
         parser.error("--sizes must be positive")
     if len(set(args.recipes)) != len(args.recipes):
         parser.error("--recipes: each recipe once")
-    if args.study_name is not None and not is_plain_name(args.study_name):
-        parser.error(f"--study-name must be a plain directory name, got {args.study_name!r}")
     if args.sizes is None:
         args.sizes = list(QUICK_SIZES) if args.quick else log_spaced(1_000, 55_000, 6)
     args.sizes = sorted(set(args.sizes))

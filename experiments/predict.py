@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp.cli import Parser
+
 PROG = "python -m experiments.predict"
 SIDE = 28
 MAX_PICTURE_PIXELS = 25_000_000
@@ -166,7 +168,7 @@ def classified(serve, images):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL", help="an exported SavedModel or a run directory")
     parser.add_argument("images", metavar="IMAGE", nargs="+",

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from mlp.cli import Parser
+
 
 def op_breakdown(trace_dir, steps):
     """{op type: microseconds of self time per step}, from the trace, or None without xprof."""
@@ -36,7 +38,7 @@ def op_breakdown(trace_dir, steps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m experiments.profile", description=__doc__,
+    parser = Parser(prog="python -m experiments.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precision", default="float32",
                         choices=["float32", "mixed_bfloat16", "mixed_float16"],

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp.cli import Parser
+
 REPO = Path(__file__).resolve().parent.parent
 RECORDS = REPO / "docs" / "records"
 PAGES = ("README.md", "docs/*.md")
@@ -255,7 +257,7 @@ def main(argv=None):
     try:
         if argv[:1] == ["collect"]:
             return _collect(argv[1:])
-        parser = argparse.ArgumentParser(
+        parser = Parser(
             prog="python -m experiments.results", description=__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--check", action="store_true",
@@ -272,7 +274,7 @@ def main(argv=None):
 
 
 def _collect(argv):
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m experiments.results collect",
         description="Record finished runs in docs/records/NAME.json, replacing that record.")
     parser.add_argument("name", help="the record's name (a plain file name, no .json)")

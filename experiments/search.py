@@ -26,8 +26,8 @@ SIGINT/SIGTERM stop the current trial at a safe point (exit 130 / 143); the same
 continues it. A trial whose loss diverges is recorded as failed, with its reason, and the study
 goes on.
 
-    python -m experiments.search --space improved --trials 20
-    python -m experiments.search --space improved --report
+    python -m experiments.search --recipe improved --trials 20
+    python -m experiments.search --recipe improved --report
     optuna-dashboard sqlite:///tensorboard_logs/search.db
 
 Every flag of the experiments (python -m experiments.improved --help) overrides the space's base
@@ -51,6 +51,7 @@ DEFAULT_DATABASE = "search.db"
 
 def build_parser():
     from experiments.recipes import SEARCH_SPACES
+    from experiments.study import add_study_name_argument, refuse_renamed_flags
     from mlp.cli import build_parser as experiment_parser
 
     parser = experiment_parser(PROG, SEARCH_SPACES["improved"].base, __doc__)
@@ -60,13 +61,12 @@ def build_parser():
             action.help = argparse.SUPPRESS
     # A run's own flags that a study decides for each trial.
     search = parser.add_argument_group("search")
-    search.add_argument("--space", choices=sorted(SEARCH_SPACES), default="improved",
-                        help="which declared search space (and its base recipe) to search; "
+    search.add_argument("--recipe", choices=sorted(SEARCH_SPACES), default="improved",
+                        help="which recipe to search around, with the space declared beside it; "
                              + "; ".join(f"{name}: {space.about}"
                                          for name, space in sorted(SEARCH_SPACES.items())))
-    search.add_argument("--study", default=None,
-                        help="the study's name in the database and its directory under "
-                             "--logdir (default: the space's name); the same name continues it")
+    add_study_name_argument(search, "the recipe's name", also=" and its name in the database")
+    refuse_renamed_flags(search, {"--space": "--recipe NAME", "--study": "--study-name NAME"})
     search.add_argument("--storage", default=None,
                         help="the database: an SQLAlchemy URL Optuna accepts (default: "
                              f"sqlite:///<logdir>/{DEFAULT_DATABASE}); a PostgreSQL password "
@@ -120,7 +120,7 @@ def parse(argv):
         parser.error("--enqueue-base: the grid sampler walks only its grid; use tpe or random")
     if args.grace_period <= args.heartbeat_interval or args.heartbeat_interval < 1:
         parser.error("--grace-period must be longer than --heartbeat-interval (at least 1 s)")
-    args.study = args.study or args.space
+    args.study_name = args.study_name or args.recipe
     # The flags given on the command line override the space's base recipe.
     config = from_arguments(args)
     fields = {field.name for field in dataclasses.fields(config)}
@@ -228,9 +228,9 @@ def claim_trial_run(study_dir, trial, retried):
     """(run directory, its lock, what this trial does there) for `trial`, the retry of
     `retried` (a FrozenTrial) or None. A retry continues the run `retried` left when that run is
     in `study_dir` and no live process holds it; otherwise it trains from scratch in its own
-    directory. Raises RunInUse only for the trial's own directory."""
-    from mlp import rundir
-    from mlp.io import RunInUse
+    directory. Raises DirectoryInUse only for the trial's own directory."""
+    from mlp import run_directory
+    from mlp.lock import DirectoryInUse
 
     how = None
     if retried is not None:
@@ -240,13 +240,14 @@ def claim_trial_run(study_dir, trial, retried):
             why = f"trial {retried.number}'s run is not in {study_dir}"
         else:
             try:
-                return previous, rundir.claim(previous), f"resuming trial {retried.number}'s run"
-            except RunInUse:
+                how = f"resuming trial {retried.number}'s run"
+                return previous, run_directory.claim(previous), how
+            except DirectoryInUse:
                 why = (f"trial {retried.number}'s run {previous} is still held by a live process "
                        "(frozen, then found stale)")
         how = f"retry of trial {retried.number}: {why}; training from scratch"
     own = study_dir / run_name(trial.number)
-    return own, rundir.claim(own), how
+    return own, run_directory.claim(own), how
 
 
 class HeartbeatStorage:
@@ -356,7 +357,7 @@ def make_sampler(args, space):
 
     if args.sampler == "grid":
         if not space.grid:
-            raise ConfigError(f"--sampler grid: the space {args.space!r} declares no grid")
+            raise ConfigError(f"--sampler grid: the space {args.recipe!r} declares no grid")
         return optuna.samplers.GridSampler(space.grid, seed=args.sampler_seed)
     if args.sampler == "random":
         return optuna.samplers.RandomSampler(seed=args.sampler_seed)
@@ -393,14 +394,15 @@ def _main(args, overrides, guard):
     from experiments.recipes import SEARCH_SPACES
     from mlp.config import ConfigError, check_writable_dir, is_plain_name
 
-    space = SEARCH_SPACES[args.space]
-    if not is_plain_name(args.study) or not all(c.isalnum() or c in "-_." for c in args.study):
-        raise ConfigError(f"--study must be a plain name (letters, digits, - _ .), got "
-                          f"{args.study!r}")
-    if not args.storage and args.study == DEFAULT_DATABASE:
-        raise ConfigError(f"--study: {DEFAULT_DATABASE} is the name of the study database in "
+    space = SEARCH_SPACES[args.recipe]
+    name = args.study_name
+    if not is_plain_name(name) or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(f"--study-name must be a plain name (letters, digits, - _ .), got "
+                          f"{name!r}")
+    if not args.storage and name == DEFAULT_DATABASE:
+        raise ConfigError(f"--study-name: {DEFAULT_DATABASE} is the name of the study database in "
                           "--logdir; choose another name")
-    study_dir = Path(args.logdir) / args.study
+    study_dir = Path(args.logdir) / args.study_name
     storage_url = args.storage or f"sqlite:///{Path(args.logdir).resolve() / DEFAULT_DATABASE}"
     # Our own line per trial; Optuna's would print a failed trial's traceback.
     optuna.logging.set_verbosity(logging.ERROR)
@@ -410,34 +412,35 @@ def _main(args, overrides, guard):
         return _report(args, storage_url, study_dir)
     check_writable_dir(study_dir, "logdir")
     # Any field a space suggests must be a setting: refused before any trial or database.
-    trial_config(space, overrides, _ProbeTrial(), study_dir, args.space)
+    trial_config(space, overrides, _ProbeTrial(), study_dir, args.recipe)
     base = dataclasses.replace(space.base, **overrides)
     reference = base_params(space, base) if args.enqueue_base else None
     storage = open_storage(storage_url, args)
     try:
-        study = optuna.create_study(storage=storage, study_name=args.study, direction="maximize",
-                                    sampler=make_sampler(args, space),
+        study = optuna.create_study(storage=storage, study_name=args.study_name,
+                                    direction="maximize", sampler=make_sampler(args, space),
                                     pruner=make_pruner(args, base.epochs), load_if_exists=True)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise _storage_error(e, storage_url) from None
     # A study's trials are comparable only under one space and one base: a study continued with
     # others is refused, not mixed.
-    settings = {"space": args.space, "base": base.result_fields()}
+    settings = {"space": args.recipe, "base": base.result_fields()}
     for key, value in settings.items():
         saved = study.user_attrs.get(key)
         if saved is None:
             study.set_user_attr(key, value)
         elif saved != value:
             changed = (sorted(k for k in set(saved) | set(value) if saved.get(k) != value.get(k))
-                       if key == "base" else [f"--space {saved}"])
-            raise ConfigError(f"study {args.study!r} was started with other settings "
-                              f"({', '.join(changed)}); give the same ones, or another --study")
+                       if key == "base" else [f"--recipe {saved}"])
+            raise ConfigError(f"study {args.study_name!r} was started with other settings "
+                              f"({', '.join(changed)}); give the same ones, or another "
+                              "--study-name")
     if reference:  # once: a queued or finished trial of the same values is enough
         study.enqueue_trial(reference, skip_if_exists=True)
     objective = Objective(args, space, overrides, study_dir, guard)
     started = time.perf_counter()
-    print(f"search {args.study!r} ({args.space} space, {args.sampler} sampler, {args.pruner} "
-          f"pruner) in {without_password(storage_url)}; runs in {study_dir}", flush=True)
+    print(f"search {args.study_name!r} (around {args.recipe}, {args.sampler} sampler, "
+          f"{args.pruner} pruner) in {without_password(storage_url)}; runs in {study_dir}", flush=True)
     try:
         _optimize(study, objective, args)
     except optuna.exceptions.StorageInternalError as e:
@@ -476,7 +479,7 @@ def _optimize(study, objective, args):
             if isinstance(e, ConfigError) or args.sampler != "grid":
                 raise
             # A suggested value the space's grid does not hold: the space's declaration is wrong.
-            raise ConfigError(f"--sampler grid: the space {args.space!r}: {e}") from None
+            raise ConfigError(f"--sampler grid: the space {args.recipe!r}: {e}") from None
 
 
 def _report(args, storage_url, study_dir):
@@ -493,11 +496,11 @@ def _report(args, storage_url, study_dir):
                           "search ran with, or its --storage")
     storage = open_storage(storage_url, args)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
-    if args.study not in names:
-        raise ConfigError(f"--report: no study {args.study!r} in {without_password(storage_url)}"
-                          f" (it holds: {', '.join(names) or 'none'})")
+    if args.study_name not in names:
+        raise ConfigError(f"--report: no study {args.study_name!r} in "
+                          f"{without_password(storage_url)} (it holds: {', '.join(names) or 'none'})")
     check_writable_dir(study_dir, "logdir")
-    report(optuna.load_study(study_name=args.study, storage=storage), study_dir)
+    report(optuna.load_study(study_name=args.study_name, storage=storage), study_dir)
     return 0
 
 
@@ -575,22 +578,22 @@ class Objective:
         import optuna
 
         from mlp import data as data_lib
-        from mlp import rundir
+        from mlp import run_directory
         from mlp.actions import ReportToTrialAction, TrialPruned, TrialTakenOver
         from mlp.cli import train_run
         from mlp.exits import NonFiniteLoss
 
-        config = trial_config(self.space, self.overrides, trial, self.study_dir, self.args.space)
+        config = trial_config(self.space, self.overrides, trial, self.study_dir, self.args.recipe)
         retried = retried_trial(trial)
         run_dir, lock, how = claim_trial_run(self.study_dir, trial, retried)
         config = dataclasses.replace(config, run_name=run_dir.name)
         trial.set_user_attr("run_dir", str(run_dir))
         with lock:
             exists = (run_dir / "config.json").exists()
-            config, run_dir, _ = rundir.prepare("search", config, exists,
+            config, run_dir, _ = run_directory.prepare("search", config, exists,
                                                 set(config.result_fields()))
             if not exists:
-                rundir.save_config(run_dir, config)
+                run_directory.save_config(run_dir, config)
             what = "resuming" if exists else "training"
             print(f"trial {trial.number}: {what} in {run_dir}: {trial.params}"
                   + (f" ({how})" if how else ""), flush=True)
@@ -600,7 +603,7 @@ class Objective:
                 return train_run("search", config, run_dir, resume=exists, splits=self.splits,
                                  out=io.StringIO(), continue_with=continue_with,
                                  extra_records=[ReportToTrialAction(trial)],
-                                 labels={"study": self.args.study, "trial": trial.number})
+                                 labels={"study": self.args.study_name, "trial": trial.number})
             except TrialPruned as e:
                 print(f"trial {trial.number}: pruned after epoch {e.epoch}", flush=True)
                 raise optuna.TrialPruned(str(e)) from None

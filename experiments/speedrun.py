@@ -12,7 +12,7 @@ whitening fit; validation and the final evaluation are not training).
 reduction, early stopping) with Keras model.fit, on the same seeds and machine: its training
 time until its test accuracy first reaches 0.892 (the test set is evaluated after every epoch
 for this, outside the timed part; validation is not counted either). Writes speedrun.json and
-speedrun.md and prints the table. Re-running with the same --name continues an interrupted
+speedrun.md and prints the table. Re-running with the same --study-name continues an interrupted
 speedrun (finished seeds are kept, an unfinished one resumes from its checkpoint).
 
     python -m experiments.speedrun [--seeds 3] [--keras-reference] [--help]
@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 
 from experiments.recipes import IMPROVED, SPEEDRUN
-from experiments.study import add_study_arguments, correct_on_test, study_overrides
-from mlp.config import is_plain_name
+from experiments.study import (add_study_arguments, add_study_name_argument, correct_on_test,
+                               refuse_renamed_flags, study_overrides)
+from mlp.cli import Parser
 from mlp.significance import binomial_half_width
 
 PROG = "python -m experiments.speedrun"
@@ -89,15 +90,14 @@ def markdown(summary, machine, precisions):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
     parser.add_argument("--keras-reference", action="store_true",
                         help="also time Keras model.fit of the seed recipe to its 0.892 on the "
                              "same seeds (about ten times the speedrun's time)")
-    parser.add_argument("--name", default=None,
-                        help="the speedrun's directory under --logdir (default: speedrun-<time>); "
-                             "the same name continues an interrupted speedrun")
+    add_study_name_argument(parser, "speedrun-<time>")
+    refuse_renamed_flags(parser, {"--name": "--study-name NAME"})
     add_study_arguments(parser)
     parser.add_argument("--target", type=float, default=TARGET,
                         help=f"test accuracy every seed must reach (default: {TARGET}; other "
@@ -107,8 +107,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.name is not None and not is_plain_name(args.name):
-        parser.error(f"--name must be a plain directory name, got {args.name!r}")
 
     from mlp.exits import run_guarded
     from mlp.signals import SignalGuard
@@ -123,7 +121,7 @@ def plan_speedrun(args):
     from mlp.config import check_writable_dir
 
     overrides = study_overrides(args)
-    name = args.name or f"speedrun-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.study_name or f"speedrun-{time.strftime('%Y%m%d-%H%M%S')}"
     study_dir = Path(args.logdir) / name
     check_writable_dir(study_dir, "logdir")
     plan = [("speedrun", seed, dataclasses.replace(
@@ -140,7 +138,7 @@ def _speedrun(args, guard):
     from mlp.machine import cpu_model
 
     study_dir, plan = plan_speedrun(args)
-    continue_with = f"the same command with --name {study_dir.name}"
+    continue_with = f"the same command with --study-name {study_dir.name}"
     code, records = run_plan(PROG, "speedrun", plan, study_dir, guard, continue_with)
     if code:
         return code

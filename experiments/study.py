@@ -3,6 +3,7 @@ directory trained by the experiments' code path; finished runs are skipped, inte
 resumed after checking that their saved config is the one planned, and a run another process
 holds (its directory's lock) is left to it."""
 
+import argparse
 import contextlib
 import dataclasses
 import functools
@@ -10,7 +11,38 @@ import io
 import statistics
 from pathlib import Path
 
-from mlp.config import PRECISIONS
+from mlp.config import PRECISIONS, is_plain_name
+
+
+def study_name(text):
+    """The argparse type of --study-name: one plain directory name."""
+    if not is_plain_name(text):
+        raise argparse.ArgumentTypeError(f"must be a plain directory name, got {text!r}")
+    return text
+
+
+def add_study_name_argument(parser, default, also=""):
+    """--study-name, the one flag every study names itself by: its directory under --logdir
+    (`also` says what else the name is)."""
+    parser.add_argument("--study-name", type=study_name, default=None, metavar="NAME",
+                        help=f"the study's directory under --logdir{also} (default: {default}); "
+                             "the same name continues the same study")
+
+
+class _Renamed(argparse.Action):
+    def __init__(self, option_strings, dest, new, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed: use {self.new}")
+
+
+def refuse_renamed_flags(parser, renamed):
+    """Flags that earlier versions spelt otherwise, {old: what to use now}: each is refused with
+    one line naming its new spelling, never read with another meaning."""
+    for old, new in renamed.items():
+        parser.add_argument(old, action=_Renamed, new=new, dest=f"renamed_{old.strip('-')}")
 
 
 def add_study_arguments(parser):
@@ -67,11 +99,12 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
     <study_dir>/<config.run_name>. Returns (exit code, {variant: [record, ...]}), a record being a
     finished run's seed and final figures; stops at the first run that fails, whose one line is
     printed. Raises ConfigError or DataError (mlp/exits.py) for a run that cannot start."""
-    from mlp import rundir
+    from mlp import run_directory
     from mlp.cli import train_run
     from mlp.config import ConfigError
     from mlp.exits import HANDLED, exit_code
-    from mlp.io import RunInUse, read_json
+    from mlp.io import read_json
+    from mlp.lock import DirectoryInUse
 
     splits = None
     records = {}
@@ -83,16 +116,16 @@ def run_plan(prog, name, plan, study_dir, guard, continue_with, report_only=Fals
         try:
             if not report_only:
                 # Lock first, then look: what another worker finished meanwhile is not redone.
-                lock = rundir.claim(run_dir)
+                lock = run_directory.claim(run_dir)
             # As `--resume` of an experiment: a saved config must be the planned one.
             exists = (run_dir / "config.json").exists()
-            config, run_dir, finished = rundir.prepare(name, config, exists,
-                                                       set(config.result_fields()))
+            config, run_dir, finished = run_directory.prepare(name, config, exists,
+                                                              set(config.result_fields()))
             if not finished and not report_only and splits is None:
                 splits = _load_for(plan)  # before the first run that trains writes anything
             if not exists and not report_only:
-                rundir.save_config(run_dir, config)
-        except RunInUse:
+                run_directory.save_config(run_dir, config)
+        except DirectoryInUse:
             print(f"{label}: in use by another process, skipped", flush=True)
             continue
         except ConfigError as e:

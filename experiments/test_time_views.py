@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlp.cli import Parser
+
 PROG = "python -m experiments.test_time_views"
 
 
@@ -27,7 +29,7 @@ def view_accuracy(model, images, labels, test_time_flip, test_time_shifts):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = Parser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="finished runs")
     parser.add_argument("--split", choices=("validation", "test"), default="validation",

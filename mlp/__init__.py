@@ -16,7 +16,7 @@ _EXPORTS = {
     "BatchNorm": "mlp.layers", "Dense": "mlp.layers", "Dropout": "mlp.layers",
     "MLP": "mlp.model",
     "EarlyStoppingRule": "mlp.rules", "PlateauRule": "mlp.rules",
-    "l2_penalty": "mlp.regularization",
+    "l2_penalty": "mlp.l2",
     "Trainer": "mlp.training", "weights_digest": "mlp.training",
     "Evaluator": "mlp.evaluation", "build": "mlp.build", "Parts": "mlp.build",
     "Controller": "mlp.controller", "Checkpoints": "mlp.checkpointing",

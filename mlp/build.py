@@ -21,7 +21,7 @@ from mlp.machine import cache_dir
 from mlp.model import MLP
 from mlp.optim import make_optimizer
 from mlp.precision import COMPUTE_DTYPES, probe_model, resolve
-from mlp.regularization import L2Term
+from mlp.l2 import L2Term
 from mlp.schedules import cosine_with_warmup
 from mlp.training import Trainer
 from mlp.whitening import zca

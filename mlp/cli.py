@@ -1,6 +1,6 @@
 """The command line every experiment shares: one flag per Config field plus --resume, then the
-run: its directory (mlp/rundir.py), training and the report (mlp/run.py's train_and_evaluate),
-and any failure as one line and an exit code (mlp/exits.py), applied once, in `main`. The
+run: its directory (mlp/run_directory.py), training and the report (mlp/run.py's
+train_and_evaluate), and any failure as one line and an exit code (mlp/exits.py), applied once, in `main`. The
 caller names itself: `prog` is how the user started it (e.g. "python -m
 experiments.improved"), `name` the prefix of its runs' directory names.
 """
@@ -12,15 +12,23 @@ import sys
 import time
 from pathlib import Path
 
-from mlp import rundir
+from mlp import run_directory
 from mlp.config import add_arguments, check_writable_dir, from_arguments
 from mlp.distribute import WorkerRole, worker_role
 from mlp.exits import from_tensorflow_error, run_guarded
 from mlp.signals import SignalGuard
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with one-line errors: argparse prints the whole usage before its error,
+    forty lines for an experiment's flags, which hide the line that says what is wrong."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(prog, defaults, description):
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = Parser(prog=prog, description=description)
     add_arguments(parser, defaults)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run named by --run-name (default: this experiment's "
@@ -75,10 +83,10 @@ def _main(prog, name, defaults, description, argv, guard):
     config = from_arguments(args)
     config.validate()  # the flags as given: a bad --run-name is refused before any reading
     role = worker_role(config.strategy)
-    config, run_dir, finished = rundir.prepare(name, config, args.resume, explicit, role)
+    config, run_dir, finished = run_directory.prepare(name, config, args.resume, explicit, role)
     config.validate()  # again after merging a resumed run's saved config.json
     if finished:
-        print(rundir.finished_line(run_dir))
+        print(run_directory.finished_line(run_dir))
         return 0
     if not args.resume and config.kernels == "fused":
         from mlp import fused
@@ -87,9 +95,9 @@ def _main(prog, name, defaults, description, argv, guard):
     guard.check("stopped before anything was written", "the same command")
     started = time.perf_counter()
     # The chief owns the run directory; the other workers of a multi-worker run only train.
-    with rundir.claim(run_dir) if role.is_chief else contextlib.nullcontext():
+    with run_directory.claim(run_dir) if role.is_chief else contextlib.nullcontext():
         if role.is_chief and not args.resume:
-            rundir.save_config(run_dir, config)
+            run_directory.save_config(run_dir, config)
         results = train_run(name, config, run_dir, args.resume, role)
     if results is not None:
         print(f"done: {results['epochs_run']} epochs, best epoch {results['best_epoch']}; "

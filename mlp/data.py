@@ -159,14 +159,14 @@ def download(target, mirrors=MIRRORS):
     mirror fails, with what each said.
     """
     from mlp.config import ConfigError
-    from mlp.io import RunInUse, RunLock
+    from mlp.lock import DirectoryInUse, DirectoryLock
 
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     try:
         # Downloads into one cache take turns: the next finds the files the first fetched.
-        lock = RunLock(target, wait=DOWNLOAD_WAIT)
-    except RunInUse:
+        lock = DirectoryLock(target, wait=DOWNLOAD_WAIT)
+    except DirectoryInUse:
         raise DataError(f"another process has been downloading into {target} for over "
                         f"{DOWNLOAD_WAIT} s; wait for it, or stop it") from None
     except ConfigError as e:  # the cache's lock file is a link, or its filesystem cannot lock

@@ -5,7 +5,7 @@ confusion matrix and every example's prediction, reduced across replicas under a
 import tensorflow as tf
 
 from mlp.augment import evaluation_views
-from mlp.regularization import L2Term
+from mlp.l2 import L2Term
 from mlp.training import NUM_CLASSES
 
 

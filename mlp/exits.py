@@ -11,7 +11,7 @@ import sys
 
 from mlp.config import ConfigError
 from mlp.distribute import StrategyError
-from mlp.io import RunInUse
+from mlp.lock import DirectoryInUse
 from mlp.signals import Interrupted
 
 
@@ -43,7 +43,7 @@ class RunFailed(RuntimeError):
 EXITS = {
     ConfigError: (2, "error"),
     StrategyError: (2, "error"),
-    RunInUse: (2, "error"),
+    DirectoryInUse: (2, "error"),
     DataError: (1, "data error"),
     NonFiniteLoss: (1, "diverged"),
     CheckpointError: (1, "cannot resume"),

@@ -44,6 +44,11 @@ class Dense(tf.Module):
       activation: "relu" or None (the identity, for the logits layer).
       initializer: the kernel's initializer (see `initial_kernel`); the bias starts at zero.
       seed: an int pair that fixes the initial kernel.
+
+    Called as the model calls every layer, `layer(x, training, seed)`: a plain dense layer draws
+    nothing, so it reads neither. A variant that perturbs its weights in training (weight noise,
+    DropConnect) changes only this class: it draws from a stream of its own,
+    `tf.random.experimental.stateless_fold_in(seed, k)`, as the block's dropout draws from `seed`.
     """
 
     def __init__(self, input_size, output_size, activation=None, initializer="glorot_uniform",
@@ -56,7 +61,7 @@ class Dense(tf.Module):
                                   name="kernel")
         self.bias = tf.Variable(tf.zeros([output_size]), name="bias")
 
-    def __call__(self, x):
+    def __call__(self, x, training=False, seed=None):
         y = affine(x, self.kernel, self.bias)
         return tf.nn.relu(y) if self.activation == "relu" else y
 

@@ -108,8 +108,8 @@ class MLP(tf.Module):
         if replica is not None:
             step_seed = tf.random.experimental.stateless_fold_in(step_seed, replica)
         for i, (dense, norm, dropout) in enumerate(zip(self.hidden, self.norms, self.dropouts)):
-            x = dense(x)
             seed = tf.random.experimental.stateless_fold_in(step_seed, i)
+            x = dense(x, training, seed)
             if training and self.fused_ops is not None:
                 x = self._fused_block(x, norm, dropout, seed)
                 continue
@@ -117,7 +117,8 @@ class MLP(tf.Module):
                 x = norm(x, training)
             if dropout is not None:
                 x = dropout(x, training, seed)
-        return tf.cast(self.logits_layer(x), tf.float32)
+        seed = tf.random.experimental.stateless_fold_in(step_seed, len(self.hidden))
+        return tf.cast(self.logits_layer(x, training, seed), tf.float32)
 
     def _fused_block(self, x, norm, dropout, seed):
         rate = dropout.rate if dropout is not None else 0.0

@@ -28,7 +28,8 @@ from mlp.config import SIDE, Config, ConfigError
 from mlp.data import CLASS_NAMES
 from mlp.evaluation import view_log_probabilities
 from mlp.exits import CannotWrite, CheckpointError
-from mlp.io import RunLock, read_json
+from mlp.io import read_json
+from mlp.lock import DirectoryLock
 from mlp.model import MLP
 from mlp.precision import COMPUTE_DTYPES
 from mlp.training import weights_digest
@@ -123,12 +124,12 @@ def export(run_dir, out_dir):
     """Write the run's SavedModel into `out_dir` (which must not exist yet), whole or not at all;
     returns the results the exported weights scored. Holds the run's lock meanwhile, so no
     training, study or search touches the run (or removes the export's staging directory,
-    which may be inside it) until the export is done; RunInUse if another process holds it."""
+    which may be inside it) until the export is done; DirectoryInUse if another process holds it."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ConfigError(f"--out: {out_dir} already exists; remove it or choose another --out")
     check_finished_run(Path(run_dir))  # before the lock, whose file would be made there
-    with RunLock(run_dir):
+    with DirectoryLock(run_dir):
         model, config, results = chosen_model(run_dir)
         try:
             out_dir.parent.mkdir(parents=True, exist_ok=True)

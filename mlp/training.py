@@ -9,7 +9,7 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
-from mlp.regularization import L2Term
+from mlp.l2 import L2Term
 
 NUM_CLASSES = 10
 # Columns of the per-epoch training sums, summed over examples: loss (data loss + L2 term),
@@ -28,7 +28,7 @@ class Trainer(tf.Module):
       model: an MLP, or any model with the interface written down in mlp/model.py.
       optimizer: a Keras optimizer; wrap it in keras.optimizers.LossScaleOptimizer for float16.
       l2: factor of the L2 penalty on the model's kernels, or the run's L2Term
-        (mlp/regularization.py), which then also tells the optimizer about it.
+        (mlp/l2.py), which then also tells the optimizer about it.
       label_smoothing: mixes the one-hot targets with the uniform distribution by this much.
       schedule: optional function step -> learning rate, applied in the graph before each step.
       ema_decay: if > 0, keep an exponential moving average of all model variables, updated

@@ -107,11 +107,11 @@ def test_sweep_lists_one_command_per_run_and_reports_what_finished(small_data, t
 
 @pytest.mark.slow
 def test_a_run_locked_by_another_process_is_skipped(small_data, tmp_path):
-    from mlp.io import RunLock
+    from mlp.lock import DirectoryLock
 
     run_dir = tmp_path / "locked" / "no-l2-seed0"
     run_dir.mkdir(parents=True)
-    with RunLock(run_dir):
+    with DirectoryLock(run_dir):
         done = run_module("ablation", "--data-dir", small_data, "--logdir", tmp_path,
                               *SWEEP[:-1], "locked", "--runs", "no-l2-seed0", "full-recipe-seed0")
     assert done.returncode == 0, done.stderr
@@ -132,9 +132,30 @@ def test_a_saved_run_with_other_settings_is_not_reused(small_data, tmp_path):
     assert "--learning-rate" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_study_name_must_be_a_plain_name(tmp_path):
-    done = run_module("ablation", "--logdir", tmp_path, "--study-name", "../elsewhere")
-    assert done.returncode == 2 and "plain directory name" in done.stderr
+@pytest.mark.parametrize("study", ["ablation", "generalization", "speedrun", "search"])
+def test_every_study_is_named_by_study_name(tmp_path, study):
+    done = run_module(study, "--logdir", tmp_path, "--study-name", "../elsewhere")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"python -m experiments.{study}: error: argument --study-name: must "
+                           "be a plain directory name, got '../elsewhere' (see --help)\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("study, old, new", [
+    ("ablation", "--study", "--recipe NAME for the recipe to take apart"),
+    ("speedrun", "--name", "--study-name NAME"),
+    ("search", "--study", "--study-name NAME"),
+    ("search", "--space", "--recipe NAME"),
+])
+def test_a_flag_an_earlier_version_spelt_otherwise_is_refused_with_its_new_name(tmp_path, study,
+                                                                                old, new):
+    # An old command must not run with another meaning (ablation's --study picked the recipe).
+    done = run_module(study, old, "best", "--logdir", tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"python -m experiments.{study}: error: {old} was renamed: "
+                                  f"use {new}")
+    assert len(done.stderr.splitlines()) == 1, done.stderr  # one line, not argparse's usage
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
@@ -147,7 +168,7 @@ def test_the_best_study_compares_like_with_like(small_data, tmp_path):
         assert config.test_time_flip == config.augment_flip, name
         assert bool(config.test_time_shifts) == bool(config.augment_shift), name
     # Test-time views have their own row: the full recipe's runs on the plain images.
-    done = run_module("ablation", "--study", "best", "--data-dir", small_data, "--logdir",
+    done = run_module("ablation", "--recipe", "best", "--data-dir", small_data, "--logdir",
                           tmp_path, "--quick", "--seeds", "1", "--no-verify-checksums",
                           "--validation-size", "100", "--train-subset", "200",
                           "--variants", FULL, "no augmentation (flip, shift)", "--precision",

@@ -305,7 +305,7 @@ def test_two_downloads_into_one_cache_take_turns(mirror, isolated_cache, monkeyp
     import threading
     import time
 
-    from mlp.io import RunLock
+    from mlp.lock import DirectoryLock
 
     served, url = mirror
     _publish_small_files_as_real(served, monkeypatch)
@@ -317,7 +317,7 @@ def test_two_downloads_into_one_cache_take_turns(mirror, isolated_cache, monkeyp
         outcome["target"] = data_lib.download(isolated_cache, (url,))
         outcome["waited"] = time.monotonic() - started
 
-    with RunLock(isolated_cache):  # the first download, still running
+    with DirectoryLock(isolated_cache):  # the first download, still running
         second = threading.Thread(target=second_download)
         second.start()
         time.sleep(1.0)
@@ -327,6 +327,6 @@ def test_two_downloads_into_one_cache_take_turns(mirror, isolated_cache, monkeyp
     assert all((isolated_cache / f"{stem}.gz").is_file() for stem, _, _ in data_lib.FILES.values())
     # One that waits longer than it may gives up in one line.
     monkeypatch.setattr(data_lib, "DOWNLOAD_WAIT", 0.3)
-    with RunLock(isolated_cache):
+    with DirectoryLock(isolated_cache):
         with pytest.raises(data_lib.DataError, match="has been downloading .* for over 0.3 s"):
             data_lib.download(isolated_cache, (url,))

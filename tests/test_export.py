@@ -345,12 +345,12 @@ def test_an_export_holds_the_runs_lock_so_no_study_removes_its_staging(exported_
     import shutil
 
     from mlp import saved_model as export_lib
-    from mlp import rundir
-    from mlp.io import RunInUse, RunLock
+    from mlp import run_directory
+    from mlp.lock import DirectoryInUse, DirectoryLock
 
     copy = tmp_path / "copy"
     shutil.copytree(exported_model, copy, ignore=shutil.ignore_patterns("saved_model"))
-    with RunLock(copy):  # a training, study or search holds the run
+    with DirectoryLock(copy):  # a training, study or search holds the run
         done = run_module("export", copy)
     assert done.returncode == 2 and "is in use by another process" in done.stderr
     assert not list(copy.glob(".saved_model.*")) and not (copy / "saved_model").exists()
@@ -360,14 +360,14 @@ def test_an_export_holds_the_runs_lock_so_no_study_removes_its_staging(exported_
 
     def while_staging(staging, *args):
         write(staging, *args)
-        with pytest.raises(RunInUse):
-            RunLock(copy)  # what a study's run_plan takes before rundir.remove_leftovers
+        with pytest.raises(DirectoryInUse):
+            DirectoryLock(copy)  # what a study's run_plan takes before remove_leftovers
         seen["staging"] = staging
         assert staging.exists()
 
     monkeypatch.setattr(export_lib, "_write", while_staging)
     assert run_module("export", copy).returncode == 0
     assert seen["staging"].parent == copy and (copy / "saved_model" / "saved_model.pb").is_file()
-    with RunLock(copy):
-        rundir.remove_leftovers(copy)  # after the export: nothing of it to remove
+    with DirectoryLock(copy):
+        run_directory.remove_leftovers(copy)  # after the export: nothing of it to remove
     assert (copy / "saved_model" / "saved_model.pb").is_file()

@@ -316,12 +316,12 @@ def test_a_full_disk_when_the_run_directory_is_made_is_one_line_and_exit_1(small
                                                                           monkeypatch):
     import errno
 
-    from mlp import rundir
+    from mlp import run_directory
 
     def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(rundir, "atomic_write_json", full)
+    monkeypatch.setattr(run_directory, "atomic_write_json", full)
     done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
                           "--run-name", "full", *SMALL_RUN_FLAGS)
     assert done.returncode == 1 and "Traceback" not in done.stderr

@@ -23,6 +23,42 @@ def test_dense_shape_for_any_batch_and_width(batch, fan_in, fan_out, relu):
 
 
 @settings(max_examples=15, deadline=None)
+@given(batch=batches, width=widths, seed=st.tuples(st.integers(0, 2**30), st.integers(0, 2**30)))
+def test_a_plain_dense_layer_draws_nothing_from_training_or_seed(batch, width, seed):
+    layer = Dense(5, width, "relu", "he_normal", seed=(1, 2))
+    x = tf.random.stateless_normal([batch, 5], seed=(3, 4))
+    np.testing.assert_array_equal(layer(x, True, seed), layer(x, False, None))
+
+
+class _Recording(tf.Module):
+    """A dense layer that records how the model calls it."""
+
+    def __init__(self, layer, calls):
+        super().__init__()
+        self.layer, self.calls = layer, calls
+
+    def __call__(self, x, training, seed):
+        self.calls.append((self.layer.name, training, tuple(seed.numpy())))
+        return self.layer(x, training, seed)
+
+
+def test_each_dense_layer_is_given_training_and_a_seed_of_its_own_for_each_step():
+    model = MLP(hidden_sizes=(6, 6), dropout=0.0, input_size=4, seed=9)
+    calls = []
+    model.hidden = [_Recording(layer, calls) for layer in model.hidden]
+    model.logits_layer = _Recording(model.logits_layer, calls)
+    images = tf.zeros([2, 4])
+    for step in (7, 8, 7):
+        model(images, training=step == 8, step=step)
+    names = [name for name, _, _ in calls]
+    assert names == ["dense_0", "dense_1", "logits"] * 3
+    assert [training for _, training, _ in calls] == [False] * 3 + [True] * 3 + [False] * 3
+    seeds = [seed for _, _, seed in calls]
+    assert len(set(seeds[:6])) == 6  # one per layer and step
+    assert seeds[6:] == seeds[:3]  # a function of (run seed, step, layer)
+
+
+@settings(max_examples=15, deadline=None)
 @given(batch=batches, hidden=st.lists(widths, min_size=1, max_size=4), training=st.booleans(),
        batch_norm=st.booleans())
 def test_mlp_logits_shape_for_any_batch_and_widths(batch, hidden, training, batch_norm):

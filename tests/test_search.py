@@ -52,8 +52,8 @@ def spaces(monkeypatch):
 def test_an_sqlite_study_prunes_continues_and_keeps_every_trial_a_run(small_data, tmp_path,
                                                                       spaces):
     spaces("tiny", tiny_space({"learning_rate": [3e-3, 1e-9], "dropout": [0.0, 0.1, 0.2]}))
-    command = ["--space", "tiny", "--study", "tiny", "--sampler", "grid", "--sampler-seed", "3",
-               "--pruner", "median", "--pruner-startup-trials", "1", "--pruner-warmup-epochs",
+    command = ["--recipe", "tiny", "--study-name", "tiny", "--sampler", "grid", "--sampler-seed",
+               "3", "--pruner", "median", "--pruner-startup-trials", "1", "--pruner-warmup-epochs",
                "0", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "3",
                "--batch-size", "50", "--no-early-stopping", *SMALL]
     first = run_module("search", *command, "--trials", "4")
@@ -102,7 +102,7 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small
                                                                            spaces):
     # No batch norm, no L2, an absurd learning rate: the loss overflows within a few steps.
     spaces("wild", tiny_space({"learning_rate": [1e12, 1e13], "dropout": [0.0]}))
-    done = run_module("search", "--space", "wild", "--sampler", "grid", "--trials", "2",
+    done = run_module("search", "--recipe", "wild", "--sampler", "grid", "--trials", "2",
                           "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "2",
                           "--no-batch-norm", "--l2", "0", *SMALL)
     assert done.returncode == 0, done.stderr
@@ -115,8 +115,8 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small
 @pytest.mark.slow  # a whole run
 def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_path, spaces):
     spaces("around", tiny_space({"learning_rate": [3e-3, 1e-3], "dropout": [0.0, 0.2]}))
-    command = ["--space", "around", "--study", "around", "--sampler", "random", "--trials", "1",
-               "--enqueue-base", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1",
+    command = ["--recipe", "around", "--study-name", "around", "--sampler", "random", "--trials",
+               "1", "--enqueue-base", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1",
                *SMALL]
     for _ in range(2):  # the second invocation queues nothing more
         done = run_module("search", *command)
@@ -130,7 +130,7 @@ def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_
     assert ["fixed_params" in t.system_attrs for t in trials] == [True, False]
 
     spaces("elsewhere", tiny_space({"learning_rate": [3e-3], "dropout": [0.0]}))
-    refused = run_module("search", "--space", "elsewhere", "--study", "elsewhere",
+    refused = run_module("search", "--recipe", "elsewhere", "--study-name", "elsewhere",
                              *command[4:])
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "the base recipe's learning_rate 0.001 is not among the space's choices" \
@@ -139,10 +139,12 @@ def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_
 
 
 @pytest.mark.parametrize("flags, code, words", [
-    (["--study", "a/b"], 2, "--study must be a plain name"),
+    (["--study-name", "a/b"], 2, "--study-name: must be a plain directory name"),
+    (["--study-name", "a b"], 2, "--study-name must be a plain name (letters, digits"),
+    (["--space", "improved"], 2, "--space was renamed: use --recipe NAME"),
     (["--storage", "nonsense://x"], 2, "--storage: cannot use 'nonsense://x'"),
     (["--storage", "postgresql://nobody@127.0.0.1:9/none"], 1, "cannot reach the database"),
-    (["--space", "badfield"], 2, "suggests no_such_setting, not a setting of a run"),
+    (["--recipe", "badfield"], 2, "suggests no_such_setting, not a setting of a run"),
     (["--dropout", "0.3"], 2, "--dropout: the space 'improved' searches this; leave it out"),
 ])
 def test_bad_input_is_one_line_and_an_exit_code(small_data, tmp_path, spaces, flags, code,
@@ -177,7 +179,7 @@ def _old_schema_database(path):
     ("a file that is not a database", 2, "(file is not a database)"),
     ("a connection option PostgreSQL does not have", 2, 'invalid connection option "bogus"'),
     ("tables of an older Optuna", 2, "is no longer compatible with the table schema"),
-    ("a study named like the default database", 2, "--study: search.db is the name of the "
+    ("a study named like the default database", 2, "--study-name: search.db is the name of the "
                                                    "study database"),
 ])
 def test_a_database_that_cannot_be_used_is_one_line_exit_2_and_no_password_is_shown(
@@ -192,7 +194,7 @@ def test_a_database_that_cannot_be_used_is_one_line_exit_2_and_no_password_is_sh
         "a connection option PostgreSQL does not have": [
             "--storage", "postgresql://alice:s3cr3t@127.0.0.1:9/none?bogus=1"],
         "tables of an older Optuna": ["--storage", _old_schema_database(tmp_path / "old.db")],
-        "a study named like the default database": ["--study", "search.db"],
+        "a study named like the default database": ["--study-name", "search.db"],
     }[case]
     done = run_module("search", "--data-dir", small_data, "--logdir", tmp_path / "logs",
                           *flags, *SMALL)
@@ -210,7 +212,7 @@ def test_a_report_of_a_study_that_is_not_there_names_those_that_are_and_makes_no
 
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     optuna.create_study(storage=storage, study_name="kept")
-    done = run_module("search", "--study", "kpet", "--report", "--logdir", tmp_path,
+    done = run_module("search", "--study-name", "kpet", "--report", "--logdir", tmp_path,
                           "--data-dir", small_data, *SMALL)
     assert done.returncode == 2, done.stderr
     assert "no study 'kpet'" in done.stderr and "(it holds: kept)" in done.stderr
@@ -219,7 +221,7 @@ def test_a_report_of_a_study_that_is_not_there_names_those_that_are_and_makes_no
     assert not (tmp_path / "kpet").exists()
     # A --logdir with no database (mistyped, say): refused, and no database is made there.
     elsewhere = tmp_path / "elsewhere"
-    done = run_module("search", "--study", "kept", "--report", "--logdir", elsewhere,
+    done = run_module("search", "--study-name", "kept", "--report", "--logdir", elsewhere,
                           "--data-dir", small_data, *SMALL)
     assert done.returncode == 2 and "no study database" in done.stderr, done.stderr
     assert not (elsewhere / "search.db").exists()
@@ -231,7 +233,7 @@ def test_under_the_grid_sampler_an_error_that_is_not_the_grids_is_reported_as_it
     damaged = tmp_path / "tiny" / "trial-0000"
     damaged.mkdir(parents=True)
     (damaged / "config.json").write_text("{ damaged")
-    done = run_module("search", "--space", "tiny", "--sampler", "grid", "--trials", "1",
+    done = run_module("search", "--recipe", "tiny", "--sampler", "grid", "--trials", "1",
                           "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1", *SMALL)
     assert done.returncode == 2, done.stderr
     assert "config.json: cannot be read as JSON" in done.stderr, done.stderr
@@ -282,8 +284,8 @@ def postgres():
 
 def _worker_arguments(url, logdir, small_data, trials):
     """A search on the shared database (small runs of the improved space)."""
-    return ["--storage", url, "--study", "shared", "--space", "improved", "--sampler", "random",
-            "--pruner", "none", "--trials", str(trials), "--heartbeat-interval", "1",
+    return ["--storage", url, "--study-name", "shared", "--recipe", "improved", "--sampler",
+            "random", "--pruner", "none", "--trials", str(trials), "--heartbeat-interval", "1",
             "--grace-period", "4", "--data-dir", str(small_data), "--logdir", str(logdir),
             "--epochs", "6", "--no-early-stopping", "--train-subset", "400", *SMALL]
 
@@ -345,7 +347,7 @@ def test_two_workers_share_a_postgresql_study_and_a_killed_ones_trial_is_retried
 @pytest.mark.slow  # a search process stopped by a signal
 def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_it(
         small_data, tmp_path):
-    command = [sys.executable, "-m", "experiments.search", "--study", "stopped", "--sampler",
+    command = [sys.executable, "-m", "experiments.search", "--study-name", "stopped", "--sampler",
                "random", "--pruner", "none", "--trials", "1", "--data-dir", str(small_data),
                "--logdir", str(tmp_path), "--epochs", "12", "--no-early-stopping",
                "--train-subset", "400", *SMALL]
@@ -378,7 +380,7 @@ def test_a_signal_stops_the_trial_at_a_safe_point_and_the_same_command_resumes_i
 
 @pytest.mark.slow  # a whole run
 def test_a_study_continued_with_other_settings_is_refused_not_mixed(small_data, tmp_path):
-    command = ["--study", "fixed", "--sampler", "random", "--trials", "1", "--data-dir",
+    command = ["--study-name", "fixed", "--sampler", "random", "--trials", "1", "--data-dir",
                small_data, "--logdir", tmp_path, "--train-subset", "200", *SMALL]
     first = run_module("search", *command, "--epochs", "1")
     assert first.returncode == 0, first.stderr
@@ -393,7 +395,7 @@ def test_a_retry_resumes_the_run_it_can_reach_and_otherwise_starts_in_its_own_di
     from types import SimpleNamespace
 
     from experiments.search import claim_trial_run
-    from mlp.io import RunLock
+    from mlp.lock import DirectoryLock
 
     study_dir = tmp_path / "study"
     previous = study_dir / "trial-0003"
@@ -406,7 +408,7 @@ def test_a_retry_resumes_the_run_it_can_reach_and_otherwise_starts_in_its_own_di
     lock.release()
     assert run_dir == previous and how == "resuming trial 3's run"
 
-    with RunLock(previous):  # the stale trial's process is alive (it was frozen)
+    with DirectoryLock(previous):  # the stale trial's process is alive (it was frozen)
         run_dir, lock, how = claim_trial_run(study_dir, retry, retried)
         lock.release()
     assert run_dir == study_dir / "trial-0007"
@@ -426,7 +428,7 @@ def test_a_retry_resumes_the_run_it_can_reach_and_otherwise_starts_in_its_own_di
 @pytest.mark.slow  # a database server, a search process frozen past the grace period
 def test_a_worker_frozen_past_the_grace_period_stops_its_trial_cleanly_and_none_is_lost(
         postgres, small_data, tmp_path):
-    arguments = ["--storage", postgres, "--study", "frozen", "--sampler", "random", "--pruner",
+    arguments = ["--storage", postgres, "--study-name", "frozen", "--sampler", "random", "--pruner",
                  "none", "--trials", "1", "--heartbeat-interval", "1", "--grace-period", "3",
                  "--data-dir", str(small_data), "--logdir", str(tmp_path), "--epochs", "20",
                  "--no-early-stopping", "--train-subset", "400", *SMALL]

@@ -45,8 +45,8 @@ def test_the_recipe_stops_by_a_fixed_budget():
 @pytest.mark.slow
 def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data, tmp_path):
     args = ["--seeds", "2", "--data-dir", small_data, "--no-verify-checksums",
-            "--validation-size", "100", "--logdir", tmp_path, "--name", "sr", "--no-sharpness",
-            "--precision", "float32", "--target", "0.5", "--keras-target", "0.3"]
+            "--validation-size", "100", "--logdir", tmp_path, "--study-name", "sr",
+            "--no-sharpness", "--precision", "float32", "--target", "0.5", "--keras-target", "0.3"]
     first = run_module("speedrun", *args, "--keras-reference")
     assert first.returncode == 0, first.stderr
     study = tmp_path / "sr"
@@ -88,6 +88,6 @@ def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data,
 
 
 def test_bad_arguments_are_one_line(tmp_path):
-    result = run_module("speedrun", "--name", "../x", "--logdir", tmp_path)
-    assert result.returncode == 2 and "--name must be a plain directory name" in result.stderr
+    result = run_module("speedrun", "--seeds", "0", "--logdir", tmp_path)
+    assert result.returncode == 2 and "--seeds must be at least 1" in result.stderr
     assert "Traceback" not in result.stderr

@@ -215,7 +215,7 @@ def test_fused_adam_with_the_l2_gradient_trains_as_adam_on_the_penalized_loss(ke
     # loss + l2_penalty, differentiated by the tape. The penalty's gradient is about as large as
     # the data gradient here, so a wrong factor shows.
     from mlp.optim import FusedAdam
-    from mlp.regularization import l2_penalty
+    from mlp.l2 import l2_penalty
 
     rng = np.random.default_rng(3)
     images = tf.constant(rng.random((8, 6)), tf.float32)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from mlp.config import ConfigError
-from mlp.io import RunInUse, RunLock
-from mlp.rundir import new_run_name, remove_leftovers
+from mlp.lock import DirectoryInUse, DirectoryLock
+from mlp.run_directory import new_run_name, remove_leftovers
 from tests.conftest import REPO, SMALL_RUN_FLAGS, run_module
 
 
@@ -21,7 +21,7 @@ def test_a_run_directory_in_use_is_refused(small_data, tmp_path):
             *SMALL_RUN_FLAGS]
     assert run_module("improved", *args).returncode == 0
     (tmp_path / "busy" / "results.json").unlink()  # as if it were still training
-    with RunLock(tmp_path / "busy"):
+    with DirectoryLock(tmp_path / "busy"):
         done = run_module("improved", *args, "--resume")
     assert done.returncode == 2
     assert "in use by another process" in done.stderr and "Traceback" not in done.stderr
@@ -32,15 +32,16 @@ def test_a_run_directory_in_use_is_refused(small_data, tmp_path):
 
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import time; from mlp.io import RunLock; lock = RunLock({str(tmp_path)!r});"
+        [sys.executable, "-c", "import time; from mlp.lock import DirectoryLock; "
+         f"lock = DirectoryLock({str(tmp_path)!r});"
          "print('locked', flush=True); time.sleep(120)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(RunInUse, match=f"pid {holder.pid}"):
-        RunLock(tmp_path)
+    with pytest.raises(DirectoryInUse, match=f"pid {holder.pid}"):
+        DirectoryLock(tmp_path)
     holder.kill()
     holder.wait()
-    RunLock(tmp_path).release()
+    DirectoryLock(tmp_path).release()
 
 
 def _name(logdir):
@@ -79,7 +80,7 @@ def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_untouched
     run_dir.mkdir(parents=True)
     (run_dir / ".lock").symlink_to(target)
     with pytest.raises(ConfigError, match="symbolic link"):
-        RunLock(run_dir)
+        DirectoryLock(run_dir)
     done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path / "logs",
                           "--run-name", "linked", "--epochs", 1, *SMALL_RUN_FLAGS)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -96,7 +97,7 @@ def test_a_filesystem_that_cannot_lock_is_refused_in_one_line(tmp_path, monkeypa
 
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.raises(ConfigError, match="does not support locks.*local disk"):
-        RunLock(tmp_path)
+        DirectoryLock(tmp_path)
 
 
 def test_leftovers_that_are_links_are_unlinked_never_followed(tmp_path):
@@ -115,7 +116,7 @@ def test_leftovers_that_are_links_are_unlinked_never_followed(tmp_path):
 
 def test_a_bare_resume_takes_the_run_that_started_last_not_the_last_touched(tmp_path):
     from mlp.config import Config
-    from mlp.rundir import prepare
+    from mlp.run_directory import prepare
 
     names = ["improved-20261201-090000", "improved-20261201-100000",
              "improved-20261201-100000-2", "improved-20261130-235959"]

@@ -16,7 +16,8 @@ from pathlib import Path
 from mlp.config import Config, ConfigError, check_writable_dir
 from mlp.distribute import WorkerRole
 from mlp.exits import CannotWrite
-from mlp.io import RunLock, atomic_write_json, read_json
+from mlp.io import atomic_write_json, read_json
+from mlp.lock import DirectoryLock
 
 
 def prepare(name, config, resume, explicit, role=WorkerRole()):
@@ -105,10 +106,10 @@ def new_run_name(logdir, name):
 
 def claim(run_dir):
     """Lock `run_dir` for this process, after checking it can be written, and remove what a
-    killed process left there; the lock (a context manager). RunInUse if another process holds
+    killed process left there; the lock (a context manager). DirectoryInUse if another process holds
     it. The CLI, the studies and the search all take their runs' directories here."""
     check_writable_dir(run_dir, "logdir")
-    lock = RunLock(run_dir)
+    lock = DirectoryLock(run_dir)
     remove_leftovers(run_dir)
     return lock
 
