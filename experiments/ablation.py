@@ -34,6 +34,7 @@ from experiments.study import (MEASURES_NOTE, add_study_arguments, add_study_nam
                                correct_on_test, mean_measures, measures_table, paired_comparison,
                                refuse_renamed_flags, shortened, study_overrides)
 from mlp.cli import Parser
+from mlp.significance import p_text
 
 FULL = "full recipe"
 # For a recipe that averages each test image with its mirror: the full recipe's own runs, evaluated
@@ -112,7 +113,7 @@ def markdown(rows, note, test_examples=None):
         lines.append(f"| {row['variant']} | {t['mean']:.4f} ± {t['std']:.4f} | {change} | "
                      f"{t1['mean']:.4f} ± {t1['std']:.4f} | {v['mean']:.4f} ± {v['std']:.4f} | "
                      f"{e['mean']:.1f} | {s['mean']:.1f} | {len(row['seeds'])} | {span} | "
-                     f"{'—' if not test else format(test['p'], '.3g')} |")
+                     f"{'—' if not test else p_text(test['p'], test['replicates'])} |")
     full = next((row for row in rows if row["variant"] == FULL), None)
     if full and test_examples:
         from mlp.significance import binomial_half_width

@@ -35,6 +35,7 @@ from experiments.study import (MEASURES_NOTE, add_study_arguments, add_study_nam
                                correct_on_test, mean_measures, measures_table, paired_comparison,
                                shortened, study_overrides)
 from mlp.cli import Parser
+from mlp.significance import p_text
 
 PROG = "python -m experiments.generalization"
 DEFAULT_RECIPES = ("baseline", "improved", "best")
@@ -256,7 +257,7 @@ def markdown(args, summary, note, test_examples=None):
                 "—" if not interval else
                 f"{interval[0] * 100:+.2f} to {interval[1] * 100:+.2f} pt"
                 + (" (within noise)" if curve["within_noise"][k] else "")
-                + ("" if p is None else f", p {p:.3g}"))
+                + ("" if p is None else f", p {p_text(p)}"))
         lines.append(f"| {size:,} | " + " | ".join(cells)
                      + "".join(f" | {c}" for name, c in zip(recipes, comparisons)
                                if name != base) + " |")

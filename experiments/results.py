@@ -180,6 +180,7 @@ def summary_table(record, only=None):
 
 def changes_table(record, reference):
     from experiments.study import paired_comparison
+    from mlp.significance import p_text
 
     groups = grouped(record)
     if reference not in groups:
@@ -195,7 +196,8 @@ def changes_table(record, reference):
         compared = paired_comparison(groups[reference], runs, correct=correct_of)
         span = compared["change_interval"]
         span = f"{100 * span[0]:+.2f} to {100 * span[1]:+.2f} pt" if span else "—"
-        p = f"{compared['bootstrap']['p']:.2g}" if compared["bootstrap"] else "—"
+        bootstrap = compared["bootstrap"]
+        p = p_text(bootstrap["p"], bootstrap["replicates"]) if bootstrap else "—"
         change = compared["mean_change"]
         rows.append((change, f"| {group} | {compared['paired_seeds']} | {100 * change:+.2f} pt | "
                              f"{span} | {p} |"))

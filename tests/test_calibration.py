@@ -30,6 +30,12 @@ def test_the_measures_on_a_case_computed_by_hand():
         abs(0.5 - 0.615))
 
 
+def _draw(rng, probabilities):
+    """One label per row, drawn from that row's class probabilities (by the inverse CDF)."""
+    below = np.cumsum(probabilities, axis=1)[:, :-1]
+    return (rng.random((len(probabilities), 1)) >= below).sum(axis=1)
+
+
 @settings(max_examples=10, deadline=None)
 @given(temperature=st.floats(0.3, 5.0), seed=st.integers(0, 1000))
 def test_the_temperature_fit_recovers_the_temperature_the_labels_were_drawn_with(temperature,
@@ -37,7 +43,7 @@ def test_the_temperature_fit_recovers_the_temperature_the_labels_were_drawn_with
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 3, size=(20000, 10))
     truth = calibration.softmax(logits / temperature)
-    labels = np.array([rng.choice(10, p=p) for p in truth])
+    labels = _draw(rng, truth)
     fitted = calibration.fit_temperature(logits, labels)
     assert fitted == pytest.approx(temperature, rel=0.1)
 
@@ -45,7 +51,7 @@ def test_the_temperature_fit_recovers_the_temperature_the_labels_were_drawn_with
 def test_scaling_by_the_fitted_temperature_does_not_lower_the_validation_likelihood():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, size=(5000, 10))  # overconfident: drawn at temperature 2
-    labels = np.array([rng.choice(10, p=p) for p in calibration.softmax(logits / 2.0)])
+    labels = _draw(rng, calibration.softmax(logits / 2.0))
     result = calibration.calibration(logits, labels, logits, labels)
     assert result["scaled"]["nll"] <= result["nll"] and result["scaled"]["ece"] < result["ece"]
 

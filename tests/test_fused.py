@@ -214,6 +214,7 @@ def test_auto_takes_tensorflow_ops_on_a_gpu(monkeypatch):
         fused.resolve("fused", gpus=["GPU:0"], loader=loader)
 
 
+@pytest.mark.slow  # a run up to its kernels' build
 def test_kernels_fused_without_a_compiler_exits_2_with_one_line(small_data, tmp_path):
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"),
            "XDG_CACHE_HOME": str(tmp_path / "cache")}

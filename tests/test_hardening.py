@@ -139,6 +139,7 @@ def _resume_run(run_dir):
                           "--resume")
 
 
+@pytest.mark.slow  # a finished run, then one resumed run per damage
 @pytest.mark.parametrize("part,how", [("data-00000-of-00001", "truncate"),
                                       ("data-00000-of-00001", "flip"), ("index", "truncate")])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
@@ -156,6 +157,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(finished_run
     assert json.loads((run_dir / "results.json").read_text())["weights_digest"] == expected
 
 
+@pytest.mark.slow  # a finished run, then a resumed one
 def test_a_damaged_index_file_never_restarts_from_step_0(finished_run, tmp_path):
     run_dir = _interrupted_copy(finished_run, tmp_path)
     (run_dir / "checkpoints" / "checkpoint").write_text("garbage {{{")
@@ -166,6 +168,7 @@ def test_a_damaged_index_file_never_restarts_from_step_0(finished_run, tmp_path)
     assert json.loads((run_dir / "results.json").read_text())["epochs_run"] == 3
 
 
+@pytest.mark.slow  # a finished run, then a resume that cannot start
 def test_no_usable_checkpoint_is_one_line_naming_the_file_and_exit_1(finished_run, tmp_path):
     run_dir = _interrupted_copy(finished_run, tmp_path)
     for data in (run_dir / "checkpoints").glob("ckpt-*.data-*"):

@@ -29,8 +29,8 @@ def test_a_hand_edited_figure_is_caught_and_put_back(tmp_path):
     edited = original.replace(body, body.replace(figure, "0.9999", 1))
     assert edited != original
     (tmp_path / "README.md").write_text(edited)
-    assert results.stale_pages(tmp_path, tmp_path / "records") == [tmp_path / "README.md"]
-    results.stale_pages(tmp_path, tmp_path / "records", write=True)
+    rewritten = results.stale_pages(tmp_path, tmp_path / "records", write=True)
+    assert rewritten == [tmp_path / "README.md"]
     assert (tmp_path / "README.md").read_text() == original
 
 

@@ -16,6 +16,7 @@ from mlp.run_directory import new_run_name, remove_leftovers
 from tests.conftest import REPO, SMALL_RUN_FLAGS, run_module
 
 
+@pytest.mark.slow  # three runs
 def test_a_run_directory_in_use_is_refused(small_data, tmp_path):
     args = ["--data-dir", small_data, "--logdir", tmp_path, "--run-name", "busy", "--epochs", 1,
             *SMALL_RUN_FLAGS]

@@ -98,6 +98,7 @@ def test_an_sqlite_study_prunes_continues_and_keeps_every_trial_a_run(small_data
         assert (tmp_path / "tiny" / picture).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # a study of two trials
 def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small_data, tmp_path,
                                                                            spaces):
     # No batch norm, no L2, an absurd learning rate: the loss overflows within a few steps.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.ablation import FULL, markdown, summarize
-from mlp.significance import (binomial_half_width, bootstrap_change, mcnemar,
+from mlp.significance import (binomial_half_width, bootstrap_change, mcnemar, p_text,
                               paired_interval, t_quantile)
 
 
@@ -67,6 +67,26 @@ def test_the_bootstrap_counts_the_seeds_variance_that_pooled_mcnemar_ignores():
     steady = bootstrap_change(base, [_changed(b, 40) for b in base])
     assert steady["p"] < 0.01 and steady["interval"][0] > 0.02
     assert bootstrap_change(base, base)["p"] == 1.0
+
+
+def test_the_bootstrap_over_images_has_the_binomial_spread():
+    # One seed, 300 of 10,000 images better: the change is 0.03 with the standard error of a
+    # proportion, sqrt(0.03 * 0.97 / 10,000), so the 95% interval is 0.03 +- 1.96 of it.
+    base = np.zeros((1, 10_000), bool)
+    better = base.copy()
+    better[0, :300] = True
+    result = bootstrap_change(base, better, replicates=4000)
+    half = 1.96 * math.sqrt(0.03 * 0.97 / 10_000)
+    assert result["change"] == pytest.approx(0.03)
+    assert result["interval"][0] == pytest.approx(0.03 - half, abs=0.0006)
+    assert result["interval"][1] == pytest.approx(0.03 + half, abs=0.0006)
+
+
+def test_a_p_at_the_bootstraps_floor_is_printed_as_the_bound_it_is():
+    base = np.zeros((2, 1000), bool)
+    clear = bootstrap_change(base, ~base, replicates=999)  # every replicate above 0
+    assert clear["p"] == 1 / 1000 and p_text(clear["p"], 999) == "< 0.001"
+    assert p_text(0.0432) == "0.043" and p_text(2e-4, 10_000) == "0.0002"
 
 
 def test_the_binomial_sampling_error_of_an_accuracy():

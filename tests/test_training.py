@@ -22,6 +22,7 @@ def splits(small_data):
     return data_lib.load(small_data, verify_checksums=False, validation_size=100)
 
 
+@pytest.mark.slow  # a 4-epoch run
 def test_each_function_traces_once_over_epochs_with_a_learning_rate_change(splits, tmp_path):
     config = dataclasses.replace(SMALL, epochs=4, steps_per_loop=3, lr_schedule="plateau",
                                  plateau_patience=0, plateau_min_delta=10.0)  # reduce every epoch
