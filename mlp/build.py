@@ -122,7 +122,8 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
         optimizer = make_optimizer(precision, config.learning_rate, fused_ops)
         l2_term = L2Term(model.kernels, config.l2)
         trainer = Trainer(model, optimizer, l2=l2_term, label_smoothing=config.label_smoothing,
-                          schedule=schedule, ema_decay=config.ema_decay, strategy=strategy)
+                          schedule=schedule, ema_decay=config.ema_decay,
+                          sam_rho=config.sam_rho, strategy=strategy)
         evaluator = Evaluator(model, l2=l2_term, test_time_flip=config.test_time_flip,
                               test_time_shifts=config.test_time_shifts, strategy=strategy)
     return Parts(config=config, strategy=strategy, precision=precision, precision_probe=probe,

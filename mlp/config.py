@@ -194,6 +194,11 @@ class Config:
     ema_decay: float = setting(0.0, "evaluate and keep an exponential moving average of the "
                                "weights with this decay per step (0: off; e.g. 0.999)",
                                valid=FRACTION)
+    sam_rho: float = setting(0.0, "sharpness-aware minimization: take each step's gradient at "
+                             "the weights moved this far (L2 norm) up the loss's gradient, so "
+                             "the step descends the worst loss nearby (0: off; a step then "
+                             "costs two passes; one device only)", valid=NON_NEGATIVE,
+                             older_runs=0.0)
     test_time_shifts: int = setting(0, "evaluation (validation and test alike) also averages over "
                                     "copies of each view shifted by 1 to N pixels up, down, left "
                                     "and right (0: off; 1: four more views per view)",
@@ -317,6 +322,10 @@ class Config:
                 bad(f.name, problem)
         if self.warmup_epochs >= self.epochs and self.lr_schedule == "cosine":
             bad("warmup_epochs", f"must be shorter than --epochs ({self.epochs})")
+        if self.sam_rho and self.strategy != "one_device":
+            raise ConfigError("--sam-rho: sharpness-aware minimization runs on one device: each "
+                              "replica would move the shared weights by its own gradient; use "
+                              "--strategy one_device")
         if self.cpu_devices and self.strategy == "multi_worker":
             bad("cpu_devices", "applies to one_device and mirrored only; multi_worker runs one "
                 "replica per worker process")

@@ -34,6 +34,9 @@ class Trainer(tf.Module):
       ema_decay: if > 0, keep an exponential moving average of all model variables, updated
         after each step with decay min(ema_decay, (1 + step) / (10 + step)) (see
         `averaged_weights`).
+      sam_rho: if > 0, sharpness-aware minimization (Foret et al., 2021): each step's gradient
+        is taken at the weights moved by rho * g / ||g|| (g the data loss's gradient) and
+        applied to the weights themselves (see `_sharpness_aware`). One replica only.
       strategy: the tf.distribute strategy the variables were made under (default: the current
         one). Each replica's loss is its examples' summed loss over the *global* batch's size,
         plus the L2 penalty / replicas, so that the optimizer's sum of the replicas' gradients is
@@ -41,7 +44,7 @@ class Trainer(tf.Module):
     """
 
     def __init__(self, model, optimizer, l2=0.0, label_smoothing=0.0, schedule=None,
-                 ema_decay=0.0, strategy=None):
+                 ema_decay=0.0, sam_rho=0.0, strategy=None):
         super().__init__(name="trainer")
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model = model
@@ -55,6 +58,9 @@ class Trainer(tf.Module):
         self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="nonfinite_step")
         self.schedule = schedule
         self.ema_decay = float(ema_decay)
+        self.sam_rho = float(sam_rho)
+        if self.sam_rho and self.strategy.num_replicas_in_sync > 1:
+            raise ValueError("sam_rho: sharpness-aware minimization runs on one replica")
         self.ema_variables = ([tf.Variable(v, trainable=False, name="ema") for v in model.variables]
                               if ema_decay else [])
         self.optimizer.build(self.model.trainable_variables)
@@ -88,14 +94,20 @@ class Trainer(tf.Module):
         replica = (tf.distribute.get_replica_context().replica_id_in_sync_group
                    if replicas > 1 else None)
         variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            logits = self.model(images, training=True, step=self.step, replica=replica)
-            if replicas == 1:
-                data_loss = tf.reduce_mean(self.data_loss(logits, labels))
-            else:
-                data_loss = tf.reduce_sum(self.data_loss(logits, labels)) / global_count
-            target = self.optimizer.scale_loss(data_loss) if self.loss_scaling else data_loss
-        gradients = tape.gradient(target, variables)
+
+        def forward_and_backward():
+            with tf.GradientTape() as tape:
+                logits = self.model(images, training=True, step=self.step, replica=replica)
+                if replicas == 1:
+                    data_loss = tf.reduce_mean(self.data_loss(logits, labels))
+                else:
+                    data_loss = tf.reduce_sum(self.data_loss(logits, labels)) / global_count
+                target = self.optimizer.scale_loss(data_loss) if self.loss_scaling else data_loss
+            return logits, data_loss, tape.gradient(target, variables)
+
+        logits, data_loss, gradients = forward_and_backward()
+        if self.sam_rho:
+            gradients = self._sharpness_aware(gradients, variables, forward_and_backward)
         # The gradient of data loss + the L2 term, without the term's value each step (it is
         # only reported; see train_loop).
         gradients = self.l2_term.add_gradient(
@@ -108,6 +120,22 @@ class Trainer(tf.Module):
         data_sum = tf.cast(data_loss, tf.float64) * tf.cast(global_count, tf.float64)
         return tf.stack([data_sum, data_sum, tf.constant(0.0, tf.float64), correct,
                          tf.cast(count, tf.float64)])
+
+    def _sharpness_aware(self, gradients, variables, forward_and_backward):
+        """The gradient at w + rho * g / ||g||, for the gradient `gradients` (g) at the weights w;
+        the weights are w again on return. The loss and accuracy reported stay those at w. The
+        second pass draws the same dropout masks (the same step) and moves batch norm's moving
+        statistics a second time, as most implementations of SAM do."""
+        norm = tf.linalg.global_norm(gradients)  # a loss scale cancels in g / ||g||
+        # A non-finite gradient (an overflowing loss scale) moves nothing: its step is skipped.
+        scale = tf.where(tf.math.is_finite(norm) & (norm > 0), self.sam_rho / norm, 0.0)
+        weights = [tf.identity(variable) for variable in variables]  # w itself, not w + m - m
+        for variable, gradient in zip(variables, gradients):
+            variable.assign_add(tf.cast(gradient, variable.dtype) * scale)
+        _, _, gradients = forward_and_backward()
+        for variable, weight in zip(variables, weights):
+            variable.assign(weight)
+        return gradients
 
     def _update_averages(self):
         # Early on the average forgets faster, so it is not dominated by the initial weights.

@@ -178,3 +178,55 @@ def test_test_time_flip_averages_the_probabilities_of_image_and_mirror():
     assert not np.array_equal(plain["confidences"].numpy(), flipped["confidences"].numpy())
     single_view = flip_evaluator.evaluate(dataset, single_view=True)
     np.testing.assert_array_equal(single_view["confidences"].numpy(), plain["confidences"].numpy())
+
+
+def _one_step(rho, images, labels, learning_rate=0.1):
+    """The weights after one SGD step of a small MLP (dropout on: both passes of a
+    sharpness-aware step must draw the same masks)."""
+    model = MLP(hidden_sizes=(6, 5), batch_norm=False, dropout=0.3, input_size=4, seed=3)
+    trainer = Trainer(model, keras.optimizers.SGD(learning_rate), sam_rho=rho)
+    batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    assert int(trainer.train_loop(iter(batches), tf.constant(1))) == 1
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def test_a_sharpness_aware_step_descends_with_the_gradient_at_the_ascended_weights():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((16, 4)), tf.float32)
+    labels = tf.constant(rng.integers(0, 10, 16), tf.int32)
+    rho, learning_rate = 0.5, 0.1
+    # By hand, on a model with the same initial weights: g at w, the gradient at
+    # w + rho g / ||g|| (dropout masks of step 0), then w minus the learning rate times it.
+    model = MLP(hidden_sizes=(6, 5), batch_norm=False, dropout=0.3, input_size=4, seed=3)
+    variables = model.trainable_variables
+    start = [v.numpy() for v in variables]
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, model(images, training=True, step=tf.constant(0, tf.int64))))
+        return tape.gradient(loss, variables)
+
+    g = gradient()
+    norm = float(tf.linalg.global_norm(g))
+    for v, w, gi in zip(variables, start, g):
+        v.assign(w + rho * gi.numpy() / norm)
+    expected = [w - learning_rate * gi.numpy() for w, gi in zip(start, gradient())]
+    plain = [w - learning_rate * gi.numpy() for w, gi in zip(start, g)]
+
+    ours = _one_step(rho, images, labels, learning_rate)
+    for got, want, other in zip(ours, expected, plain):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert max(float(np.abs(g - p).max()) for g, p in zip(ours, plain)) > 1e-4
+    # rho 0 is the plain step.
+    for got, want in zip(_one_step(0.0, images, labels, learning_rate), plain):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_sharpness_aware_minimization_refuses_several_replicas():
+    from mlp.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="--sam-rho: sharpness-aware minimization runs on one "
+                                          "device"):
+        Config(sam_rho=0.05, strategy="mirrored").validate()
+    Config(sam_rho=0.05).validate()
