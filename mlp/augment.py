@@ -6,7 +6,7 @@ the same however the run got to it (resume stays exact).
 
 import tensorflow as tf
 
-from mlp.config import SIDE
+from mlp.config import NUM_CLASSES, SIDE
 
 
 def make_augment(seed, shift=0, flip=False, erase=0.0):
@@ -65,6 +65,67 @@ def make_augment(seed, shift=0, flip=False, erase=0.0):
         return images
 
     return augment
+
+
+# The mixing's random streams, apart from make_augment's (1 to 7).
+MIX_STREAMS = 100
+
+
+def make_mix(seed, mixup=0.0, cutmix=0.0):
+    """A function (images [B, 784], int labels [B], batch_number) -> (mixed images, targets
+    [B, NUM_CLASSES] float32, each row a distribution), or None if both are 0.
+
+    Each image is mixed with a partner, the image at its place in a random permutation of the
+    batch, by one weight lambda per batch drawn from Beta(alpha, alpha):
+    mixup (Zhang et al., 2018): lambda * image + (1 - lambda) * partner.
+    cutmix (Yun et al., 2019): one rectangle of side sqrt(1 - lambda) of the image's, centred
+      anywhere and clipped to the image, comes from the partner.
+    The targets are the one-hot labels mixed by the same weights: by the share of pixels each
+    image keeps, for cutmix. With both on, each batch takes one of the two with probability 1/2.
+    """
+    if not mixup and not cutmix:
+        return None
+
+    def mix(images, labels, batch_number):
+        batch = tf.shape(images)[0]
+        key = tf.stack([tf.cast(seed, tf.int64), tf.cast(batch_number, tf.int64)])
+
+        def stream(k):
+            return tf.random.experimental.stateless_fold_in(key, MIX_STREAMS + k)
+
+        partner = tf.random.experimental.stateless_shuffle(tf.range(batch), stream(0))
+        partner_images = tf.gather(images, partner)
+
+        def beta(alpha):
+            first = tf.random.stateless_gamma([], stream(1), alpha)
+            return tf.math.divide_no_nan(first, first + tf.random.stateless_gamma([], stream(2),
+                                                                                  alpha))
+
+        def mixed():
+            weight = beta(mixup)
+            return weight * images + (1.0 - weight) * partner_images, weight
+
+        def cut():
+            side = tf.round(SIDE * tf.sqrt(1.0 - beta(cutmix)))
+            centre = tf.random.stateless_uniform([2], stream(3), 0.0, SIDE)
+            start = tf.floor(centre - side / 2)
+            low, high = tf.clip_by_value(start, 0.0, SIDE), tf.clip_by_value(start + side, 0.0, SIDE)
+            coordinates = tf.range(SIDE, dtype=tf.float32)
+            rows = (coordinates >= low[0]) & (coordinates < high[0])
+            columns = (coordinates >= low[1]) & (coordinates < high[1])
+            hole = tf.reshape(rows[:, None] & columns[None, :], [1, SIDE * SIDE])
+            kept = 1.0 - tf.reduce_mean(tf.cast(hole, tf.float32))
+            return tf.where(hole, partner_images, images), kept
+
+        if mixup and cutmix:
+            use_cutmix = tf.random.stateless_uniform([], stream(4)) < 0.5
+            images, weight = tf.cond(use_cutmix, cut, mixed)
+        else:
+            images, weight = cut() if cutmix else mixed()
+        one_hot = tf.one_hot(labels, NUM_CLASSES)
+        return images, weight * one_hot + (1.0 - weight) * tf.gather(one_hot, partner)
+
+    return mix
 
 
 def mirror(images):

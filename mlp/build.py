@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from mlp import data as data_lib
 from mlp import fused
-from mlp.augment import make_augment
+from mlp.augment import make_augment, make_mix
 from mlp.config import ConfigError
 from mlp.evaluation import Evaluator
 from mlp.machine import cache_dir
@@ -57,9 +57,10 @@ class Parts:
         config = self.config
         augment = make_augment(config.seed, config.augment_shift, config.augment_flip,
                                config.augment_erase)
+        mix = make_mix(config.seed, config.mixup_alpha, config.cutmix_alpha)
         return self._distribute(lambda context: data_lib.training_batches(
             self.train_images, self.train_labels, config.batch_size, config.seed,
-            start_step=start_step, augment=augment, input_context=context))
+            start_step=start_step, augment=augment, input_context=context, mix=mix))
 
     def evaluation_batches(self, images, labels):
         """`images`, `labels` once in order, distributed over the replicas."""

@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 
 
 SIDE = 28  # Fashion-MNIST's images are SIDE x SIDE pixels
+NUM_CLASSES = 10
 MAX_HEARTBEAT_TIMEOUT = 86_400
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 LR_SCHEDULES = ("plateau", "constant", "cosine")
@@ -191,6 +192,15 @@ class Config:
                                  valid=SWITCH)
     augment_erase: float = setting(0.0, "probability of zeroing a random rectangle of a training "
                                    "image (random erasing)", valid=FRACTION)
+    mixup_alpha: float = setting(0.0, "mixup: train on each image mixed with another of its "
+                                 "batch, and its one-hot label with the other's, by a weight "
+                                 "drawn per batch from Beta(alpha, alpha) (0: off)",
+                                 valid=NON_NEGATIVE, older_runs=0.0)
+    cutmix_alpha: float = setting(0.0, "cutmix: paste a rectangle of another image of the batch "
+                                  "into each image, of area 1 - lambda with lambda drawn per "
+                                  "batch from Beta(alpha, alpha), and mix the labels by area "
+                                  "(0: off; with --mixup-alpha, each batch takes one of the "
+                                  "two)", valid=NON_NEGATIVE, older_runs=0.0)
     ema_decay: float = setting(0.0, "evaluate and keep an exponential moving average of the "
                                "weights with this decay per step (0: off; e.g. 0.999)",
                                valid=FRACTION)

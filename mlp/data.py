@@ -288,14 +288,16 @@ def epoch_permutation(num_examples, seed, epoch):
 
 
 def training_batches(images, labels, batch_size, seed, start_step=0, augment=None,
-                     input_context=None):
+                     input_context=None, mix=None):
     """An endless dataset of shuffled training batches, epoch after epoch.
 
     Each epoch visits every example once in the order `epoch_permutation(seed, epoch)`; its last
     batch may be smaller. Because the order depends only on (seed, epoch), the stream can start at
     any global step `start_step`, which is how an interrupted run resumes mid-epoch. The images
     stay in memory once; batches are gathered from them by index. `augment`, if given, maps a
-    batch of images (and the batch's int64 index) to augmented images.
+    batch of images (and the batch's int64 index) to augmented images; `mix`, if given (after
+    `augment`), maps (images, labels, index) to mixed images and their targets, a distribution
+    over the classes per example, which then stand in the labels' place (mlp.augment.make_mix).
 
     `batch_size` is the global batch. With an `input_context` of K > 1 replicas in sync (from
     `strategy.distribute_datasets_from_function`), this pipeline yields, for each global batch,
@@ -319,9 +321,12 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
 
     def gather(batch_number, indices):
         batch_images = tf.gather(images, indices)
+        batch_labels = tf.gather(labels, indices)
         if augment is not None:
             batch_images = augment(batch_images, batch_number)
-        return batch_images, tf.gather(labels, indices)
+        if mix is not None:
+            return mix(batch_images, batch_labels, batch_number)
+        return batch_images, batch_labels
 
     batches = (tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
                .flat_map(epoch_indices)

@@ -9,9 +9,9 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
+from mlp.config import NUM_CLASSES
 from mlp.l2 import L2Term
 
-NUM_CLASSES = 10
 # Columns of the per-epoch training sums, summed over examples: loss (data loss + L2 term),
 # data loss, L2 term (the value at the end of each graph call, times its examples), correct
 # predictions, examples.
@@ -77,10 +77,11 @@ class Trainer(tf.Module):
         self.optimizer.learning_rate.assign(value)
 
     def data_loss(self, logits, labels):
-        """Per-example softmax cross-entropy from float32 logits."""
-        if self.label_smoothing == 0.0:
+        """Per-example softmax cross-entropy from float32 logits, against int labels or, for
+        mixed batches (mlp.augment.make_mix), target distributions [batch, classes]."""
+        if self.label_smoothing == 0.0 and labels.dtype.is_integer:
             return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-        targets = tf.one_hot(labels, NUM_CLASSES)
+        targets = tf.one_hot(labels, NUM_CLASSES) if labels.dtype.is_integer else labels
         targets = targets * (1.0 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
         return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
 
@@ -113,6 +114,8 @@ class Trainer(tf.Module):
         gradients = self.l2_term.add_gradient(
             gradients, variables, replicas, self.optimizer.scale_loss if self.loss_scaling else None)
         self.optimizer.apply(gradients, variables)
+        if not labels.dtype.is_integer:  # a mixed batch: right is the class it holds most of
+            labels = tf.argmax(labels, 1, output_type=tf.int32)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                  labels), tf.float64))
         # Summed over the global batch, the data loss times the global batch size; the L2 term's

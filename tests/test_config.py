@@ -44,7 +44,8 @@ def test_a_config_saved_by_the_first_version_loads_with_the_values_those_runs_ha
     added = {f.name: f.metadata["older_runs"] for f in dataclasses.fields(Config)
              if f.name not in FIRST_FORMAT}
     assert added == {"kernels": "tensorflow", "heartbeat_timeout": 10.0, "sharpness": False,
-                     "corruptions": True, "test_time_shifts": 0, "sam_rho": 0.0}
+                     "corruptions": True, "test_time_shifts": 0, "sam_rho": 0.0,
+                     "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
     assert {name: getattr(loaded, name) for name in added} == added
     assert loaded.validate() == dataclasses.replace(Config(), **added)
 

@@ -139,7 +139,7 @@ def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
     # best's machinery: bfloat16, cosine with warm-up, augmentation, test-time views
     ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "0.5",
      "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--test-time-shifts", "1",
-     "--label-smoothing", "0.1"],
+     "--label-smoothing", "0.1", "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"],
     ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]])
 @pytest.mark.slow
 def test_mirrored_runs_every_ingredient_through_the_command_line(small_data, tmp_path, flags):

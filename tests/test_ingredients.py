@@ -230,3 +230,76 @@ def test_sharpness_aware_minimization_refuses_several_replicas():
                                           "device"):
         Config(sam_rho=0.05, strategy="mirrored").validate()
     Config(sam_rho=0.05).validate()
+
+
+def _mixed(mixup, cutmix, batch, seed, batch_number):
+    """A batch of `batch` images, image r all pixels r + 1 with label r, mixed; returns the
+    mixed images, the targets and, per row, (its weight, its partner) read off the targets."""
+    from mlp.augment import make_mix
+
+    images = np.repeat(np.arange(1.0, batch + 1, dtype=np.float32)[:, None], 784, axis=1)
+    labels = np.arange(batch, dtype=np.int32)
+    mixed, targets = make_mix(seed, mixup, cutmix)(tf.constant(images), tf.constant(labels),
+                                                  tf.constant(batch_number, tf.int64))
+    mixed, targets = mixed.numpy(), targets.numpy()
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    assert (targets >= 0).all()
+    rows = []
+    for r in range(batch):
+        others = [c for c in np.flatnonzero(targets[r] > 1e-7) if c != r]
+        assert len(others) <= 1  # its own label and at most one partner's
+        rows.append((targets[r, r], others[0] if others else r))
+    return mixed, rows
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(2, 10), alpha=st.floats(0.1, 2.0), seed=st.integers(0, 1000),
+       batch_number=st.integers(0, 10**6))
+def test_mixup_mixes_each_image_and_its_label_with_its_partners_by_one_weight(
+        batch, alpha, seed, batch_number):
+    mixed, rows = _mixed(alpha, 0.0, batch, seed, batch_number)
+    weights = {round(float(weight), 5) for r, (weight, partner) in enumerate(rows) if partner != r}
+    assert len(weights) <= 1  # one weight per batch
+    for r, (weight, partner) in enumerate(rows):
+        expected = weight * (r + 1) + (1 - weight) * (partner + 1) if partner != r else r + 1
+        np.testing.assert_allclose(mixed[r], expected, rtol=1e-5)
+    assert sorted(partner for _, partner in rows) == list(range(batch))  # a permutation
+
+
+@settings(max_examples=20, deadline=None)
+@given(batch=st.integers(2, 10), alpha=st.floats(0.1, 2.0), seed=st.integers(0, 1000),
+       batch_number=st.integers(0, 10**6))
+def test_cutmix_pastes_one_rectangle_and_weighs_each_label_by_its_share_of_pixels(
+        batch, alpha, seed, batch_number):
+    mixed, rows = _mixed(0.0, alpha, batch, seed, batch_number)
+    holes = set()
+    for r, (weight, partner) in enumerate(rows):
+        own = mixed[r] == r + 1
+        assert np.all(own | (mixed[r] == partner + 1))
+        if partner != r:
+            assert own.mean() == pytest.approx(weight, abs=1e-6)
+            hole = (~own).reshape(28, 28)
+            if hole.any():  # a rectangle: the rows and columns it spans, all of them
+                spanned_rows, spanned_columns = np.flatnonzero(hole.any(1)), np.flatnonzero(
+                    hole.any(0))
+                assert hole.sum() == spanned_rows.size * spanned_columns.size
+                holes.add(hole.tobytes())
+    assert len(holes) <= 1  # the same rectangle for the whole batch
+
+
+def test_the_mixing_is_a_function_of_the_seed_and_the_batch_number():
+    first, _ = _mixed(0.4, 1.0, 8, 5, 17)
+    again, _ = _mixed(0.4, 1.0, 8, 5, 17)
+    np.testing.assert_array_equal(first, again)
+    assert any(not np.array_equal(first, _mixed(0.4, 1.0, 8, 5, n)[0]) for n in (18, 19, 20))
+
+
+def test_the_loss_of_a_mixed_batch_is_the_cross_entropy_with_its_targets():
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(6, 10)), tf.float32)
+    targets = tf.constant(rng.dirichlet(np.ones(10), 6), tf.float32)
+    trainer = Trainer(MLP(hidden_sizes=(4,), input_size=3), make_optimizer("float32", 1e-3),
+                      label_smoothing=0.1)
+    expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1,
+                                                    reduction=None)(targets, logits)
+    np.testing.assert_allclose(trainer.data_loss(logits, targets), expected, rtol=1e-5)
