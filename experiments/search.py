@@ -440,7 +440,8 @@ def _main(args, overrides, guard):
     objective = Objective(args, space, overrides, study_dir, guard)
     started = time.perf_counter()
     print(f"search {args.study_name!r} (around {args.recipe}, {args.sampler} sampler, "
-          f"{args.pruner} pruner) in {without_password(storage_url)}; runs in {study_dir}", flush=True)
+          f"{args.pruner} pruner) in {without_password(storage_url)}; runs in {study_dir}",
+          flush=True)
     try:
         _optimize(study, objective, args)
     except optuna.exceptions.StorageInternalError as e:
@@ -498,7 +499,8 @@ def _report(args, storage_url, study_dir):
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
     if args.study_name not in names:
         raise ConfigError(f"--report: no study {args.study_name!r} in "
-                          f"{without_password(storage_url)} (it holds: {', '.join(names) or 'none'})")
+                          f"{without_password(storage_url)} (it holds: "
+                          f"{', '.join(names) or 'none'})")
     check_writable_dir(study_dir, "logdir")
     report(optuna.load_study(study_name=args.study_name, storage=storage), study_dir)
     return 0

@@ -1,7 +1,7 @@
 """The command line every experiment shares: one flag per Config field plus --resume, then the
 run: its directory (mlp/run_directory.py), training and the report (mlp/run.py's
-train_and_evaluate), and any failure as one line and an exit code (mlp/exits.py), applied once, in `main`. The
-caller names itself: `prog` is how the user started it (e.g. "python -m
+train_and_evaluate), and any failure as one line and an exit code (mlp/exits.py), applied once,
+in `main`. The caller names itself: `prog` is how the user started it (e.g. "python -m
 experiments.improved"), `name` the prefix of its runs' directory names.
 """
 

@@ -117,8 +117,8 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_goes_on(small
 def test_the_base_recipe_is_queued_once_as_the_studys_reference(small_data, tmp_path, spaces):
     spaces("around", tiny_space({"learning_rate": [3e-3, 1e-3], "dropout": [0.0, 0.2]}))
     command = ["--recipe", "around", "--study-name", "around", "--sampler", "random", "--trials",
-               "1", "--enqueue-base", "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "1",
-               *SMALL]
+               "1", "--enqueue-base", "--data-dir", small_data, "--logdir", tmp_path, "--epochs",
+               "1", *SMALL]
     for _ in range(2):  # the second invocation queues nothing more
         done = run_module("search", *command)
         assert done.returncode == 0, done.stderr
