@@ -200,8 +200,9 @@ def _mean_std(values):
     return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(args, records):
-    """{recipe: its curve, fit, per-size measures and comparison with the first recipe}."""
+def summarize(args, records, fit_replicates=FIT_REPLICATES):
+    """{recipe: its curve, fit (its intervals from `fit_replicates` bootstrap fits), per-size
+    measures and comparison with the first recipe}."""
     base_name = args.recipes[0]
     summary = {}
     for name in args.recipes:
@@ -226,7 +227,8 @@ def summarize(args, records):
         if curve["sizes"]:
             curve["fit"] = fit_with_intervals(curve["sizes"], [
                 [(1 - run["test_accuracy"], correct_on_test(run))
-                 for run in records[variant(name, size)]] for size in curve["sizes"]])
+                 for run in records[variant(name, size)]] for size in curve["sizes"]],
+                replicates=fit_replicates)
             summary[name] = curve
     return summary
 

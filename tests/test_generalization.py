@@ -110,7 +110,7 @@ def test_each_recipe_is_compared_with_the_first_on_paired_seeds(tmp_path):
         records[generalization.variant("improved", size)] = [
             _run(tmp_path, f"improved-{size}", s, (sum(c) + 10) / 100, [1] * 10 + c[:90])
             for s, c in enumerate(base)]
-    summary = generalization.summarize(args, records)
+    summary = generalization.summarize(args, records, fit_replicates=20)  # the fit is not tested
     improved = summary["improved"]
     assert improved["test_error"] == pytest.approx([0.19] * 3)
     assert improved["change_interval"] == [pytest.approx([0.10, 0.10])] * 3
@@ -139,21 +139,21 @@ def test_a_floor_at_its_bound_is_reported_as_not_identified_and_not_extrapolated
     # A pure power law (no floor): the fit puts c at 0.
     straight = [[0.7 * m ** -0.2 * (1 + 0.01 * rng.standard_normal()) for _ in range(3)]
                 for m in sizes]
-    fit = generalization.summarize(args, _records(straight, sizes))["best"]["fit"]
+    summary = generalization.summarize(args, _records(straight, sizes))
+    fit = summary["best"]["fit"]
     assert fit["c"] < generalization.AT_BOUND and not fit["c_identified"]
     assert fit["intervals"]["b"][0] < -0.2 < fit["intervals"]["b"][1]
-    table = generalization.markdown(args, generalization.summarize(args, _records(straight,
-                                                                                  sizes)), "n")
+    table = generalization.markdown(args, summary, "n")
     row = next(line for line in table.splitlines() if line.startswith("| best | "))
     assert "(not identified)" in row and row.endswith("— (beyond the data, c not identified) |")
     assert "c sits on its bound for best" in table
     # A clear floor of 0.08: identified, inside its interval, and extrapolated.
     floored = [[2.0 * m ** -0.5 + 0.08 + 0.0005 * rng.standard_normal() for _ in range(3)]
                for m in sizes]
-    fit = generalization.summarize(args, _records(floored, sizes))["best"]["fit"]
+    summary = generalization.summarize(args, _records(floored, sizes))
+    fit = summary["best"]["fit"]
     assert fit["c_identified"] and fit["intervals"]["c"][0] < 0.08 < fit["intervals"]["c"][1]
     assert fit["c"] == pytest.approx(0.08, abs=0.01)
-    table = generalization.markdown(args, generalization.summarize(args, _records(floored,
-                                                                                  sizes)), "n")
+    table = generalization.markdown(args, summary, "n")
     row = next(line for line in table.splitlines() if line.startswith("| best | "))
     assert "not identified" not in row and "c sits on its bound" not in table
