@@ -280,6 +280,13 @@ class Config:
     REMOVED_FIELDS = ("collective_timeout",)
 
     @classmethod
+    def with_older_runs(cls, values):
+        """A saved config.json's `values` with each field added since it was written, at the
+        value the runs of its time had (its `older_runs`)."""
+        return {**{f.name: f.metadata["older_runs"] for f in dataclasses.fields(cls)
+                   if f.metadata["older_runs"] is not ALWAYS and f.name not in values}, **values}
+
+    @classmethod
     def from_dict(cls, values, source):
         """The Config a saved dict (config.json) describes, every field present and nothing else;
         ConfigError naming `source` otherwise. Types and ranges are checked by `validate`."""
@@ -287,9 +294,8 @@ class Config:
             raise ConfigError(f"{source}: not a JSON object of settings; restore the file or "
                               "start a new run")
         names = {f.name for f in dataclasses.fields(cls)}
-        values = {**{f.name: f.metadata["older_runs"] for f in dataclasses.fields(cls)
-                     if f.metadata["older_runs"] is not ALWAYS and f.name not in values},
-                  **{k: v for k, v in values.items() if k not in cls.REMOVED_FIELDS}}
+        values = cls.with_older_runs({k: v for k, v in values.items()
+                                      if k not in cls.REMOVED_FIELDS})
         unknown, missing = sorted(set(values) - names), sorted(names - set(values))
         if unknown or missing:
             what = "; ".join(part for part in (

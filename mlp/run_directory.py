@@ -49,7 +49,7 @@ def prepare(name, config, resume, explicit, role=WorkerRole()):
     if not isinstance(saved, dict):
         raise ConfigError(f"{run_dir / 'config.json'}: not a JSON object of settings; restore "
                           "it or start a new run")
-    saved["run_name"] = run_dir.name
+    saved = Config.with_older_runs({**saved, "run_name": run_dir.name})
     given = config.to_dict()
     differ = [key for key in sorted(explicit) if key in Config().result_fields()
               and given[key] != saved.get(key)]

@@ -128,3 +128,25 @@ def test_a_bare_resume_takes_the_run_that_started_last_not_the_last_touched(tmp_
     os.utime(tmp_path / names[0] / "config.json", (2e9, 2e9))  # touched last, started first
     _, run_dir, finished = prepare("improved", Config(logdir=str(tmp_path)), True, set())
     assert run_dir.name == "improved-20261201-100000-2" and not finished
+
+
+def test_a_study_continues_a_run_saved_before_the_added_settings(tmp_path):
+    # A study compares every setting that changes results with the saved config.json; a run
+    # saved before a setting existed had that setting's older value, not a different one.
+    import dataclasses
+
+    from mlp.config import Config
+    from mlp.run_directory import prepare
+    from tests.test_config import FIRST_FORMAT
+
+    older = {f.name: f.metadata["older_runs"] for f in dataclasses.fields(Config)
+             if f.name not in FIRST_FORMAT}
+    config = dataclasses.replace(Config(logdir=str(tmp_path), run_name="old"), **older)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(
+        {k: v for k, v in config.to_dict().items() if k in FIRST_FORMAT}))
+    resumed, run_dir, finished = prepare("improved", config, True, set(config.result_fields()))
+    assert (resumed, run_dir, finished) == (config, tmp_path / "old", False)
+    # A setting that did change is still refused.
+    with pytest.raises(ConfigError, match=r"--sam-rho 0.05 \(saved: 0.0\)"):
+        prepare("improved", dataclasses.replace(config, sam_rho=0.05), True, {"sam_rho"})
