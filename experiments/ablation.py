@@ -147,7 +147,7 @@ def write_chart(study_dir, rows, title, table):
 
 def parse(argv):
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=sorted(ABLATIONS), default="improved",
                         help="which recipe to take apart (default: improved)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant: 0..N-1 (default: 3)")

@@ -131,7 +131,7 @@ PROG = "python -m experiments.benchmark"
 
 def parse(argv):
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed epochs per measurement, after one warm-up epoch (default: 5)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128],

@@ -21,7 +21,7 @@ PROG = "python -m experiments.export"
 
 def main(argv=None):
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory")
     parser.add_argument("--out", default=None,
                         help="where the SavedModel goes; must not exist yet (default: "

@@ -125,7 +125,7 @@ def fit_with_intervals(sizes, runs_by_size, replicates=FIT_REPLICATES, seed=0):
 
 def parse(argv):
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=list(DEFAULT_RECIPES),
                         choices=sorted(RECIPES), metavar="RECIPE",
                         help="recipes to train, the first one the one the others are compared "

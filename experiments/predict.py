@@ -169,7 +169,7 @@ def classified(serve, images):
 
 def main(argv=None):
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", metavar="MODEL", help="an exported SavedModel or a run directory")
     parser.add_argument("images", metavar="IMAGE", nargs="+",
                         help="IDX files of 28x28 images, or pictures (PNG, JPEG, ...)")

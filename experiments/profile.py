@@ -39,7 +39,7 @@ def op_breakdown(trace_dir, steps):
 
 def main(argv=None):
     parser = Parser(prog="python -m experiments.profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precision", default="float32",
                         choices=["float32", "mixed_bfloat16", "mixed_float16"],
                         help="precision of the traced loop (default: float32)")

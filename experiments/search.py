@@ -240,8 +240,8 @@ def claim_trial_run(study_dir, trial, retried):
             why = f"trial {retried.number}'s run is not in {study_dir}"
         else:
             try:
-                how = f"resuming trial {retried.number}'s run"
-                return previous, run_directory.claim(previous), how
+                return (previous, run_directory.claim(previous),
+                        f"resuming trial {retried.number}'s run")
             except DirectoryInUse:
                 why = (f"trial {retried.number}'s run {previous} is still held by a live process "
                        "(frozen, then found stale)")
@@ -392,17 +392,17 @@ def _main(args, overrides, guard):
     import sqlalchemy.exc
 
     from experiments.recipes import SEARCH_SPACES
-    from mlp.config import ConfigError, check_writable_dir, is_plain_name
+    from mlp.config import ConfigError, check_writable_dir
 
     space = SEARCH_SPACES[args.recipe]
-    name = args.study_name
-    if not is_plain_name(name) or not all(c.isalnum() or c in "-_." for c in name):
+    name = args.study_name  # a plain directory name (its argparse type) or the recipe's
+    if not all(c.isalnum() or c in "-_." for c in name):
         raise ConfigError(f"--study-name must be a plain name (letters, digits, - _ .), got "
                           f"{name!r}")
     if not args.storage and name == DEFAULT_DATABASE:
         raise ConfigError(f"--study-name: {DEFAULT_DATABASE} is the name of the study database in "
                           "--logdir; choose another name")
-    study_dir = Path(args.logdir) / args.study_name
+    study_dir = Path(args.logdir) / name
     storage_url = args.storage or f"sqlite:///{Path(args.logdir).resolve() / DEFAULT_DATABASE}"
     # Our own line per trial; Optuna's would print a failed trial's traceback.
     optuna.logging.set_verbosity(logging.ERROR)

@@ -91,7 +91,7 @@ def markdown(summary, machine, precisions):
 
 def main(argv=None):
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default: 3)")
     parser.add_argument("--keras-reference", action="store_true",
                         help="also time Keras model.fit of the seed recipe to its 0.892 on the "

@@ -30,7 +30,7 @@ def view_accuracy(model, images, labels, test_time_flip, test_time_shifts):
 
 def main(argv=None):
     parser = Parser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="finished runs")
     parser.add_argument("--split", choices=("validation", "test"), default="validation",
                         help="which images to evaluate (default: validation)")
