@@ -73,7 +73,7 @@ class MatmulFloor:
         import numpy as np
         import tensorflow as tf
 
-        from mlp.model import MLP
+        from mlp.model import from_config
 
         sizes = [784, *config.hidden_sizes, 10]
         batch = config.batch_size
@@ -82,7 +82,7 @@ class MatmulFloor:
         kernels = [tf.constant(rng.normal(size=(a, b)), dtype) for a, b in zip(sizes[:-1], sizes[1:])]
         inputs = [tf.constant(rng.normal(size=(batch, a)), dtype) for a in sizes[:-1]]
         grads = [tf.constant(rng.normal(size=(batch, b)), dtype) for b in sizes[1:]]
-        variables = MLP.from_config(config).trainable_variables if adam else []
+        variables = from_config(config).trainable_variables if adam else []
         slots = [(tf.Variable(tf.zeros_like(v)), tf.Variable(tf.zeros_like(v))) for v in variables]
         updates = [tf.constant(rng.normal(size=v.shape) * 1e-3, tf.float32) for v in variables]
         scalar = lambda x: tf.constant(x, tf.float32)  # noqa: E731

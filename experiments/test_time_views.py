@@ -49,7 +49,7 @@ def main(argv=None):
 
 def _evaluate(run_dirs, split, shifts):
     from mlp import data as data_lib
-    from mlp.saved_model import chosen_model
+    from mlp.trained import chosen_model
 
     print(f"| run | {split}: the recipe's views | with --shifts {shifts} | change |")
     print("|---|---|---|---|")

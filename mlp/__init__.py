@@ -13,8 +13,8 @@ quiet_start.install()
 
 _EXPORTS = {
     "Config": "mlp.config", "ConfigError": "mlp.config",
-    "BatchNorm": "mlp.layers", "Dense": "mlp.layers", "Dropout": "mlp.layers",
-    "MLP": "mlp.model",
+    "BatchNorm": "mlp.layers", "Conv2D": "mlp.layers", "Dense": "mlp.layers",
+    "Dropout": "mlp.layers", "MLP": "mlp.model", "ConvNet": "mlp.model",
     "EarlyStoppingRule": "mlp.rules", "PlateauRule": "mlp.rules",
     "l2_penalty": "mlp.l2",
     "Trainer": "mlp.training", "weights_digest": "mlp.training",

@@ -9,20 +9,22 @@ model, optimizer, schedule, trainer, evaluator and pipelines here; nothing else 
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import tensorflow as tf
 
 from mlp import data as data_lib
 from mlp import fused
+from mlp import model as model_lib
 from mlp.augment import make_augment, make_mix
 from mlp.config import ConfigError
 from mlp.evaluation import Evaluator
 from mlp.machine import cache_dir
-from mlp.model import MLP
 from mlp.optim import make_optimizer
 from mlp.precision import COMPUTE_DTYPES, probe_model, resolve
 from mlp.l2 import L2Term
 from mlp.schedules import cosine_with_warmup
+from mlp.trained import chosen_model
 from mlp.training import Trainer
 from mlp.whitening import zca
 
@@ -41,12 +43,14 @@ class Parts:
     train_images: object
     train_labels: object
     steps_per_epoch: int
-    model: MLP
+    model: object  # an MLP, or a ConvNet (mlp/model.py)
     optimizer: object
     schedule: object
     trainer: Trainer
     evaluator: Evaluator
     whitening_seconds: float = 0.0  # fitting the input transform: part of the training time
+    # With --teacher: the teacher's run, weights digest, test accuracy and training seconds.
+    teacher: dict = None
 
     @property
     def replicas(self):
@@ -114,7 +118,7 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
         whitening_seconds = time.perf_counter() - started
 
     with strategy.scope():
-        model = MLP.from_config(config, COMPUTE_DTYPES[precision], input_transform, fused_ops)
+        model = model_lib.from_config(config, COMPUTE_DTYPES[precision], input_transform, fused_ops)
         schedule = None
         if config.lr_schedule == "cosine":
             schedule = cosine_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
@@ -122,9 +126,12 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
                                           config.min_learning_rate)
         optimizer = make_optimizer(precision, config.learning_rate, fused_ops)
         l2_term = L2Term(model.kernels, config.l2)
+        teacher, teacher_record = _teacher(config) if config.teacher is not None else (None, None)
         trainer = Trainer(model, optimizer, l2=l2_term, label_smoothing=config.label_smoothing,
                           schedule=schedule, ema_decay=config.ema_decay,
-                          sam_rho=config.sam_rho, strategy=strategy)
+                          sam_rho=config.sam_rho, teacher=teacher,
+                          teacher_weight=config.teacher_weight,
+                          teacher_temperature=config.teacher_temperature, strategy=strategy)
         evaluator = Evaluator(model, l2=l2_term, test_time_flip=config.test_time_flip,
                               test_time_shifts=config.test_time_shifts, strategy=strategy)
     return Parts(config=config, strategy=strategy, precision=precision, precision_probe=probe,
@@ -132,4 +139,24 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
                  train_images=train_images, train_labels=train_labels,
                  steps_per_epoch=steps_per_epoch, model=model, optimizer=optimizer,
                  schedule=schedule, trainer=trainer, evaluator=evaluator,
-                 whitening_seconds=whitening_seconds)
+                 whitening_seconds=whitening_seconds, teacher=teacher_record)
+
+
+def _teacher(config):
+    """(the function images -> logits of --teacher's model in inference, the record of it that
+    results.json keeps). ConfigError when the teacher's run did not hold out the same validation
+    images: they would have been among its training images."""
+    run_dir = Path(config.teacher).expanduser()
+    try:
+        model, teacher_config, results = chosen_model(run_dir)
+    except ConfigError as e:
+        raise ConfigError(f"--teacher: {e}") from None
+    if teacher_config.validation_size != config.validation_size:
+        raise ConfigError(f"--teacher: {run_dir} held out --validation-size "
+                          f"{teacher_config.validation_size}, this run {config.validation_size}: "
+                          "the teacher trained on images this run validates on; use a teacher "
+                          "with the same --validation-size")
+    record = {"run": str(run_dir.resolve()), "weights_digest": results["weights_digest"],
+              "test_accuracy": results["test_accuracy"],
+              "train_seconds": results.get("train_seconds")}
+    return (lambda images: model(images, training=False)), record

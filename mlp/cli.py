@@ -69,13 +69,18 @@ def train_run(name, config, run_dir, resume=False, role=WorkerRole(), strategy=N
                                     continue_with) from None
 
 
-def main(prog, name, defaults, description, argv=None):
-    """Parse the command line, train, report. Returns the process exit code."""
+def main(prog, name, defaults, description, argv=None, before_training=None):
+    """Parse the command line, train, report. Returns the process exit code.
+
+    `before_training(config, run_dir)`, if given, runs holding the run directory, after a new
+    run's config.json is written and before the run trains (or resumes), and returns the config
+    to train (experiments.distilled trains its teacher there)."""
     with SignalGuard() as guard:
-        return run_guarded(prog, _main, prog, name, defaults, description, argv, guard)
+        return run_guarded(prog, _main, prog, name, defaults, description, argv, guard,
+                           before_training)
 
 
-def _main(prog, name, defaults, description, argv, guard):
+def _main(prog, name, defaults, description, argv, guard, before_training):
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(prog, defaults, description)
     args = parser.parse_args(argv)
@@ -98,12 +103,17 @@ def _main(prog, name, defaults, description, argv, guard):
     with run_directory.claim(run_dir) if role.is_chief else contextlib.nullcontext():
         if role.is_chief and not args.resume:
             run_directory.save_config(run_dir, config)
+        if before_training is not None:
+            config = before_training(config, run_dir)
         results = train_run(name, config, run_dir, args.resume, role)
     if results is not None:
+        teacher = results.get("teacher")
+        teacher_seconds = (f" (+ the teacher's {teacher['train_seconds']:.1f}s)"
+                           if teacher and teacher.get("train_seconds") is not None else "")
         print(f"done: {results['epochs_run']} epochs, best epoch {results['best_epoch']}; "
               f"accuracy train {results['train_accuracy']:.4f}, validation "
               f"{results['validation_accuracy']:.4f}, test {results['test_accuracy']:.4f}; "
-              f"training {results['train_seconds']:.1f}s, this process "
+              f"training {results['train_seconds']:.1f}s{teacher_seconds}, this process "
               f"{time.perf_counter() - started:.1f}s; weights {results['weights_digest'][:16]}; "
               f"run dir {run_dir}")
     return 0

@@ -83,12 +83,14 @@ class Anything:
 
 @dataclass(frozen=True)
 class Widths:
-    """Hidden-layer widths: one or more, each positive."""
+    """Layer widths, each positive: one or more, or (`none_allowed`) none at all."""
+    none_allowed: bool = False
 
     def problem(self, widths):
-        if widths and all(width >= 1 for width in widths):
+        if (widths or self.none_allowed) and all(width >= 1 for width in widths):
             return None
-        return f"need one or more positive widths, got {widths}"
+        least = "zero" if self.none_allowed else "one"
+        return f"need {least} or more positive widths, got {widths}"
 
 
 POSITIVE = Interval(0, low_in=False)
@@ -137,6 +139,11 @@ class Config:
     # --- model -------------------------------------------------------------------------------
     hidden_sizes: tuple = setting((512, 256, 50), "widths of the hidden layers",
                                   valid=Widths())
+    conv_channels: tuple = setting((), "convolution blocks before the hidden layers, one per "
+                                   "number: a 3x3 convolution with that many channels, ReLU, "
+                                   "batch norm (with --batch-norm) and 2x2 max pooling (none: an "
+                                   "MLP; with blocks, a CNN: a teacher for --teacher)",
+                                   valid=Widths(none_allowed=True), older_runs=())
     batch_norm: bool = setting(True, "batch normalization after each hidden layer's ReLU",
                                valid=SWITCH)
     dropout: float = setting(0.2, "dropout rate after the first --dropout-layers hidden layers",
@@ -201,6 +208,19 @@ class Config:
                                   "batch from Beta(alpha, alpha), and mix the labels by area "
                                   "(0: off; with --mixup-alpha, each batch takes one of the "
                                   "two)", valid=NON_NEGATIVE, older_runs=0.0)
+    teacher: str = setting(None, "distillation: a finished run's directory (e.g. a CNN's) "
+                           "whose model also teaches: each training batch's "
+                           "loss is (1 - w) * cross-entropy with the labels + w * T^2 * the KL "
+                           "divergence from the teacher's predictions on the same images to the "
+                           "student's, both softened by temperature T (w: --teacher-weight, T: "
+                           "--teacher-temperature)",
+                           valid=Anything("a finished run's directory, checked where it is "
+                                          "loaded"), older_runs=None)
+    teacher_weight: float = setting(0.5, "distillation: the weight w of the teacher's term",
+                                    valid=Interval(0.0, 1.0, high_in=True), older_runs=0.5)
+    teacher_temperature: float = setting(4.0, "distillation: the temperature T that softens the "
+                                         "teacher's and the student's predictions in the "
+                                         "teacher's term", valid=POSITIVE, older_runs=4.0)
     ema_decay: float = setting(0.0, "evaluate and keep an exponential moving average of the "
                                "weights with this decay per step (0: off; e.g. 0.999)",
                                valid=FRACTION)
@@ -282,9 +302,12 @@ class Config:
     @classmethod
     def with_older_runs(cls, values):
         """A saved config.json's `values` with each field added since it was written, at the
-        value the runs of its time had (its `older_runs`)."""
-        return {**{f.name: f.metadata["older_runs"] for f in dataclasses.fields(cls)
-                   if f.metadata["older_runs"] is not ALWAYS and f.name not in values}, **values}
+        value the runs of its time had (its `older_runs`), in config.json's form."""
+        older = {f.name: f.metadata["older_runs"] for f in dataclasses.fields(cls)
+                 if f.metadata["older_runs"] is not ALWAYS and f.name not in values}
+        # As config.json holds them (lists for tuples), like the rest of `values`.
+        return {**{name: list(value) if isinstance(value, tuple) else value
+                   for name, value in older.items()}, **values}
 
     @classmethod
     def from_dict(cls, values, source):
@@ -303,9 +326,8 @@ class Config:
                 f"missing settings {', '.join(missing)}" if missing else "") if part)
             raise ConfigError(f"{source}: {what}; it was edited or written by another version: "
                               "restore it or start a new run")
-        if isinstance(values["hidden_sizes"], list):
-            values = {**values, "hidden_sizes": tuple(values["hidden_sizes"])}
-        return cls(**values)
+        return cls(**{name: tuple(value) if name in TUPLE_FIELDS and isinstance(value, list)
+                      else value for name, value in values.items()})
 
     def validate(self):
         """Raise ConfigError naming the first bad value."""
@@ -342,6 +364,12 @@ class Config:
             raise ConfigError("--sam-rho: sharpness-aware minimization runs on one device: each "
                               "replica would move the shared weights by its own gradient; use "
                               "--strategy one_device")
+        if len(self.conv_channels) > 4:
+            bad("conv_channels", f"at most 4 blocks (each halves the image's side of {SIDE}), "
+                f"got {len(self.conv_channels)}")
+        if self.conv_channels and self.whitening != "none":
+            bad("whitening", "is for an MLP's pixels; a CNN (--conv-channels) sees the image "
+                "itself: use --whitening none")
         if self.cpu_devices and self.strategy == "multi_worker":
             bad("cpu_devices", "applies to one_device and mirrored only; multi_worker runs one "
                 "replica per worker process")
@@ -367,6 +395,8 @@ class Config:
             unused.append("whitening_epsilon")
         if self.lr_schedule != "cosine":
             unused.append("warmup_epochs")
+        if self.teacher is None:
+            unused += ["teacher_weight", "teacher_temperature"]
         if self.lr_schedule != "plateau":
             unused += ["plateau_factor", "plateau_patience", "plateau_min_delta",
                        "plateau_cooldown"]
@@ -382,6 +412,9 @@ class Config:
         return {f.name: value for f, value in zip(dataclasses.fields(self),
                                                   self.to_dict().values())
                 if f.metadata["result"]}
+
+
+TUPLE_FIELDS = {f.name for f in dataclasses.fields(Config) if f.type is tuple}
 
 
 def recipe(parent=None, **changes):
@@ -434,8 +467,10 @@ def add_arguments(parser, defaults):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text)
         elif f.type is tuple:
-            group.add_argument(flag, type=int, nargs="+", default=default, help=help_text,
-                                metavar="N")
+            # Widths that may be none take the flag alone for none.
+            none_allowed = f.metadata["valid"].none_allowed
+            group.add_argument(flag, type=int, nargs="*" if none_allowed else "+",
+                                default=default, help=help_text, metavar="N")
         else:
             kind = {int: int, float: float, str: str}[f.type]
             group.add_argument(flag, type=kind, default=default, help=help_text,
@@ -444,6 +479,8 @@ def add_arguments(parser, defaults):
 
 
 def _show(value):
+    if value == ():
+        return "none"
     if isinstance(value, tuple):
         return " ".join(map(str, value))
     return value
@@ -451,6 +488,5 @@ def _show(value):
 
 def from_arguments(args):
     """The Config that parsed arguments describe."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
-    values["hidden_sizes"] = tuple(int(h) for h in values["hidden_sizes"])
-    return Config(**values)
+    return Config(**{f.name: tuple(getattr(args, f.name)) if f.name in TUPLE_FIELDS
+                     else getattr(args, f.name) for f in dataclasses.fields(Config)})

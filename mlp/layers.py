@@ -1,4 +1,4 @@
-"""The layers of an MLP as small `tf.Module`s that own their variables.
+"""The layers of an MLP (and of the CNN teacher) as small `tf.Module`s that own their variables.
 
 Variables are float32 always. Under mixed precision a layer computes in the dtype of its input
 (float16 or bfloat16 for the matrix products) but batch-norm statistics are taken in float32,
@@ -64,6 +64,26 @@ class Dense(tf.Module):
     def __call__(self, x, training=False, seed=None):
         y = affine(x, self.kernel, self.bias)
         return tf.nn.relu(y) if self.activation == "relu" else y
+
+
+class Conv2D(tf.Module):
+    """y = relu(conv(x, kernel) + bias): a `size` x `size` convolution with stride 1 and zero
+    padding that keeps the image's size, over images [batch, height, width, channels]. The kernel
+    is drawn as a dense kernel of fan-in size * size * in_channels (what He's initialization
+    reads), then shaped [size, size, in_channels, out_channels]."""
+
+    def __init__(self, in_channels, out_channels, size=3, initializer="he_normal", seed=(0, 0),
+                 name=None):
+        super().__init__(name=name)
+        self.out_channels = out_channels
+        kernel = initial_kernel((size * size * in_channels, out_channels), initializer, seed)
+        self.kernel = tf.Variable(tf.reshape(kernel, [size, size, in_channels, out_channels]),
+                                  name="kernel")
+        self.bias = tf.Variable(tf.zeros([out_channels]), name="bias")
+
+    def __call__(self, x):
+        y = tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), strides=1, padding="SAME")
+        return tf.nn.relu(tf.nn.bias_add(y, tf.cast(self.bias, x.dtype)))
 
 
 class FixedLinear(tf.Module):

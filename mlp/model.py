@@ -1,4 +1,6 @@
-"""The MLP: hidden blocks of Dense+ReLU -> [BatchNorm] -> [Dropout], then a Dense logits layer.
+"""The models: the MLP, hidden blocks of Dense+ReLU -> [BatchNorm] -> [Dropout], then a Dense
+logits layer; and the CNN that teaches it in distillation (ConvNet: convolution blocks, then an
+MLP). `from_config` makes the one a Config describes.
 
 The interface the rest of the library relies on (the trainer, the evaluator, the L2 penalty,
 checkpoints and summaries), and so what any other model given to them must provide:
@@ -21,7 +23,24 @@ import numpy as np
 import tensorflow as tf
 
 from mlp import fused
-from mlp.layers import BatchNorm, Dense, Dropout, FixedLinear
+from mlp.config import SIDE
+from mlp.layers import BatchNorm, Conv2D, Dense, Dropout, FixedLinear
+
+# The convolutions' initial kernels are drawn from seeds (seed, CONV_SEEDS + block), apart from
+# the dense layers' (seed, layer).
+CONV_SEEDS = 1000
+
+
+def from_config(config, compute_dtype=tf.float32, input_transform=None, fused_ops=None):
+    """The model `config` describes: a ConvNet with --conv-channels, else an MLP (see
+    MLP.from_config)."""
+    if not config.conv_channels:
+        return MLP.from_config(config, compute_dtype, input_transform, fused_ops)
+    return ConvNet(config.conv_channels, hidden_sizes=config.hidden_sizes,
+                   batch_norm=config.batch_norm, dropout=config.dropout,
+                   dropout_layers=config.dropout_layers, initializer=config.initializer,
+                   seed=config.seed, compute_dtype=compute_dtype,
+                   sync_batch_norm=config.sync_batch_norm, fused_ops=fused_ops)
 
 
 class MLP(tf.Module):
@@ -127,3 +146,56 @@ class MLP(tf.Module):
         if norm is not None:
             x = norm(x, training=True)
         return fused.dropout(self.fused_ops, x, rate, seed) if rate else x
+
+
+class ConvNet(tf.Module):
+    """A small CNN for 28x28 images, the teacher of distillation (experiments.teacher): blocks
+    of a 3x3 convolution with ReLU -> [BatchNorm over its channels] -> 2x2 max pooling, then an
+    MLP on the flattened features (its hidden blocks and logits, as MLP). The same interface as
+    the MLP; `kernels` holds the convolutions' kernels too, so L2 covers them. Each block halves
+    the image's side (28, 14, 7, 3, 1): four blocks at most.
+
+    Args:
+      conv_channels: the blocks' output channels, input side first.
+      the others: the MLP head's (see MLP); the convolutions use `initializer` and `batch_norm`
+        too.
+    """
+
+    def __init__(self, conv_channels=(32, 64), hidden_sizes=(256,), batch_norm=True, dropout=0.2,
+                 dropout_layers=2, initializer="he_normal", seed=0, compute_dtype=tf.float32,
+                 sync_batch_norm=False, fused_ops=None, name=None):
+        super().__init__(name=name)
+        if not 1 <= len(conv_channels) <= 4:
+            raise ValueError(f"a ConvNet takes 1 to 4 convolution blocks, got {conv_channels}")
+        self.compute_dtype = tf.as_dtype(compute_dtype)
+        channels = [1, *conv_channels]
+        self.convolutions, self.conv_norms = [], []
+        for i, (fan_in, fan_out) in enumerate(zip(channels[:-1], channels[1:])):
+            self.convolutions.append(Conv2D(fan_in, fan_out, initializer=initializer,
+                                            seed=(int(seed), CONV_SEEDS + i), name=f"conv_{i}"))
+            self.conv_norms.append(BatchNorm(fan_out, synchronized=sync_batch_norm,
+                                             name=f"conv_batch_norm_{i}") if batch_norm else None)
+        side = SIDE // 2 ** len(conv_channels)
+        self.head = MLP(hidden_sizes, batch_norm, dropout, dropout_layers, initializer, seed,
+                        compute_dtype, input_size=side * side * channels[-1],
+                        sync_batch_norm=sync_batch_norm, fused_ops=fused_ops, name="head")
+
+    @property
+    def kernels(self):
+        return [conv.kernel for conv in self.convolutions] + self.head.kernels
+
+    def histogram_variables(self):
+        return {**{f"weights/{conv.name}/{part}": getattr(conv, part)
+                   for conv in self.convolutions for part in ("kernel", "bias")},
+                **self.head.histogram_variables()}
+
+    def __call__(self, images, training, step=0, replica=None):
+        """Logits for a batch of flattened images [batch, 784] (see the module's docstring)."""
+        x = tf.reshape(tf.cast(images, self.compute_dtype), [-1, SIDE, SIDE, 1])
+        for conv, norm in zip(self.convolutions, self.conv_norms):
+            x = conv(x)
+            if norm is not None:  # every pixel of every image is one example of its channel
+                shape = tf.shape(x)
+                x = tf.reshape(norm(tf.reshape(x, [-1, conv.out_channels]), training), shape)
+            x = tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
+        return self.head(tf.reshape(x, [tf.shape(x)[0], -1]), training, step, replica)

@@ -78,14 +78,14 @@ def measure(config, candidates=CPU_CANDIDATES, rounds=PROBE_ROUNDS, steps=PROBE_
             fused_ops=None):
     """Median seconds per forward-and-backward step of `config`'s model in each precision, timed in
     interleaved rounds after one warm-up round (a few seconds in all)."""
-    from mlp.model import MLP
+    from mlp.model import from_config
 
     images = tf.random.stateless_uniform([config.batch_size, 784], seed=(0, 0))
     labels = tf.random.stateless_uniform([config.batch_size], seed=(0, 1), maxval=10,
                                          dtype=tf.int32)
     steppers = {}
     for precision in candidates:
-        model = MLP.from_config(config, COMPUTE_DTYPES[precision], fused_ops=fused_ops)
+        model = from_config(config, COMPUTE_DTYPES[precision], fused_ops=fused_ops)
 
         @tf.function
         def run(model=model):

@@ -76,6 +76,9 @@ def results(parts, state, best_epoch, workers=1):
         "stopped_early": state.stopped_early,
         "train_seconds": train_seconds,
         "whitening_seconds": parts.whitening_seconds,
+        # With --teacher: its run, weights digest, test accuracy and training seconds (None: no
+        # teacher).
+        "teacher": parts.teacher,
         "epoch_seconds": epoch_seconds,
         "samples_per_second": (len(parts.train_labels) * len(history) / train_seconds
                                if train_seconds else 0.0),

@@ -23,16 +23,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mlp.checkpointing import Checkpoints
-from mlp.config import SIDE, Config, ConfigError
+from mlp.config import SIDE, ConfigError
 from mlp.data import CLASS_NAMES
 from mlp.evaluation import view_log_probabilities
-from mlp.exits import CannotWrite, CheckpointError
-from mlp.io import read_json
+from mlp.exits import CannotWrite
 from mlp.lock import DirectoryLock
-from mlp.model import MLP
-from mlp.precision import COMPUTE_DTYPES
-from mlp.training import weights_digest
+from mlp.trained import check_finished_run, chosen_model
 
 
 def view_probabilities(model, pixels, test_time_flip, test_time_shifts=0):
@@ -63,61 +59,6 @@ class Classifier(tf.Module):
     @tf.function(input_signature=[])
     def class_names(self):
         return {"class_names": self.names}
-
-
-def check_finished_run(run_dir):
-    """ConfigError unless `run_dir` is a run directory whose run has finished."""
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.json); give the directory "
-                          "a training run wrote")
-    if not (run_dir / "results.json").is_file():
-        raise ConfigError(f"{run_dir}: the run has not finished (no results.json); finish it "
-                          "with --resume first")
-
-
-def chosen_model(run_dir):
-    """(the run's model holding the weights results.json reports, its Config, its results);
-    ConfigError for a directory that is not a finished run or whose checkpoints do not hold
-    those weights."""
-    run_dir = Path(run_dir)
-    check_finished_run(run_dir)
-    config = Config.from_dict(read_json(run_dir / "config.json"), run_dir / "config.json")
-    results = read_json(run_dir / "results.json")
-    digest = results.get("weights_digest") if isinstance(results, dict) else None
-    precision = results.get("precision") if isinstance(results, dict) else None
-    accuracy = results.get("test_accuracy") if isinstance(results, dict) else None
-    if (not isinstance(digest, str) or precision not in COMPUTE_DTYPES
-            or not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool)):
-        raise ConfigError(f"{run_dir / 'results.json'}: has no weights_digest, precision or "
-                          "test_accuracy; it was edited or damaged")
-    model = MLP.from_config(config, COMPUTE_DTYPES[precision])
-    copies = lambda: [tf.Variable(tf.zeros_like(v), trainable=False) for v in model.variables]  # noqa: E731
-    candidates = {"last": model.variables}
-    trainer = {"model": model}
-    if config.ema_decay:
-        candidates["moving average"] = trainer["ema_variables"] = copies()
-    trackables = {"trainer": tf.train.Checkpoint(**trainer)}
-    if config.early_stopping:
-        candidates["best epoch"] = trackables["best_weights"] = copies()
-    checkpoints = Checkpoints(run_dir / "checkpoints", is_chief=False, warn=lambda _: None,
-                              **trackables)
-    try:
-        restored = checkpoints.restore()
-    except CheckpointError as e:
-        raise ConfigError(str(e)) from None
-    if restored is None:
-        raise ConfigError(f"{run_dir / 'checkpoints'}: no checkpoint to export from")
-    saved = [v.numpy() for v in model.variables]
-    for values in candidates.values():
-        for variable, value in zip(model.variables, values):
-            variable.assign(value)
-        if weights_digest(model) == digest:
-            return model, config, results
-    for variable, value in zip(model.variables, saved):
-        variable.assign(value)
-    raise ConfigError(f"{run_dir / 'checkpoints'}: no weights in the last checkpoint have "
-                          "the weights_digest results.json reports; the checkpoints were "
-                          "changed after the run finished")
 
 
 def export(run_dir, out_dir):

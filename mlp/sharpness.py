@@ -102,9 +102,9 @@ def sharpness(model, config, images, labels):
     "epsilon_sharpness", "epsilon", "examples", "loss"} of
     `model`'s weights on the first EXAMPLES of `images`, `labels`, measured on a float32 copy of
     the model (the run's own may compute in half precision or hold distributed variables)."""
-    from mlp.model import MLP
+    from mlp.model import from_config
 
-    copy = MLP.from_config(config, tf.float32)
+    copy = from_config(config, tf.float32)
     if [v.shape for v in copy.variables] != [v.shape for v in model.variables]:
         raise ValueError("sharpness: the model does not have the variables its config describes")
     for target, source in zip(copy.variables, model.variables):

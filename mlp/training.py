@@ -37,6 +37,11 @@ class Trainer(tf.Module):
       sam_rho: if > 0, sharpness-aware minimization (Foret et al., 2021): each step's gradient
         is taken at the weights moved by rho * g / ||g|| (g the data loss's gradient) and
         applied to the weights themselves (see `_sharpness_aware`). One replica only.
+      teacher: distillation (Hinton et al., 2015): a function images -> a teacher's logits (its
+        inference on the step's batch, augmented as the student sees it, never differentiated).
+        The data loss is then (1 - teacher_weight) * the cross-entropy with the labels +
+        teacher_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)), with T the
+        `teacher_temperature`; T^2 keeps the term's gradients at the labels' scale as T grows.
       strategy: the tf.distribute strategy the variables were made under (default: the current
         one). Each replica's loss is its examples' summed loss over the *global* batch's size,
         plus the L2 penalty / replicas, so that the optimizer's sum of the replicas' gradients is
@@ -44,7 +49,8 @@ class Trainer(tf.Module):
     """
 
     def __init__(self, model, optimizer, l2=0.0, label_smoothing=0.0, schedule=None,
-                 ema_decay=0.0, sam_rho=0.0, strategy=None):
+                 ema_decay=0.0, sam_rho=0.0, teacher=None, teacher_weight=0.5,
+                 teacher_temperature=4.0, strategy=None):
         super().__init__(name="trainer")
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model = model
@@ -61,6 +67,11 @@ class Trainer(tf.Module):
         self.sam_rho = float(sam_rho)
         if self.sam_rho and self.strategy.num_replicas_in_sync > 1:
             raise ValueError("sam_rho: sharpness-aware minimization runs on one replica")
+        # A plain function, not a tracked module: the teacher's weights are not this run's to
+        # train or checkpoint.
+        self.teacher = teacher
+        self.teacher_weight = float(teacher_weight)
+        self.teacher_temperature = float(teacher_temperature)
         self.ema_variables = ([tf.Variable(v, trainable=False, name="ema") for v in model.variables]
                               if ema_decay else [])
         self.optimizer.build(self.model.trainable_variables)
@@ -76,14 +87,25 @@ class Trainer(tf.Module):
         # Assigns the optimizer's variable: nothing retraces.
         self.optimizer.learning_rate.assign(value)
 
-    def data_loss(self, logits, labels):
+    def data_loss(self, logits, labels, teacher_logits=None):
         """Per-example softmax cross-entropy from float32 logits, against int labels or, for
-        mixed batches (mlp.augment.make_mix), target distributions [batch, classes]."""
+        mixed batches (mlp.augment.make_mix), target distributions [batch, classes]; with
+        `teacher_logits`, mixed with the distillation term (see the class's docstring)."""
         if self.label_smoothing == 0.0 and labels.dtype.is_integer:
-            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-        targets = tf.one_hot(labels, NUM_CLASSES) if labels.dtype.is_integer else labels
-        targets = targets * (1.0 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
-        return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        else:
+            targets = tf.one_hot(labels, NUM_CLASSES) if labels.dtype.is_integer else labels
+            targets = targets * (1.0 - self.label_smoothing) + self.label_smoothing / NUM_CLASSES
+            loss = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+        if teacher_logits is None:
+            return loss
+        temperature = self.teacher_temperature
+        teacher_log_probs = tf.nn.log_softmax(teacher_logits / temperature)
+        student_log_probs = tf.nn.log_softmax(logits / temperature)
+        divergence = tf.reduce_sum(tf.exp(teacher_log_probs)
+                                   * (teacher_log_probs - student_log_probs), axis=1)
+        return ((1.0 - self.teacher_weight) * loss
+                + self.teacher_weight * temperature ** 2 * divergence)
 
     def _train_step(self, batch):
         """One replica's step on its part of the global batch: (images, labels) on one replica,
@@ -95,14 +117,17 @@ class Trainer(tf.Module):
         replica = (tf.distribute.get_replica_context().replica_id_in_sync_group
                    if replicas > 1 else None)
         variables = self.model.trainable_variables
+        teacher_logits = (None if self.teacher is None else
+                          tf.stop_gradient(tf.cast(self.teacher(images), tf.float32)))
 
         def forward_and_backward():
             with tf.GradientTape() as tape:
                 logits = self.model(images, training=True, step=self.step, replica=replica)
+                losses = self.data_loss(logits, labels, teacher_logits)
                 if replicas == 1:
-                    data_loss = tf.reduce_mean(self.data_loss(logits, labels))
+                    data_loss = tf.reduce_mean(losses)
                 else:
-                    data_loss = tf.reduce_sum(self.data_loss(logits, labels)) / global_count
+                    data_loss = tf.reduce_sum(losses) / global_count
                 target = self.optimizer.scale_loss(data_loss) if self.loss_scaling else data_loss
             return logits, data_loss, tape.gradient(target, variables)
 

@@ -36,7 +36,7 @@ np.savez(out, probabilities=result['probabilities'].numpy(), classes=result['cla
 def _evaluator_predictions(run_dir, small_data):
     """The repository's own evaluation of the run's reported weights on the test set."""
     from mlp.evaluation import Evaluator
-    from mlp.saved_model import chosen_model
+    from mlp.trained import chosen_model
 
     model, config, results = chosen_model(run_dir)
     splits = data_lib.load(small_data, verify_checksums=False, validation_size=100)

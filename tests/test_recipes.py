@@ -40,9 +40,9 @@ def test_each_recipe_resolves_to_its_snapshot(name):
 
 def test_a_changed_default_fails_the_snapshots_of_exactly_the_recipes_that_inherit_it(monkeypatch):
     # The snapshot test can fail, and where it should: with the library's dropout default moved
-    # to 0.3 and the recipes built again, improved (the defaults) and speedrun (which inherits
-    # improved's dropout) no longer match their snapshots; baseline and best, which set their
-    # own dropout, still do.
+    # to 0.3 and the recipes built again, improved (the defaults), speedrun and teacher (which
+    # inherit improved's dropout) no longer match their snapshots; baseline and best, which set
+    # their own dropout, still do.
     import importlib
 
     import experiments.recipes
@@ -63,7 +63,7 @@ def test_a_changed_default_fails_the_snapshots_of_exactly_the_recipes_that_inher
     finally:
         monkeypatch.undo()
         importlib.reload(experiments.recipes)
-    assert changed == {"improved", "speedrun"}
+    assert changed == {"improved", "speedrun", "teacher"}
 
 
 def test_a_recipe_states_only_what_it_changes():
@@ -79,14 +79,17 @@ def test_a_recipe_states_only_what_it_changes():
         recipe(parent=improved, early_stopping=False, early_stopping_patience=3)
 
 
+NO_TEACHER = {"teacher_weight", "teacher_temperature"}
+
+
 @pytest.mark.parametrize("config,unused", [
-    (Config(), {"whitening_epsilon", "warmup_epochs"}),
-    (Config(lr_schedule="cosine", early_stopping=False, whitening="zca"),
+    (Config(), {"whitening_epsilon", "warmup_epochs", *NO_TEACHER}),
+    (Config(lr_schedule="cosine", early_stopping=False, whitening="zca", teacher="t"),
      {"plateau_factor", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
       "early_stopping_patience", "early_stopping_min_delta", "early_stopping_start_epoch"}),
     (Config(lr_schedule="constant"),
      {"whitening_epsilon", "warmup_epochs", "plateau_factor", "plateau_patience",
-      "plateau_min_delta", "plateau_cooldown", "min_learning_rate"})])
+      "plateau_min_delta", "plateau_cooldown", "min_learning_rate", *NO_TEACHER})])
 def test_unused_fields_follow_the_settings_that_use_them(config, unused):
     assert set(config.unused_fields()) == unused
 
