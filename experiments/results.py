@@ -18,7 +18,8 @@ seeds and test images, mlp/significance.py). A figure edited by hand is put back
     python -m experiments.results                  # rewrite the generated tables
     python -m experiments.results --check          # exit 1 if any is not what the records give
     python -m experiments.results collect NAME --command CMD STUDY_DIR   # an ablation's runs
-    python -m experiments.results collect NAME --command CMD --group LABEL RUN_DIR ...
+    python -m experiments.results collect NAME --command CMD --group LABEL RUN_DIR ... \
+        [--group LABEL RUN_DIR ...]                # runs by group, in as many groups as given
 """
 
 import argparse
@@ -280,9 +281,11 @@ def _collect(argv):
         prog="python -m experiments.results collect",
         description="Record finished runs in docs/records/NAME.json, replacing that record.")
     parser.add_argument("name", help="the record's name (a plain file name, no .json)")
-    parser.add_argument("paths", nargs="+", help="an ablation's study directory (its "
-                        "ablation.json names the groups), or run directories with --group")
-    parser.add_argument("--group", help="the label of the run directories given (e.g. best)")
+    parser.add_argument("study", nargs="?", help="an ablation's study directory (its "
+                        "ablation.json names the groups)")
+    parser.add_argument("--group", nargs="+", action="append", metavar="LABEL RUN_DIR",
+                        help="a group's label (e.g. best) and its run directories; repeat it for "
+                             "each group")
     parser.add_argument("--command", required=True,
                         help="the command that trained the runs, as a reader would rerun it")
     parser.add_argument("--commit", help="the commit that trained them (default: HEAD)")
@@ -293,13 +296,13 @@ def _collect(argv):
 
     if not is_plain_name(args.name) or args.name.endswith(".json"):
         parser.error(f"NAME must be a plain file name without .json, got {args.name!r}")
-    if args.group:
-        groups = [(args.group, [Path(p) for p in args.paths])]
-    elif len(args.paths) == 1 and (Path(args.paths[0]) / "ablation.json").is_file():
-        groups = ablation_groups(args.paths[0])
+    if args.group and args.study is None and all(len(group) > 1 for group in args.group):
+        groups = [(label, [Path(p) for p in run_dirs]) for label, *run_dirs in args.group]
+    elif args.study and not args.group and (Path(args.study) / "ablation.json").is_file():
+        groups = ablation_groups(args.study)
     else:
-        parser.error("give one ablation study directory, or run directories with --group")
-    record = collect(args.name, args.command, args.commit, groups, note=args.note)
+        parser.error("give one ablation study directory, or groups: --group LABEL RUN_DIR ...")
+    record = collect(args.name, args.command, args.commit, groups, RECORDS, note=args.note)
     print(f"recorded {len(record['runs'])} runs in {RECORDS / (args.name + '.json')}")
     return 0
 

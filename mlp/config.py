@@ -375,6 +375,11 @@ class Config:
                 "replica per worker process")
         if self.data_dir is not None and not Path(self.data_dir).expanduser().is_dir():
             bad("data_dir", f"{self.data_dir} is not a directory")
+        if self.teacher is not None:
+            try:
+                check_finished_run(Path(self.teacher).expanduser())
+            except ConfigError as e:
+                bad("teacher", str(e))
         if self.run_name is not None and not is_plain_name(self.run_name):
             bad("run_name", f"must be a plain directory name, got {self.run_name!r}")
         if self.run_name is not None and len(self.run_name.encode()) > 200:
@@ -444,6 +449,16 @@ def check_writable_dir(path, flag):
         raise ConfigError(f"--{flag}: cannot create {path}: {e.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"--{flag}: {path} is not writable; choose another directory")
+
+
+def check_finished_run(run_dir):
+    """ConfigError unless `run_dir` is a run directory whose run has finished."""
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.json); give the directory "
+                          "a training run wrote")
+    if not (run_dir / "results.json").is_file():
+        raise ConfigError(f"{run_dir}: the run has not finished (no results.json); finish it "
+                          "with --resume first")
 
 
 # --help groups the flags as Config groups its fields: (title, the section's first field).

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from mlp.config import SIDE, ConfigError
+from mlp.config import SIDE, ConfigError, check_finished_run
 from mlp.data import CLASS_NAMES
 from mlp.evaluation import view_log_probabilities
 from mlp.exits import CannotWrite
 from mlp.lock import DirectoryLock
-from mlp.trained import check_finished_run, chosen_model
+from mlp.trained import chosen_model
 
 
 def view_probabilities(model, pixels, test_time_flip, test_time_shifts=0):

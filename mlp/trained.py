@@ -10,21 +10,11 @@ import tensorflow as tf
 
 from mlp import model as model_lib
 from mlp.checkpointing import Checkpoints
-from mlp.config import Config, ConfigError
+from mlp.config import Config, ConfigError, check_finished_run
 from mlp.exits import CheckpointError
 from mlp.io import read_json
 from mlp.precision import COMPUTE_DTYPES
 from mlp.training import weights_digest
-
-
-def check_finished_run(run_dir):
-    """ConfigError unless `run_dir` is a run directory whose run has finished."""
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.json); give the directory "
-                          "a training run wrote")
-    if not (run_dir / "results.json").is_file():
-        raise ConfigError(f"{run_dir}: the run has not finished (no results.json); finish it "
-                          "with --resume first")
 
 
 def chosen_model(run_dir):

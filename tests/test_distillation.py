@@ -153,7 +153,9 @@ def test_a_step_with_a_teacher_descends_its_loss_on_the_images_the_student_sees(
                                    atol=1e-6)
 
 
-def test_convolution_and_teacher_settings_are_checked():
+def test_convolution_and_teacher_settings_are_checked(tmp_path):
+    for name in ("config.json", "results.json"):
+        (tmp_path / name).write_text("{}")
     with pytest.raises(ConfigError, match="--conv-channels: at most 4 blocks"):
         Config(conv_channels=(2, 2, 2, 2, 2)).validate()
     with pytest.raises(ConfigError, match="--conv-channels: need zero or more positive"):
@@ -161,8 +163,8 @@ def test_convolution_and_teacher_settings_are_checked():
     with pytest.raises(ConfigError, match="--whitening: is for an MLP's pixels"):
         Config(conv_channels=(4,), whitening="zca").validate()
     with pytest.raises(ConfigError, match=r"--teacher-weight: must be in \[0, 1\]"):
-        Config(teacher="x", teacher_weight=1.5).validate()
-    assert Config(conv_channels=(4, 8), teacher="x", teacher_weight=1.0).validate()
+        Config(teacher=str(tmp_path), teacher_weight=1.5).validate()
+    assert Config(conv_channels=(4, 8), teacher=str(tmp_path), teacher_weight=1.0).validate()
     assert "teacher_weight" in Config().unused_fields()
     assert "teacher_weight" not in Config(teacher="x").unused_fields()
 
@@ -180,7 +182,7 @@ def test_distilled_trains_its_teacher_first_and_records_it(small_data, tmp_path,
         TEACHER, conv_channels=(4,), hidden_sizes=(8,), epochs=2, warmup_epochs=0.5))
     flags = [*SMALL_RUN_FLAGS, "--data-dir", small_data, "--logdir", tmp_path, "--epochs", "2",
              "--warmup-epochs", "0.5", "--hidden-sizes", "16", "--seed", "5",
-             "--precision", "float32", "--run-name", "d"]
+             "--precision", "float32", "--deterministic", "--run-name", "d"]
     result = run_module("distilled", *flags)
     assert result.returncode == 0, result.stderr
     run_dir, teacher_dir = tmp_path / "d", tmp_path / "d" / "teacher"
@@ -212,7 +214,42 @@ def test_distilled_trains_its_teacher_first_and_records_it(small_data, tmp_path,
     again = json.loads((run_dir / "results.json").read_text())
     assert again["weights_digest"] == student["weights_digest"]
 
+    # Stopped while the teacher trained (its checkpoints, no results.json; the student's
+    # config.json names no teacher yet): --resume finishes the teacher from its checkpoint,
+    # then trains the student, to the same weights.
+    (run_dir / "results.json").unlink()
+    (teacher_dir / "results.json").unlink()
+    for path in (run_dir / "checkpoints").iterdir():
+        path.unlink()
+    (run_dir / "config.json").write_text(json.dumps({**config, "teacher": None}))
+    resumed = run_module("distilled", "--resume", "--run-name", "d", "--logdir", tmp_path,
+                         "--data-dir", small_data)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming teacher" in resumed.stdout
+    assert json.loads((teacher_dir / "results.json").read_text())["weights_digest"] == \
+        teacher["weights_digest"]
+    assert json.loads((run_dir / "results.json").read_text())["weights_digest"] == \
+        student["weights_digest"]
 
+
+def test_a_teacher_that_is_not_a_finished_run_is_refused_in_one_line(small_data, tmp_path):
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.json").write_text("{}")
+    for teacher, why in (("none", "not a run directory (no config.json)"),
+                         ("unfinished", "the run has not finished (no results.json)")):
+        result = run_module("improved", *SMALL_RUN_FLAGS, "--data-dir", small_data, "--logdir",
+                            tmp_path, "--epochs", "1", "--teacher", tmp_path / teacher)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1].endswith(
+            f"--teacher: {tmp_path / teacher}: {why}; " + (
+                "give the directory a training run wrote" if teacher == "none" else
+                "finish it with --resume first"))
+        assert "Traceback" not in result.stderr
+    # Refused before anything was written: no run directory.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["unfinished"]
+
+
+@pytest.mark.slow
 def test_a_teacher_that_validated_on_other_images_is_refused(small_data, tmp_path):
     teacher = run_module("teacher", *SMALL_RUN_FLAGS, *TINY_TEACHER_FLAGS, "--data-dir",
                          small_data, "--logdir", tmp_path, "--run-name", "t", "--epochs", "1",
@@ -226,7 +263,3 @@ def test_a_teacher_that_validated_on_other_images_is_refused(small_data, tmp_pat
         "teacher trained on images this run validates on; use a teacher with the same "
         "--validation-size")
     assert "Traceback" not in result.stderr
-    missing = run_module("improved", *SMALL_RUN_FLAGS, "--data-dir", small_data, "--logdir",
-                         tmp_path, "--epochs", "1", "--teacher", tmp_path / "none")
-    assert missing.returncode == 2 and "--teacher: " in missing.stderr
-    assert "not a run directory" in missing.stderr and "Traceback" not in missing.stderr

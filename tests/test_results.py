@@ -73,6 +73,28 @@ def test_collected_runs_give_their_figures_back(tmp_path):
     assert f"{100 * low:+.2f} to {100 * high:+.2f} pt" in changes
 
 
+def test_collect_takes_groups_of_run_directories_from_the_command_line(tmp_path, monkeypatch,
+                                                                         capsys):
+    rng = np.random.default_rng(1)
+    for label, seeds in (("a", 2), ("b", 1)):
+        for seed in range(seeds):
+            _fake_run(tmp_path / f"{label}-seed{seed}", seed, rng.random(1001) < 0.8)
+    monkeypatch.setattr(results, "RECORDS", tmp_path / "records")
+    code = results.main(["collect", "toy", "--command", "python -m toy", "--commit", "0" * 40,
+                         "--group", "a", str(tmp_path / "a-seed0"), str(tmp_path / "a-seed1"),
+                         "--group", "b", str(tmp_path / "b-seed0")])
+    assert code == 0
+    record = results.load_record("toy", tmp_path / "records")
+    assert [(run["group"], run["seed"]) for run in record["runs"]] == [("a", 0), ("a", 1),
+                                                                       ("b", 0)]
+    # A group without run directories is refused in one line.
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["collect", "toy", "--command", "c", "--group", "a"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "give one ablation study directory, or groups" in error and error.count("\n") == 1
+
+
 def test_a_bad_marker_or_missing_record_is_named(tmp_path):
     with pytest.raises(results.RecordError, match="expected 'summary NAME'"):
         results.table("average toy", tmp_path)
