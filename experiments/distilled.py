@@ -13,9 +13,8 @@ import dataclasses
 from pathlib import Path
 
 from experiments.recipes import BEST, TEACHER
-from mlp import run_directory
-from mlp import cli
-from mlp.config import Config
+from mlp import cli, run_directory
+from mlp.config import Config, ConfigError
 from mlp.io import read_json
 
 PROG = "python -m experiments.distilled"
@@ -24,7 +23,7 @@ PROG = "python -m experiments.distilled"
 # not what it is.
 SHARED_SETTINGS = ("seed", "precision", "kernels", "deterministic", "steps_per_loop",
                    "data_dir", "verify_checksums", "validation_size", "train_subset",
-                   "histograms", "corruptions", "logdir")
+                   "histograms", "corruptions")
 
 
 def train_teacher(config, run_dir):
@@ -33,6 +32,9 @@ def train_teacher(config, run_dir):
     teacher_dir = Path(run_dir) / "teacher"
     if config.teacher is not None:
         return config  # a resumed run whose teacher finished
+    if config.strategy == "multi_worker":
+        raise ConfigError("--strategy multi_worker: the teacher trains on one machine; train it "
+                          "with python -m experiments.teacher and pass its run as --teacher")
     if not (teacher_dir / "results.json").exists():
         resuming = (teacher_dir / "config.json").exists()
         if resuming:
@@ -41,7 +43,7 @@ def train_teacher(config, run_dir):
         else:
             teacher = dataclasses.replace(
                 TEACHER, **{name: getattr(config, name) for name in SHARED_SETTINGS},
-                run_name="teacher")
+                logdir=str(run_dir), run_name="teacher")
             teacher_dir.mkdir(exist_ok=True)
             run_directory.save_config(teacher_dir, teacher)
         with run_directory.claim(teacher_dir):

@@ -118,7 +118,8 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
         whitening_seconds = time.perf_counter() - started
 
     with strategy.scope():
-        model = model_lib.from_config(config, COMPUTE_DTYPES[precision], input_transform, fused_ops)
+        model = model_lib.from_config(config, COMPUTE_DTYPES[precision], input_transform,
+                                      fused_ops)
         schedule = None
         if config.lr_schedule == "cosine":
             schedule = cosine_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,

@@ -214,8 +214,8 @@ class Config:
                            "divergence from the teacher's predictions on the same images to the "
                            "student's, both softened by temperature T (w: --teacher-weight, T: "
                            "--teacher-temperature)",
-                           valid=Anything("a finished run's directory, checked where it is "
-                                          "loaded"), older_runs=None)
+                           valid=Anything("a finished run's directory, checked to be one"),
+                           older_runs=None)
     teacher_weight: float = setting(0.5, "distillation: the weight w of the teacher's term",
                                     valid=Interval(0.0, 1.0, high_in=True), older_runs=0.5)
     teacher_temperature: float = setting(4.0, "distillation: the temperature T that softens the "

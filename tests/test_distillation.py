@@ -165,6 +165,13 @@ def test_convolution_and_teacher_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"--teacher-weight: must be in \[0, 1\]"):
         Config(teacher=str(tmp_path), teacher_weight=1.5).validate()
     assert Config(conv_channels=(4, 8), teacher=str(tmp_path), teacher_weight=1.0).validate()
+    # The flag alone is no blocks: an MLP.
+    from mlp.cli import build_parser
+    from mlp.config import from_arguments
+
+    parser = build_parser("p", Config(conv_channels=(4,)), "")
+    assert from_arguments(parser.parse_args(["--conv-channels"])).conv_channels == ()
+    assert from_arguments(parser.parse_args([])).conv_channels == (4,)
     assert "teacher_weight" in Config().unused_fields()
     assert "teacher_weight" not in Config(teacher="x").unused_fields()
 
@@ -191,6 +198,7 @@ def test_distilled_trains_its_teacher_first_and_records_it(small_data, tmp_path,
     teacher_config = json.loads((teacher_dir / "config.json").read_text())
     assert teacher_config["conv_channels"] == [4] and teacher_config["seed"] == 5
     assert teacher_config["validation_size"] == 100
+    assert (teacher_config["logdir"], teacher_config["run_name"]) == (str(run_dir), "teacher")
     assert student["experiment_config"]["teacher"] == str(teacher_dir)
     assert student["teacher"] == {"run": str(teacher_dir.resolve()),
                                   "weights_digest": teacher["weights_digest"],
