@@ -121,7 +121,7 @@ def _mirrored_steps(data_dir):
 
 
 @pytest.mark.slow
-def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
+def test_mirrored_with_synchronized_batch_norm_equals_one_device_with_a_teacher_too(small_data):
     # 3 steps of the same global batches (augmented, L2 on, dropout off) from the same weights.
     both = _mirrored_steps(small_data)
     result = both["sync"]
@@ -133,6 +133,11 @@ def test_mirrored_with_synchronized_batch_norm_equals_one_device(small_data):
     # Per-replica statistics are a different computation: the comparison can tell them apart.
     local = both["local"]
     assert local["max_weight_difference"] > 100 * result["max_weight_difference"]
+    # With a CNN teacher, too: each replica's teacher sees that replica's part of the batch.
+    taught = both["teacher"]
+    assert taught["replicas"] == 2 and taught["max_weight_difference"] < 1e-4
+    assert taught["loss_difference"] < 1e-5 and taught["accuracy_difference"] == 0
+    assert both["teacher_effect"] > 100 * taught["max_weight_difference"]
 
 
 @pytest.mark.parametrize("flags", [

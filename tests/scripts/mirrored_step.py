@@ -1,12 +1,16 @@
 """Run by tests/test_distribute.py in its own process (logical CPU devices must be configured
 before TensorFlow starts): the same training steps and evaluation on one device and under
 MirroredStrategy over 2 logical CPU devices, from the same initial weights and global batches,
-with batch norm synchronized across the replicas and with each replica's own statistics. Prints
-one JSON line: {"sync": differences, "local": differences}."""
+with batch norm synchronized across the replicas and with each replica's own statistics, and
+synchronized with a CNN teacher (distillation). Prints one JSON line: {"sync": differences,
+"local": differences, "teacher": differences, "teacher_effect": the largest weight difference
+the teacher makes on one device}."""
 
 import dataclasses
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +22,8 @@ split_cpu(2)
 import tensorflow as tf  # noqa: E402
 
 from mlp.build import build  # noqa: E402
+from mlp.run import train_and_evaluate  # noqa: E402
+from mlp.run_directory import save_config  # noqa: E402
 
 data_dir, steps = sys.argv[1], int(sys.argv[2])
 config = Config(hidden_sizes=(32, 16), dropout=0.0, batch_size=64, validation_size=100,
@@ -26,9 +32,10 @@ config = Config(hidden_sizes=(32, 16), dropout=0.0, batch_size=64, validation_si
 splits = data_lib.load(data_dir, verify_checksums=False, validation_size=100)
 
 
-def train(strategy, sync=False):
+def train(strategy, sync=False, teacher=None):
     parts = build(dataclasses.replace(config, strategy="one_device" if strategy is None
-                                      else "mirrored", sync_batch_norm=sync), strategy, splits)
+                                      else "mirrored", sync_batch_norm=sync, teacher=teacher),
+                  strategy, splits)
     iterator = iter(parts.training_batches())
     parts.trainer.train_loop(iterator, tf.constant(steps))
     evaluation = parts.evaluator.evaluate(parts.evaluation_batches(splits.test_images,
@@ -55,7 +62,19 @@ def differences(one_run, mirrored_run):
     }
 
 
+teacher_dir = Path(tempfile.mkdtemp()) / "teacher"
+teacher_config = dataclasses.replace(config, conv_channels=(4,), hidden_sizes=(8,), epochs=1,
+                                     corruptions=False, logdir=str(teacher_dir.parent))
+teacher_dir.mkdir()
+save_config(teacher_dir, teacher_config)
+train_and_evaluate(teacher_config, teacher_dir, splits=splits, out=sys.stderr)
+
 one_device = train(None)
 strategy = make_strategy("mirrored")
+taught = train(None, teacher=str(teacher_dir))
 print(json.dumps({"sync": differences(one_device, train(strategy, sync=True)),
-                  "local": differences(one_device, train(strategy, sync=False))}))
+                  "local": differences(one_device, train(strategy, sync=False)),
+                  "teacher": differences(taught, train(strategy, sync=True,
+                                                       teacher=str(teacher_dir))),
+                  "teacher_effect": max(float(np.max(np.abs(a - b)))
+                                        for a, b in zip(one_device[0], taught[0]))}))
