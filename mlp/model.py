@@ -11,7 +11,8 @@ checkpoints and summaries), and so what any other model given to them must provi
       index in sync, under a strategy of several replicas) it seeds the dropout masks, so a
       mask is a function of (seed, step, replica). Returns float32 logits [batch, 10] whatever
       the compute dtype. Training mode may update non-trainable state (moving statistics).
-  model.kernels            the variables the L2 penalty covers (dense kernels only).
+  model.kernels            the variables the L2 penalty covers (dense and convolution kernels;
+                           no biases or batch-norm parameters).
   model.trainable_variables, model.variables
                            what the optimizer updates; what checkpoints, best weights, weight
                            averages and the weights digest hold (tf.Module's, fixed order).
