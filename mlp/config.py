@@ -22,6 +22,7 @@ class ConfigError(ValueError):
 
 
 SIDE = 28  # Fashion-MNIST's images are SIDE x SIDE pixels
+MAX_CONV_BLOCKS = 4  # each convolution block halves the side: 28, 14, 7, 3, 1
 NUM_CLASSES = 10
 MAX_HEARTBEAT_TIMEOUT = 86_400
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
@@ -364,8 +365,8 @@ class Config:
             raise ConfigError("--sam-rho: sharpness-aware minimization runs on one device: each "
                               "replica would move the shared weights by its own gradient; use "
                               "--strategy one_device")
-        if len(self.conv_channels) > 4:
-            bad("conv_channels", f"at most 4 blocks (each halves the image's side of {SIDE}), "
+        if len(self.conv_channels) > MAX_CONV_BLOCKS:
+            bad("conv_channels", f"at most {MAX_CONV_BLOCKS} blocks (each halves the image's side of {SIDE}), "
                 f"got {len(self.conv_channels)}")
         if self.conv_channels and self.whitening != "none":
             bad("whitening", "is for an MLP's pixels; a CNN (--conv-channels) sees the image "

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlp import fused
-from mlp.config import SIDE
+from mlp.config import MAX_CONV_BLOCKS, SIDE
 from mlp.layers import BatchNorm, Conv2D, Dense, Dropout, FixedLinear
 
 # The convolutions' initial kernels are drawn from seeds (seed, CONV_SEEDS + block), apart from
@@ -154,7 +154,7 @@ class ConvNet(tf.Module):
     of a 3x3 convolution with ReLU -> [BatchNorm over its channels] -> 2x2 max pooling, then an
     MLP on the flattened features (its hidden blocks and logits, as MLP). The same interface as
     the MLP; `kernels` holds the convolutions' kernels too, so L2 covers them. Each block halves
-    the image's side (28, 14, 7, 3, 1): four blocks at most.
+    the image's side (28, 14, 7, 3, 1): MAX_CONV_BLOCKS at most.
 
     Args:
       conv_channels: the blocks' output channels, input side first.
@@ -166,8 +166,9 @@ class ConvNet(tf.Module):
                  dropout_layers=2, initializer="he_normal", seed=0, compute_dtype=tf.float32,
                  sync_batch_norm=False, fused_ops=None, name=None):
         super().__init__(name=name)
-        if not 1 <= len(conv_channels) <= 4:
-            raise ValueError(f"a ConvNet takes 1 to 4 convolution blocks, got {conv_channels}")
+        if not 1 <= len(conv_channels) <= MAX_CONV_BLOCKS:
+            raise ValueError(f"a ConvNet takes 1 to {MAX_CONV_BLOCKS} convolution blocks, got "
+                             f"{conv_channels}")
         self.compute_dtype = tf.as_dtype(compute_dtype)
         channels = [1, *conv_channels]
         self.convolutions, self.conv_norms = [], []
