@@ -36,6 +36,18 @@ def write_dataset(directory, n_train=600, n_test=200, seed=0, compress=True):
     return directory
 
 
+# Module fixtures that train a run or start processes for several tests. Under xdist each worker
+# would build its own copy; the tests sharing one go to one worker (--dist loadgroup), so it is
+# built once.
+SHARED_RUNS = {"uninterrupted_multi_worker", "exported_model", "finished_run", "uninterrupted",
+               "board", "benchmark_run"}
+
+
+def pytest_itemcollected(item):  # as each test is collected, before xdist reads the groups
+    for name in sorted(SHARED_RUNS.intersection(item.fixturenames)):
+        item.add_marker(pytest.mark.xdist_group(name))
+
+
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("small-data"))

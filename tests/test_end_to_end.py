@@ -166,14 +166,15 @@ def test_tools_report_missing_data_in_one_line(tool, tmp_path):
 
 @pytest.fixture(scope="module")
 def benchmark_run(tmp_path_factory):
-    """One benchmark of both widths with the breakdown, on 5,000 real training images (the
-    figures are not the point here; what is timed and how it is reported is)."""
+    """One benchmark of improved's widths with the breakdown, on 5,000 real training images (the
+    figures are not the point here; what is timed and how it is reported is). Best's widths are
+    another setting of the same loop: a table of their own, left out to keep the test short."""
     if not REAL_DATA.is_dir():
         pytest.skip("the real Fashion-MNIST is not installed (apt-get install "
                     "dataset-fashion-mnist)")
     logdir = tmp_path_factory.mktemp("benchmark")
     done = run_module("benchmark", "--repeats", "1", "--skip-keras", "--precisions",
-                          "float32", "--batch-sizes", "512", "--widths", "improved", "best",
+                          "float32", "--batch-sizes", "512", "--widths", "improved",
                           "--breakdown", "--train-subset", "5000", "--data-dir", REAL_DATA,
                           "--logdir", logdir)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -186,21 +187,19 @@ def test_benchmark_prints_the_floor_and_every_ratio_to_it(benchmark_run):
     done, report = benchmark_run
     assert report["examples"] == 5000
     rows = {(row["widths"], row["what"]): row for row in report["rows"]}
-    for widths in ("improved", "best"):
-        floor = rows[widths, "floor: matrix products + one Adam pass"]["median_epoch_seconds"]
-        fused_floor = rows[widths, "floor with the fused Adam kernel"]["median_epoch_seconds"]
-        gemms = rows[widths, "matmul floor float32"]["median_epoch_seconds"]
-        ours = rows[widths, "ours float32"]["median_epoch_seconds"]
-        # How the contenders compare is a measurement, not a test (a round on a busy machine
-        # can put the matrix products alone above a floor): each is timed and reported.
-        assert min(floor, fused_floor, gemms, ours) > 0
-        assert f"| floor: matrix products + one Adam pass | {floor:.3f} |" in done.stdout
-        assert f"| floor with the fused Adam kernel | {fused_floor:.3f} |" in done.stdout
-        assert f"| {fused_floor / floor:.2f} |" in done.stdout
-        assert f"| ours float32 | {ours:.3f} |" in done.stdout
-        assert f"| {ours / floor:.2f} |" in done.stdout
+    floor = rows["improved", "floor: matrix products + one Adam pass"]["median_epoch_seconds"]
+    fused_floor = rows["improved", "floor with the fused Adam kernel"]["median_epoch_seconds"]
+    gemms = rows["improved", "matmul floor float32"]["median_epoch_seconds"]
+    ours = rows["improved", "ours float32"]["median_epoch_seconds"]
+    # How the contenders compare is a measurement, not a test (a round on a busy machine
+    # can put the matrix products alone above a floor): each is timed and reported.
+    assert min(floor, fused_floor, gemms, ours) > 0
+    assert f"| floor: matrix products + one Adam pass | {floor:.3f} |" in done.stdout
+    assert f"| floor with the fused Adam kernel | {fused_floor:.3f} |" in done.stdout
+    assert f"| {fused_floor / floor:.2f} |" in done.stdout
+    assert f"| ours float32 | {ours:.3f} |" in done.stdout
+    assert f"| {ours / floor:.2f} |" in done.stdout
     assert "improved widths (512-256-50), batch 512" in done.stdout
-    assert "best widths (1024-512-256), batch 512" in done.stdout
     assert report["cpu_model"]
 
 
