@@ -71,8 +71,8 @@ def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8,
     "true → predicted (confidence)", as uint8 RGB [1, H, W, 3], and the same as a markdown list.
 
     The images are tiled into one picture (each pixel `scale` screen pixels wide) and drawn once,
-    with the captions laid out on a fixed grid: a subplot per image with a layout fitted around
-    every caption took a second or more of every run's report."""
+    with the captions on a fixed grid: a subplot per image, with a layout fitted around every
+    caption, costs about a second of every run's report."""
     plt = _pyplot()
     chosen = most_confident_mistakes(labels, predictions, confidences, count)
     rows = max(1, -(-len(chosen) // columns))
