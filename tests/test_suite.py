@@ -1,0 +1,20 @@
+"""The suite's own arrangement: the tests that share a module's trained run (conftest.SHARED_RUNS)
+are scheduled on one xdist worker, so each such run is built once, not once per worker."""
+
+import pytest
+
+from tests.conftest import SHARED_RUNS
+
+
+def test_tests_sharing_a_trained_run_carry_its_group(request):
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("runs under pytest-xdist's --dist loadgroup only (pyproject.toml's default)")
+    sharing = [item for item in request.session.items
+               if SHARED_RUNS.intersection(item.fixturenames)]
+    if not sharing:
+        pytest.skip("no test sharing a trained run was collected")
+    # xdist schedules by the "@group" its collection hook appends to the test id; a pytest that
+    # drops it (9.2) spreads each group over the workers again, with no other sign.
+    for item in sharing:
+        group = "_".join(sorted(SHARED_RUNS.intersection(item.fixturenames)))
+        assert item.nodeid.endswith(f"@{group}"), item.nodeid
