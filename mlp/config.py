@@ -366,8 +366,8 @@ class Config:
                               "replica would move the shared weights by its own gradient; use "
                               "--strategy one_device")
         if len(self.conv_channels) > MAX_CONV_BLOCKS:
-            bad("conv_channels", f"at most {MAX_CONV_BLOCKS} blocks (each halves the image's side of {SIDE}), "
-                f"got {len(self.conv_channels)}")
+            bad("conv_channels", f"at most {MAX_CONV_BLOCKS} blocks (each halves the image's "
+                f"side of {SIDE}), got {len(self.conv_channels)}")
         if self.conv_channels and self.whitening != "none":
             bad("whitening", "is for an MLP's pixels; a CNN (--conv-channels) sees the image "
                 "itself: use --whitening none")

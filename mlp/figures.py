@@ -4,6 +4,7 @@ TensorBoard can show and as text naming the classes; and an ablation's table as 
 
 import numpy as np
 
+from mlp.config import SIDE
 from mlp.data import CLASS_NAMES
 
 def _figure_to_array(figure):
@@ -76,11 +77,11 @@ def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8,
     plt = _pyplot()
     chosen = most_confident_mistakes(labels, predictions, confidences, count)
     rows = max(1, -(-len(chosen) // columns))
-    side = 28 * scale
-    cell_width, cell_height, title_height = side + 50, side + 45, 40  # pixels at dpi 100
+    dpi, side = 100, SIDE * scale
+    cell_width, cell_height, title_height = side + 50, side + 45, 40  # pixels
     width, height = columns * cell_width, rows * cell_height + title_height
     canvas = np.zeros((height, width))  # white in the reversed gray scale below
-    figure = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    figure = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     axes = figure.add_axes((0, 0, 1, 1))
     axes.axis("off")
     lines = ["| cell | true | predicted | confidence |", "|---|---|---|---|"]
@@ -89,7 +90,7 @@ def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8,
         top = title_height + r * cell_height + cell_height - side - 5
         left = c * cell_width + (cell_width - side) // 2
         canvas[top:top + side, left:left + side] = np.kron(
-            images[index].reshape(28, 28), np.ones((scale, scale)))
+            images[index].reshape(SIDE, SIDE), np.ones((scale, scale)))
         true, predicted = CLASS_NAMES[labels[index]], CLASS_NAMES[predictions[index]]
         axes.text(c * cell_width + cell_width / 2, top - 4,
                   f"{true} →\n{predicted} ({confidences[index]:.2f})", fontsize=8,
