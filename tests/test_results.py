@@ -100,3 +100,35 @@ def test_a_bad_marker_or_missing_record_is_named(tmp_path):
         results.table("average toy", tmp_path)
     with pytest.raises(results.RecordError, match="no such record"):
         results.table("summary nothing", tmp_path)
+
+
+def test_runs_added_in_another_session_keep_their_own_source(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    correct = [rng.random(1001) < 0.8 for _ in range(3)]
+    for seed in range(3):
+        _fake_run(tmp_path / f"a-seed{seed}", seed, correct[seed])
+    records = tmp_path / "records"
+    first = results.collect("toy", "python -m toy", "1" * 40,
+                            [("a", [tmp_path / "a-seed0", tmp_path / "a-seed1"])], records)
+    # The next session: another commit, another machine, seed 1 again (replaced) and seed 2.
+    monkeypatch.setattr(results, "provenance", lambda command, commit, note=None: {
+        "command": command, "commit": commit[:12], "date": "2030-01-02",
+        "machine": {**first["machine"], "cpu": "Other CPU"}})
+    record = results.collect("toy", "python -m toy", "2" * 40,
+                             [("a", [tmp_path / "a-seed1", tmp_path / "a-seed2"])], records,
+                             add=True)
+    assert [run["seed"] for run in record["runs"]] == [0, 1, 2]
+    assert [run["source"]["commit"] for run in record["runs"]] == ["1" * 12, "2" * 12, "2" * 12]
+    assert record["runs"][0]["source"]["date"] == first["date"]
+    summary = results.table("summary toy", records)
+    mean, _, high = paired_interval([c.mean() for c in correct])
+    assert f"| a | 3 | {mean:.4f} ± {high - mean:.4f} |" in summary
+    assert "1 at commit 1111111" in summary and "2 at commit 2222222" in summary
+    assert "on Other CPU" in summary
+    # Without --add the record is replaced; with another command, adding is refused.
+    with pytest.raises(results.RecordError, match="collect these runs under another name"):
+        results.collect("toy", "python -m other", "3" * 40, [("a", [tmp_path / "a-seed0"])],
+                        records, add=True)
+    replaced = results.collect("toy", "python -m toy", "3" * 40,
+                               [("a", [tmp_path / "a-seed0"])], records)
+    assert len(replaced["runs"]) == 1 and "source" not in replaced["runs"][0]
