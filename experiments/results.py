@@ -1,18 +1,20 @@
 """The figures README.md and docs/ show, generated from the runs' committed records.
 
 A record (docs/records/NAME.json) holds, for each run of a study, what its results.json says
-(test and validation accuracy, training time, epochs, precision, weights digest) and which test
-images it got right, plus where the runs came from: the command, the commit, the date, the
-machine. Every table in README.md and docs/*.md between the markers
+(test and validation accuracy, training time, epochs, precision, weights digest, the measures
+beyond accuracy) and which test images it got right, plus where the runs came from: the
+command, the commit, the date, the machine. Every table in README.md and docs/*.md between the
+markers
 
     <!-- generated: KIND NAME [REFERENCE] -->
     ...
     <!-- end generated -->
 
 is written here from those records: `summary NAME [GROUP; ...]` (each group's mean test
-accuracy over seeds with its 95% interval) or `changes NAME REFERENCE` (each group against
-REFERENCE on the paired seeds: the change, its 95% t-interval, and the p of a bootstrap over
-seeds and test images, mlp/significance.py). A figure edited by hand is put back, and --check
+accuracy over seeds with its 95% interval), `measures NAME [GROUP; ...]` (the measures beyond
+accuracy, each with its interval) or `changes NAME REFERENCE` (each group against REFERENCE on
+the paired seeds: the change, its 95% t-interval, and the p of a bootstrap over seeds and test
+images, mlp/significance.py). A figure edited by hand is put back, and --check
 (which the tests run) fails on it.
 
     python -m experiments.results                  # rewrite the generated tables
@@ -54,7 +56,7 @@ class RecordError(Exception):
 def run_record(run_dir, group):
     """One run's entry: its figures from results.json and its right/wrong test images (packed
     bits, base64) from test_predictions.npz."""
-    from experiments.study import correct_in
+    from experiments.study import MEASURE_COLUMNS, correct_in, measures_of
     from mlp.io import read_json
 
     run_dir = Path(run_dir)
@@ -63,9 +65,12 @@ def run_record(run_dir, group):
         raise RecordError(f"{run_dir}: no results.json (the run has not finished)")
     results = read_json(results_path)
     entry = {"run": run_dir.name, "group": group, "seed": results["experiment_config"]["seed"]}
-    for key in ("test_accuracy", "validation_accuracy", "train_seconds", "epochs_run",
-                "precision", "kernels", "weights_digest"):
+    for key in ("test_accuracy", "test_accuracy_single_view", "validation_accuracy",
+                "train_seconds", "epochs_run", "precision", "kernels", "weights_digest"):
         entry[key] = results.get(key)
+    shown = {key for _, key, _ in MEASURE_COLUMNS}
+    entry["measures"] = {key: value for key, value in measures_of(results).items()
+                         if key in shown}
     correct = correct_in(str(run_dir))
     if correct is not None:
         entry["test_images"] = int(correct.size)
@@ -186,21 +191,26 @@ def source_line(record):
             + (f" {record['note']}" if record.get("note") else "") + "</sub>")
 
 
-def summary_table(record, only=None):
-    """Each group's row (`only`: these groups, in this order)."""
-    from mlp.significance import paired_interval
-
+def select(record, only=None):
+    """{group: [run entry, ...]}: the record's groups, or only those named, in that order."""
     groups = grouped(record)
     missing = [group for group in only or () if group not in groups]
     if missing:
         raise RecordError(f"{record['name']}: no group {', '.join(map(repr, missing))} (it has "
                           f"{', '.join(groups)})")
+    return {group: groups[group] for group in only} if only else groups
+
+
+def summary_table(record, only=None):
+    """Each group's row (`only`: these groups, in this order)."""
+    from mlp.significance import paired_interval
+
+    groups = select(record, only)
     lines = ["| recipe | seeds | test accuracy (95% interval of the mean) | std over seeds | "
              "lowest seed | validation accuracy | epochs | training s (median; min–max) | "
              "precision |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for group in only or groups:
-        runs = groups[group]
+    for group, runs in groups.items():
         accuracies = [run["test_accuracy"] for run in runs]
         mean = statistics.fmean(accuracies)
         interval = paired_interval(accuracies)  # the t-interval of the mean, None for one seed
@@ -215,6 +225,44 @@ def summary_table(record, only=None):
             f"{statistics.fmean(run['epochs_run'] for run in runs):.1f} | "
             f"{statistics.median(seconds):.1f}; {min(seconds):.1f}–{max(seconds):.1f} | "
             f"{precisions} |")
+    return lines
+
+
+def measures_table(record, only=None):
+    """Each group's measures beyond accuracy (experiments.study.MEASURE_COLUMNS, and the test
+    accuracy on the plain test images alone where the recipe averages several views): the mean
+    over seeds ± half its 95% t-interval. A column no group has is left out; a group some of
+    whose runs lack a measure shows "—" there."""
+    from experiments.study import MEASURE_COLUMNS
+    from mlp.significance import paired_interval
+
+    groups = select(record, only)
+
+    def value(run, key):
+        return run.get(key) if key == "test_accuracy_single_view" else run.get(
+            "measures", {}).get(key)
+
+    def cell(runs, key, spec):
+        values = [value(run, key) for run in runs]
+        if any(v is None for v in values):
+            return "—"
+        interval = paired_interval(values)
+        mean = statistics.fmean(values)
+        if interval is None:
+            return format(mean, spec)
+        return f"{format(mean, spec)} ± {format(interval[2] - mean, spec.lstrip('+'))}"
+
+    columns = [("one view", "test_accuracy_single_view", ".4f"), *MEASURE_COLUMNS]
+    columns = [column for column in columns
+               if any(cell(runs, column[1], column[2]) != "—" for runs in groups.values())]
+    if not columns:
+        raise RecordError(f"docs/records/{record['name']}.json holds no measures beyond "
+                          "accuracy; collect it again from its run directories")
+    lines = ["| recipe | seeds | " + " | ".join(name for name, _, _ in columns) + " |",
+             "|---" * (len(columns) + 2) + "|"]
+    for group, runs in groups.items():
+        lines.append(f"| {group} | {len(runs)} | "
+                     + " | ".join(cell(runs, key, spec) for _, key, spec in columns) + " |")
     return lines
 
 
@@ -245,20 +293,20 @@ def changes_table(record, reference):
 
 
 def table(spec, records_dir=RECORDS):
-    """The markdown a marker `<!-- generated: SPEC -->` stands for: SPEC is `summary NAME`,
-    `summary NAME GROUP; GROUP...` (only those groups) or `changes NAME REFERENCE` (REFERENCE a
-    group's label, spaces and all)."""
+    """The markdown a marker `<!-- generated: SPEC -->` stands for: SPEC is `summary NAME` or
+    `measures NAME`, either with `GROUP; GROUP...` after it for only those groups, or `changes
+    NAME REFERENCE` (REFERENCE a group's label, spaces and all)."""
     words = spec.split(maxsplit=2)
-    if words[:1] == ["summary"] and len(words) >= 2:
+    if words[:1] in (["summary"], ["measures"]) and len(words) >= 2:
         record = load_record(words[1], records_dir)
         only = [group.strip() for group in words[2].split(";")] if len(words) == 3 else None
-        lines = summary_table(record, only)
+        lines = (summary_table if words[0] == "summary" else measures_table)(record, only)
     elif words[:1] == ["changes"] and len(words) == 3:
         record = load_record(words[1], records_dir)
         lines = changes_table(record, words[2])
     else:
-        raise RecordError(f"marker 'generated: {spec}': expected 'summary NAME' or "
-                          "'changes NAME REFERENCE'")
+        raise RecordError(f"marker 'generated: {spec}': expected 'summary NAME', "
+                          "'measures NAME' or 'changes NAME REFERENCE'")
     return "\n".join(lines + ["", source_line(record)]) + "\n"
 
 

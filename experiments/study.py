@@ -254,6 +254,18 @@ MEASURES = {
 }
 
 
+def measures_of(results):
+    """{measure: value} for each of MEASURES a run's results.json (as a dict) holds."""
+    out = {}
+    for key, path in MEASURES.items():
+        value = results
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
 def mean_measures(runs):
     """{measure: its mean over `runs` (records of `run_plan`)} for each of MEASURES every run's
     results.json has (runs from before a measure existed leave it out)."""
@@ -262,21 +274,12 @@ def mean_measures(runs):
     from mlp.config import ConfigError
 
     try:
-        results = [read_json(Path(run["run_dir"]) / "results.json") for run in runs]
+        measured = [measures_of(read_json(Path(run["run_dir"]) / "results.json"))
+                    for run in runs]
     except ConfigError:  # a run without its results.json: nothing to average
         return {}
-    out = {}
-    for key, path in MEASURES.items():
-        values = []
-        for run in results:
-            value = run
-            for part in path:
-                value = value.get(part) if isinstance(value, dict) else None
-            if isinstance(value, (int, float)):
-                values.append(float(value))
-        if len(values) == len(results):
-            out[key] = statistics.fmean(values)
-    return out
+    return {key: statistics.fmean(run[key] for run in measured) for key in MEASURES
+            if measured and all(key in run for run in measured)}
 
 
 MEASURES_NOTE = ("the generalization gap (train accuracy on the plain training images minus test "
@@ -286,13 +289,18 @@ MEASURES_NOTE = ("the generalization gap (train accuracy on the plain training i
                  "(mlp/corruptions.py)")
 
 
+# The measures beyond accuracy a table shows: (heading, key of MEASURES, format).
+MEASURE_COLUMNS = [("gap", "generalization_gap", "+.4f"),
+                   ("λ_max", "hessian_top_eigenvalue", ".3g"),
+                   ("ε-sharpness", "epsilon_sharpness", ".3g"), ("ECE", "ece", ".4f"),
+                   ("ECE (scaled)", "ece_scaled", ".4f"),
+                   ("corrupted acc.", "corruption_accuracy", ".4f")]
+
+
 def measures_table(labelled):
     """Markdown lines of a table of `labelled` [(label, mean_measures dict)], "—" where a
     measure is missing."""
-    columns = [("gap", "generalization_gap", "+.4f"), ("λ_max", "hessian_top_eigenvalue", ".3g"),
-               ("ε-sharpness", "epsilon_sharpness", ".3g"), ("ECE", "ece", ".4f"),
-               ("ECE (scaled)", "ece_scaled", ".4f"),
-               ("corrupted acc.", "corruption_accuracy", ".4f")]
+    columns = MEASURE_COLUMNS
     lines = ["| | test acc. | " + " | ".join(name for name, _, _ in columns) + " |",
              "|---" * (len(columns) + 2) + "|"]
     for label, measures in labelled:

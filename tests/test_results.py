@@ -34,8 +34,9 @@ def test_a_hand_edited_figure_is_caught_and_put_back(tmp_path):
     assert (tmp_path / "README.md").read_text() == original
 
 
-def _fake_run(run_dir, seed, correct):
-    """A finished run's two files as a run writes them: results.json and test_predictions.npz."""
+def _fake_run(run_dir, seed, correct, **more):
+    """A finished run's two files as a run writes them: results.json (with `more` of its keys)
+    and test_predictions.npz."""
     run_dir.mkdir(parents=True)
     labels = np.arange(correct.size) % 10
     probabilities = np.full((correct.size, 10), 0.05, np.float32)
@@ -45,7 +46,7 @@ def _fake_run(run_dir, seed, correct):
     (run_dir / "results.json").write_text(json.dumps({
         "experiment_config": {"seed": seed}, "test_accuracy": float(correct.mean()),
         "validation_accuracy": 0.5, "train_seconds": 10.0 + seed, "epochs_run": 3,
-        "precision": "float32", "kernels": "fused", "weights_digest": "ab" * 32}))
+        "precision": "float32", "kernels": "fused", "weights_digest": "ab" * 32, **more}))
 
 
 def test_collected_runs_give_their_figures_back(tmp_path):
@@ -93,6 +94,38 @@ def test_collect_takes_groups_of_run_directories_from_the_command_line(tmp_path,
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert "give one ablation study directory, or groups" in error and error.count("\n") == 1
+
+
+def test_the_measures_table_gives_each_measure_its_interval_over_seeds(tmp_path):
+    rng = np.random.default_rng(3)
+    gaps, eces, corrupted = [0.05, 0.07, 0.06], [0.02, 0.03, 0.025], [0.70, 0.66, 0.69]
+    for seed in range(3):
+        _fake_run(tmp_path / f"a-seed{seed}", seed, rng.random(1001) < 0.8,
+                  generalization_gap=gaps[seed], test_accuracy_single_view=0.8 - seed / 100,
+                  calibration={"ece": eces[seed], "scaled": {"ece": 0.01}},
+                  corruption_accuracy={"mean": corrupted[seed], "rotate": 0.5}, sharpness=None)
+    # A run recorded before the measures existed: its group shows none of them.
+    _fake_run(tmp_path / "b-seed0", 0, rng.random(1001) < 0.8)
+    results.collect("toy", "python -m toy", "0" * 40,
+                    [("a", [tmp_path / f"a-seed{s}" for s in range(3)]),
+                     ("b", [tmp_path / "b-seed0"])], tmp_path / "records")
+    table = results.table("measures toy", tmp_path / "records")
+    header, _, row_a, row_b = table.splitlines()[:4]
+    assert header == ("| recipe | seeds | one view | gap | ECE | ECE (scaled) | corrupted acc. |")
+    cells = [cell.strip() for cell in row_a.strip("|").split("|")]
+    for values, text, sign in ((gaps, cells[3], "+"), (eces, cells[4], ""),
+                               (corrupted, cells[6], "")):
+        mean, _, high = paired_interval(values)
+        assert text == f"{mean:{sign}.4f} ± {high - mean:.4f}"
+    assert cells[:3] == ["a", "3", "0.7900 ± 0.0248"]
+    assert cells[5] == "0.0100 ± 0.0000"
+    assert row_b == "| b | 1 | — | — | — | — | — |"
+    # Only the groups named, and a record without any measure is named.
+    assert "| b |" not in results.table("measures toy a", tmp_path / "records")
+    results.collect("bare", "python -m toy", "0" * 40, [("b", [tmp_path / "b-seed0"])],
+                    tmp_path / "records")
+    with pytest.raises(results.RecordError, match="holds no measures beyond accuracy"):
+        results.table("measures bare", tmp_path / "records")
 
 
 def test_a_bad_marker_or_missing_record_is_named(tmp_path):
