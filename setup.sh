@@ -37,7 +37,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 # constraints.txt pins the exact versions the tests passed with, so a set-up next month gets the
-# same TensorFlow and the same numerics. Refresh it deliberately (docs/extending.md, "Newer dependencies").
+# same TensorFlow and the same numerics. Refresh it deliberately (docs/extending.md, "Newer
+# dependencies").
 # pytest stays at 9.1: 9.2 no longer lets pytest-xdist mark a test's group in its id, so
 # --dist loadgroup would spread the tests that share a trained run (tests/conftest.py) again.
 stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)

@@ -3,8 +3,8 @@
 A record (docs/records/NAME.json) holds, for each run of a study, what its results.json says
 (test and validation accuracy, training time, epochs, precision, weights digest, the measures
 beyond accuracy) and which test images it got right, plus where the runs came from: the
-command, the commit, the date, the machine. Every table in README.md and docs/*.md between the
-markers
+command, the commit, the date, the machine. Every table in README.md and docs/*.md between
+the markers
 
     <!-- generated: KIND NAME [REFERENCE] -->
     ...
@@ -56,7 +56,7 @@ class RecordError(Exception):
 def run_record(run_dir, group):
     """One run's entry: its figures from results.json and its right/wrong test images (packed
     bits, base64) from test_predictions.npz."""
-    from experiments.study import MEASURE_COLUMNS, correct_in, measures_of
+    from experiments.study import correct_in, measures_of
     from mlp.io import read_json
 
     run_dir = Path(run_dir)
@@ -65,10 +65,10 @@ def run_record(run_dir, group):
         raise RecordError(f"{run_dir}: no results.json (the run has not finished)")
     results = read_json(results_path)
     entry = {"run": run_dir.name, "group": group, "seed": results["experiment_config"]["seed"]}
-    for key in ("test_accuracy", "test_accuracy_single_view", "validation_accuracy",
-                "train_seconds", "epochs_run", "precision", "kernels", "weights_digest"):
+    for key in ("test_accuracy", "validation_accuracy", "train_seconds", "epochs_run",
+                "precision", "kernels", "weights_digest"):
         entry[key] = results.get(key)
-    shown = {key for _, key, _ in MEASURE_COLUMNS}
+    shown = {key for _, key, _ in measure_columns()}
     entry["measures"] = {key: value for key, value in measures_of(results).items()
                          if key in shown}
     correct = correct_in(str(run_dir))
@@ -228,41 +228,44 @@ def summary_table(record, only=None):
     return lines
 
 
-def measures_table(record, only=None):
-    """Each group's measures beyond accuracy (experiments.study.MEASURE_COLUMNS, and the test
-    accuracy on the plain test images alone where the recipe averages several views): the mean
-    over seeds ± half its 95% t-interval. A column no group has is left out; a group some of
-    whose runs lack a measure shows "—" there."""
+def measure_columns():
+    """The measures table's (heading, key of experiments.study.MEASURES, format): the test
+    accuracy on the plain test images alone (where a recipe averages several views), then the
+    measures beyond accuracy the studies show."""
     from experiments.study import MEASURE_COLUMNS
+
+    return [("one view", "test_accuracy_single_view", ".4f"), *MEASURE_COLUMNS]
+
+
+def measures_table(record, only=None):
+    """Each group's measures (`measure_columns`): the mean over seeds ± half its 95%
+    t-interval. A column no group has is left out; a group some of whose runs lack a measure
+    shows "—" there."""
     from mlp.significance import paired_interval
 
-    groups = select(record, only)
-
-    def value(run, key):
-        return run.get(key) if key == "test_accuracy_single_view" else run.get(
-            "measures", {}).get(key)
-
     def cell(runs, key, spec):
-        values = [value(run, key) for run in runs]
-        if any(v is None for v in values):
+        values = [run.get("measures", {}).get(key) for run in runs]
+        if any(value is None for value in values):
             return "—"
-        interval = paired_interval(values)
         mean = statistics.fmean(values)
+        interval = paired_interval(values)
         if interval is None:
             return format(mean, spec)
         return f"{format(mean, spec)} ± {format(interval[2] - mean, spec.lstrip('+'))}"
 
-    columns = [("one view", "test_accuracy_single_view", ".4f"), *MEASURE_COLUMNS]
-    columns = [column for column in columns
-               if any(cell(runs, column[1], column[2]) != "—" for runs in groups.values())]
-    if not columns:
+    columns = measure_columns()
+    groups = select(record, only)
+    rows = {group: [cell(runs, key, spec) for _, key, spec in columns]
+            for group, runs in groups.items()}
+    shown = [i for i in range(len(columns)) if any(row[i] != "—" for row in rows.values())]
+    if not shown:
         raise RecordError(f"docs/records/{record['name']}.json holds no measures beyond "
                           "accuracy; collect it again from its run directories")
-    lines = ["| recipe | seeds | " + " | ".join(name for name, _, _ in columns) + " |",
-             "|---" * (len(columns) + 2) + "|"]
-    for group, runs in groups.items():
-        lines.append(f"| {group} | {len(runs)} | "
-                     + " | ".join(cell(runs, key, spec) for _, key, spec in columns) + " |")
+    lines = ["| recipe | seeds | " + " | ".join(columns[i][0] for i in shown) + " |",
+             "|---" * (len(shown) + 2) + "|"]
+    for group, row in rows.items():
+        lines.append(f"| {group} | {len(groups[group])} | "
+                     + " | ".join(row[i] for i in shown) + " |")
     return lines
 
 

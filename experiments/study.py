@@ -240,6 +240,7 @@ def correct_in(run_dir):
 # What a run reports beyond accuracy, by its path in results.json.
 MEASURES = {
     "test_accuracy": ("test_accuracy",),
+    "test_accuracy_single_view": ("test_accuracy_single_view",),
     "train_accuracy": ("train_accuracy",),
     "generalization_gap": ("generalization_gap",),
     "hessian_top_eigenvalue": ("sharpness", "hessian_top_eigenvalue"),
