@@ -51,6 +51,7 @@ class Evaluator(tf.Module):
         return view_log_probabilities(self.model, images, self.test_time_flip,
                                       self.test_time_shifts)
 
+    @tf.autograph.experimental.do_not_convert  # Python control flow only, as Trainer._train_step
     def _replica_step(self, batch, single_view):
         images, labels = batch
         log_probs = self.log_probabilities(images, single_view)

@@ -36,7 +36,7 @@ def hessian_top_eigenvalue(loss_fn, variables, iterations=POWER_ITERATIONS, seed
     (eigenvalue, iterations used, whether every power iteration converged within
     `iterations`)."""
 
-    @tf.function
+    @tf.function(autograph=False)  # no tensor-dependent control flow to rewrite
     def hessian_vector_product(vector):
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
@@ -74,7 +74,7 @@ def epsilon_sharpness(loss_fn, variables, epsilon=EPSILON, steps=ASCENT_STEPS):
     original = [tf.identity(v) for v in variables]
     bounds = [epsilon * (tf.abs(w) + 1.0) for w in original]
 
-    @tf.function
+    @tf.function(autograph=False)
     def loss_and_gradients():
         with tf.GradientTape() as tape:
             loss = loss_fn()

@@ -107,6 +107,10 @@ class Trainer(tf.Module):
         return ((1.0 - self.teacher_weight) * loss
                 + self.teacher_weight * temperature ** 2 * divergence)
 
+    # Its control flow is Python's (settings, lists of variables), so AutoGraph need not rewrite
+    # it nor the model, loss and optimizer it calls: that rewriting took seconds of every
+    # process's start.
+    @tf.autograph.experimental.do_not_convert
     def _train_step(self, batch):
         """One replica's step on its part of the global batch: (images, labels) on one replica,
         (images, labels, global batch size) on several. Returns its float64 sums (TRAIN_SUMS)."""
@@ -165,6 +169,7 @@ class Trainer(tf.Module):
             variable.assign(weight)
         return gradients
 
+    @tf.autograph.experimental.do_not_convert
     def _update_averages(self):
         # Early on the average forgets faster, so it is not dominated by the initial weights.
         step = tf.cast(self.step, tf.float32)

@@ -1,4 +1,5 @@
 import dataclasses
+import inspect
 import io
 
 import keras
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlp import MLP, Config, Trainer, fused
+from mlp import MLP, Config, Evaluator, Trainer, fused
 from mlp import data as data_lib
 from mlp.optim import make_optimizer
 from mlp.precision import resolve
@@ -192,6 +193,27 @@ def _one_step_update(l2, optimizer, images, labels):
     trainer.train_loop(iter(tf.data.Dataset.from_tensors((images, labels)).repeat()),
                        tf.constant(1))
     return model, before, data_gradients
+
+
+def test_autograph_rewrites_the_loops_but_not_the_steps_nor_the_model():
+    # AutoGraph's rewriting of the model, loss and optimizer cost seconds at every process's
+    # start; only the loops need it. A rewritten function runs from AutoGraph's generated file.
+    files = []
+
+    class Model(MLP):
+        def __call__(self, images, **kwargs):
+            files.append(inspect.currentframe().f_code.co_filename)
+            return super().__call__(images, **kwargs)
+
+    model = Model(hidden_sizes=(5,), input_size=6, seed=2)
+    images = tf.random.stateless_uniform([8, 6], seed=[0, 1])
+    labels = tf.constant([0, 1, 2, 3, 4, 5, 6, 7], tf.int32)
+    dataset = tf.data.Dataset.from_tensors((images, labels))
+    trainer, evaluator = Trainer(model, keras.optimizers.SGD(0.1)), Evaluator(model)
+    trainer.train_loop(iter(dataset.repeat()), tf.constant(2))
+    evaluator.evaluate(dataset)
+    assert len(files) == 2  # traced once by each loop
+    assert files == [__file__] * 2
 
 
 def test_the_training_gradient_is_the_data_gradient_plus_2_l2_w():
