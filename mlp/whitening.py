@@ -14,6 +14,7 @@ otherwise U diag(s / (s + epsilon)) U^T.
 """
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 
 def zca(images, epsilon):
@@ -21,13 +22,17 @@ def zca(images, epsilon):
     `images` ([N, D]) with damping `epsilon` > 0; bias = -mean @ kernel."""
     if not epsilon > 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
-    images = np.asarray(images, np.float32)
-    mean = images.mean(axis=0, dtype=np.float64)
-    centered = images - mean.astype(np.float32)
-    # The product in float32 (it is the costly part), the eigendecomposition in float64.
-    covariance = (centered.T @ centered).astype(np.float64) / len(images)
-    variances, directions = np.linalg.eigh(covariance)
-    variances = np.maximum(variances, 0.0)  # round-off can make the smallest slightly negative
-    kernel = (directions / np.sqrt(variances + epsilon)) @ directions.T
+    # On one BLAS thread: the bits are then the same whatever the machine's core count, and
+    # beside other busy threads (TensorFlow's, another process's) the multithreaded
+    # eigendecomposition took 7 s where one thread takes 0.1 s (docs/speed.md).
+    with threadpool_limits(limits=1, user_api="blas"):
+        images = np.asarray(images, np.float32)
+        mean = images.mean(axis=0, dtype=np.float64)
+        centered = images - mean.astype(np.float32)
+        # The product in float32 (it is the costly part), the eigendecomposition in float64.
+        covariance = (centered.T @ centered).astype(np.float64) / len(images)
+        variances, directions = np.linalg.eigh(covariance)
+        variances = np.maximum(variances, 0.0)  # round-off can make the smallest negative
+        kernel = (directions / np.sqrt(variances + epsilon)) @ directions.T
     bias = -mean @ kernel
     return kernel.astype(np.float32), bias.astype(np.float32)

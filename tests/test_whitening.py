@@ -93,3 +93,16 @@ def test_build_fits_the_whitening_to_the_training_images_and_counts_its_time(sma
                                atol=1e-4)
     assert len(parts.train_images) == 300  # fitted on the training images only
     assert parts.whitening_seconds > 0
+
+
+def test_the_fit_gives_the_same_bits_whatever_the_blas_thread_count():
+    # Many BLAS threads would make the kernel's last bits depend on the machine's core count.
+    from threadpoolctl import threadpool_limits
+
+    images = np.random.default_rng(0).integers(0, 256, (2000, 784)).astype(np.float32) / 255
+    fits = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            fits.append(zca(images, 0.3))
+    for one_thread, two_threads in zip(*fits):
+        np.testing.assert_array_equal(one_thread, two_threads)
