@@ -312,6 +312,9 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
     steps_per_epoch = -(-num_examples // batch_size)
     first_epoch, skip = divmod(int(start_step), steps_per_epoch)
 
+    # tf.data would have AutoGraph rewrite these and the augmentation they call; their control
+    # flow is Python's (or tf.cond), so they run as written.
+    @tf.autograph.experimental.do_not_convert
     def epoch_indices(epoch):
         # Each batch's indices sliced out of the permutation: one dataset element per batch
         # (batching the permutation one element at a time was slower; docs/speed.md).
@@ -319,6 +322,7 @@ def training_batches(images, labels, batch_size, seed, start_step=0, augment=Non
         return tf.data.Dataset.range(steps_per_epoch).map(
             lambda i: order[i * batch_size:tf.minimum((i + 1) * batch_size, num_examples)])
 
+    @tf.autograph.experimental.do_not_convert
     def gather(batch_number, indices):
         batch_images = tf.gather(images, indices)
         batch_labels = tf.gather(labels, indices)

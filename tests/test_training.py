@@ -196,8 +196,8 @@ def _one_step_update(l2, optimizer, images, labels):
 
 
 def test_autograph_rewrites_the_loops_but_not_the_steps_nor_the_model():
-    # AutoGraph's rewriting of the model, loss and optimizer cost seconds at every process's
-    # start; only the loops need it. A rewritten function runs from AutoGraph's generated file.
+    # AutoGraph's rewriting of the model, loss, optimizer and augmentation cost seconds at every
+    # process's start; only the loops need it. A rewritten function runs from AutoGraph's generated file.
     files = []
 
     class Model(MLP):
@@ -212,8 +212,15 @@ def test_autograph_rewrites_the_loops_but_not_the_steps_nor_the_model():
     trainer, evaluator = Trainer(model, keras.optimizers.SGD(0.1)), Evaluator(model)
     trainer.train_loop(iter(dataset.repeat()), tf.constant(2))
     evaluator.evaluate(dataset)
-    assert len(files) == 2  # traced once by each loop
-    assert files == [__file__] * 2
+
+    def augment(images, batch_number):  # and tf.data's map over the training batches
+        files.append(inspect.currentframe().f_code.co_filename)
+        return images
+
+    next(iter(data_lib.training_batches(np.zeros([4, 784], np.float32), np.zeros(4, np.int32),
+                                        batch_size=2, seed=0, augment=augment)))
+    assert len(files) == 3  # traced once by each
+    assert files == [__file__] * 3
 
 
 def test_the_training_gradient_is_the_data_gradient_plus_2_l2_w():
