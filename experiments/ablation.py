@@ -31,8 +31,8 @@ from pathlib import Path
 
 from experiments.recipes import ABLATIONS
 from experiments.study import (MEASURES_NOTE, add_study_arguments, add_study_name_argument,
-                               correct_on_test, mean_measures, measures_table, paired_comparison,
-                               refuse_renamed_flags, shortened, study_overrides)
+                               correct_on_test, mean_measures, mean_measures_table,
+                               paired_comparison, refuse_renamed_flags, shortened, study_overrides)
 from mlp.cli import Parser
 from mlp.significance import p_text
 
@@ -124,7 +124,7 @@ def markdown(rows, note, test_examples=None):
     measured = [(row["variant"], row["measures"]) for row in rows if row.get("measures")]
     if measured:
         lines += ["", f"Beyond accuracy, means over seeds: {MEASURES_NOTE}.", ""]
-        lines += measures_table(measured)
+        lines += mean_measures_table(measured)
     return "\n".join(lines) + "\n"
 
 

@@ -32,8 +32,8 @@ import numpy as np
 
 from experiments.recipes import RECIPES
 from experiments.study import (MEASURES_NOTE, add_study_arguments, add_study_name_argument,
-                               correct_on_test, mean_measures, measures_table, paired_comparison,
-                               shortened, study_overrides)
+                               correct_on_test, mean_measures, mean_measures_table,
+                               paired_comparison, shortened, study_overrides)
 from mlp.cli import Parser
 from mlp.significance import p_text
 
@@ -302,7 +302,7 @@ def markdown(args, summary, note, test_examples=None):
                       "floor from a curve still falling, so c is not identified, and no error "
                       "beyond the sizes trained is predicted from it."]
     lines += ["", f"At each recipe's largest size, means over seeds: {MEASURES_NOTE}.", ""]
-    lines += measures_table([(f"{name} (m = {summary[name]['sizes'][-1]:,})",
+    lines += mean_measures_table([(f"{name} (m = {summary[name]['sizes'][-1]:,})",
                               summary[name]["measures"][-1]) for name in recipes])
     return "\n".join(lines) + "\n"
 

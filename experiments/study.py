@@ -298,7 +298,7 @@ MEASURE_COLUMNS = [("gap", "generalization_gap", "+.4f"),
                    ("corrupted acc.", "corruption_accuracy", ".4f")]
 
 
-def measures_table(labelled):
+def mean_measures_table(labelled):
     """Markdown lines of a table of `labelled` [(label, mean_measures dict)], "—" where a
     measure is missing."""
     columns = MEASURE_COLUMNS

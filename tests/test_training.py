@@ -197,7 +197,8 @@ def _one_step_update(l2, optimizer, images, labels):
 
 def test_autograph_rewrites_the_loops_but_not_the_steps_nor_the_model():
     # AutoGraph's rewriting of the model, loss, optimizer and augmentation cost seconds at every
-    # process's start; only the loops need it. A rewritten function runs from AutoGraph's generated file.
+    # process's start; only the loops need it. A rewritten function runs from AutoGraph's
+    # generated file.
     files = []
 
     class Model(MLP):
