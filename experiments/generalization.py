@@ -303,7 +303,7 @@ def markdown(args, summary, note, test_examples=None):
                       "beyond the sizes trained is predicted from it."]
     lines += ["", f"At each recipe's largest size, means over seeds: {MEASURES_NOTE}.", ""]
     lines += mean_measures_table([(f"{name} (m = {summary[name]['sizes'][-1]:,})",
-                              summary[name]["measures"][-1]) for name in recipes])
+                                   summary[name]["measures"][-1]) for name in recipes])
     return "\n".join(lines) + "\n"
 
 
