@@ -289,6 +289,11 @@ class Config:
                             valid=Anything("a plain directory name, checked"), result=False)
     histograms: bool = setting(True, "write per-layer weight histograms each epoch",
                                valid=SWITCH, result=False)
+    figures: bool = setting(True, "draw the report's pictures for TensorBoard: the confusion "
+                            "matrix, the most confident mistakes, the reliability diagram and "
+                            "the corruption chart (matplotlib; about a second); their tables and "
+                            "numbers are written either way", valid=SWITCH, older_runs=True,
+                            result=False)
     sharpness: bool = setting(False, "measure the final weights' sharpness in the report (the "
                               "training loss's top Hessian eigenvalue and epsilon-sharpness, "
                               "mlp/sharpness.py; a second or two; the studies turn it on)",

@@ -7,6 +7,7 @@ import numpy as np
 from mlp.config import SIDE
 from mlp.data import CLASS_NAMES
 
+
 def _figure_to_array(figure):
     """A matplotlib figure as a uint8 RGB image [1, H, W, 3] (for tf.summary.image)."""
     import matplotlib.pyplot as plt
@@ -67,9 +68,20 @@ def most_confident_mistakes(labels, predictions, confidences, count=32):
     return wrong[np.argsort(-confidences[wrong], kind="stable")][:count]
 
 
+def mistakes_markdown(labels, predictions, confidences, count=32, columns=8):
+    """The `count` most confidently misclassified examples as a markdown table, each with its
+    cell (row, column) in mistakes_grid's picture."""
+    lines = ["| cell | true | predicted | confidence |", "|---|---|---|---|"]
+    for k, index in enumerate(most_confident_mistakes(labels, predictions, confidences, count)):
+        r, c = divmod(k, columns)
+        lines.append(f"| {r + 1},{c + 1} | {CLASS_NAMES[labels[index]]} | "
+                     f"{CLASS_NAMES[predictions[index]]} | {confidences[index]:.3f} |")
+    return "\n".join(lines)
+
+
 def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8, scale=5):
     """The `count` most confidently misclassified images in a grid, each captioned
-    "true → predicted (confidence)", as uint8 RGB [1, H, W, 3], and the same as a markdown list.
+    "true → predicted (confidence)", as uint8 RGB [1, H, W, 3] (mistakes_markdown lists them).
 
     The images are tiled into one picture (each pixel `scale` screen pixels wide) and drawn once,
     with the captions on a fixed grid: a subplot per image, with a layout fitted around every
@@ -84,7 +96,6 @@ def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8,
     figure = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
     axes = figure.add_axes((0, 0, 1, 1))
     axes.axis("off")
-    lines = ["| cell | true | predicted | confidence |", "|---|---|---|---|"]
     for k, index in enumerate(chosen):
         r, c = divmod(k, columns)
         top = title_height + r * cell_height + cell_height - side - 5
@@ -95,14 +106,13 @@ def mistakes_grid(images, labels, predictions, confidences, count=32, columns=8,
         axes.text(c * cell_width + cell_width / 2, top - 4,
                   f"{true} →\n{predicted} ({confidences[index]:.2f})", fontsize=8,
                   ha="center", va="bottom")
-        lines.append(f"| {r + 1},{c + 1} | {true} | {predicted} | {confidences[index]:.3f} |")
     axes.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest",
                 extent=(0, width, height, 0))
     axes.set_xlim(0, width)
     axes.set_ylim(height, 0)
     axes.text(width / 2, title_height / 2, "most confident mistakes: true → predicted "
               "(confidence)", fontsize=12, ha="center", va="center")
-    return _figure_to_array(figure), "\n".join(lines)
+    return _figure_to_array(figure)
 
 
 def ablation_chart(rows, title):

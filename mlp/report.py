@@ -99,23 +99,44 @@ def results(parts, state, best_epoch, workers=1):
     }, test
 
 
-def write(summaries, results, test, splits, labels=None):
-    """The test summaries, images and hparams of `results` (with `labels`, {name: value}, among
-    the hparams), with the test evaluation `test` for the most confident mistakes."""
+def write(summaries, results, test, splits, labels=None, pictures=True):
+    """The test summaries, tables and hparams of `results` (with `labels`, {name: value}, among
+    the hparams), with the test evaluation `test` for the most confident mistakes; and, if
+    `pictures`, the report's figures as images."""
     final_step = max(results["epochs_run"], 1)
     confusion = np.asarray(results["confusion_matrix"])
+    predictions, confidences = test["predictions"].numpy(), test["confidences"].numpy()
     summaries.scalars("test", final_step, {"accuracy": results["test_accuracy"],
                                            "loss": results["test_loss"]})
-    summaries.image("test", "confusion_matrix", figures.confusion_image(confusion), final_step,
-                    "rows: true class, columns: predicted; counts in the cells")
     summaries.text("test", "confusion_matrix_table", figures.confusion_markdown(confusion),
                    final_step)
-    grid, listing = figures.mistakes_grid(splits.test_images, splits.test_labels,
-                                          test["predictions"].numpy(), test["confidences"].numpy())
-    summaries.image("test", "most_confident_mistakes", grid, final_step,
-                    "each captioned true → predicted (confidence)")
     # Distinct tags: TensorBoard's fast loader drops a tag written by two plugins.
-    summaries.text("test", "most_confident_mistakes_list", listing, final_step)
+    summaries.text("test", "most_confident_mistakes_list",
+                   figures.mistakes_markdown(splits.test_labels, predictions, confidences),
+                   final_step)
+    if results["corruption_accuracy"] is not None:
+        summaries.scalars("test", final_step, {f"corruption/{name}": value for name, value in
+                                               results["corruption_accuracy"].items()})
+    if pictures:
+        _write_pictures(summaries, results, test, splits, final_step)
+    hparams = {**results["experiment_config"], "replicas": results["replicas"],
+               "workers": results["workers"], "precision_used": results["precision"],
+               "kernels_used": results["kernels"], **(labels or {})}
+    summaries.hparams(hparams, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS},
+                      final_step)
+    summaries.flush()
+
+
+def _write_pictures(summaries, results, test, splits, final_step):
+    """The report's figures (mlp/figures.py) as images at `final_step`."""
+    summaries.image("test", "confusion_matrix",
+                    figures.confusion_image(np.asarray(results["confusion_matrix"])), final_step,
+                    "rows: true class, columns: predicted; counts in the cells")
+    summaries.image("test", "most_confident_mistakes",
+                    figures.mistakes_grid(splits.test_images, splits.test_labels,
+                                          test["predictions"].numpy(),
+                                          test["confidences"].numpy()), final_step,
+                    "each captioned true → predicted (confidence)")
     summaries.image("test", "reliability_diagram",
                     figures.reliability_image(np.exp(test["log_probabilities"].numpy()),
                                               splits.test_labels), final_step,
@@ -126,14 +147,6 @@ def write(summaries, results, test, splits, labels=None):
                                                  results["test_accuracy"]), final_step,
                         "test accuracy on each corrupted copy of the test images "
                         "(mlp/corruptions.py)")
-        summaries.scalars("test", final_step, {f"corruption/{name}": value for name, value in
-                                               results["corruption_accuracy"].items()})
-    hparams = {**results["experiment_config"], "replicas": results["replicas"],
-               "workers": results["workers"], "precision_used": results["precision"],
-               "kernels_used": results["kernels"], **(labels or {})}
-    summaries.hparams(hparams, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS},
-                      final_step)
-    summaries.flush()
 
 
 def write_predictions(run_dir, test, splits):

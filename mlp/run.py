@@ -159,7 +159,8 @@ def _report(run, state):
     results, test = report.results(run.parts, state, best_epoch, run.role.count)
     results.update(run.labels)
     if run.summaries:
-        report.write(run.summaries, results, test, run.parts.splits, run.labels)
+        report.write(run.summaries, results, test, run.parts.splits, run.labels,
+                     pictures=run.parts.config.figures)
         report.write_predictions(run.run_dir, test, run.parts.splits)
         run.summaries.close()
         atomic_write_json(run.run_dir / "results.json", results)

@@ -62,10 +62,11 @@ def isolated_cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "mlp-fashion-mnist"
 
 
-# Small runs; their report leaves out the corrupted test sets except where a test checks them
-# (--corruptions after these flags turns them back on).
+# Small runs; they leave out the weight histograms, the report's pictures and the corrupted
+# test sets except where a test checks them (--histograms, --figures or --corruptions after these
+# flags turns them back on).
 SMALL_RUN_FLAGS = ["--no-verify-checksums", "--no-corruptions", "--validation-size", "100",
-                   "--batch-size", "50", "--no-histograms"]
+                   "--batch-size", "50", "--no-histograms", "--no-figures"]
 
 
 def run_module(module, *args, timeout=300, env=None, **kwargs):

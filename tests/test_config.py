@@ -46,7 +46,8 @@ def test_a_config_saved_by_the_first_version_loads_with_the_values_those_runs_ha
     assert added == {"kernels": "tensorflow", "heartbeat_timeout": 10.0, "sharpness": False,
                      "corruptions": True, "test_time_shifts": 0, "sam_rho": 0.0,
                      "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "conv_channels": (),
-                     "teacher": None, "teacher_weight": 0.5, "teacher_temperature": 4.0}
+                     "teacher": None, "teacher_weight": 0.5, "teacher_temperature": 4.0,
+                     "figures": True}
     assert {name: getattr(loaded, name) for name in added} == added
     assert loaded.validate() == dataclasses.replace(Config(), **added)
 
@@ -54,7 +55,7 @@ def test_a_config_saved_by_the_first_version_loads_with_the_values_those_runs_ha
 def test_only_the_declared_fields_may_differ_on_resume():
     differ = set(Config().to_dict()) - set(Config().result_fields())
     assert differ == {"data_dir", "logdir", "run_name", "steps_per_loop", "histograms",
-                      "heartbeat_timeout", "sharpness", "corruptions"}
+                      "figures", "heartbeat_timeout", "sharpness", "corruptions"}
 
 
 def test_a_saved_config_missing_a_field_or_with_a_strange_one_is_refused():

@@ -33,8 +33,8 @@ def _scalars(directory):
 
 def test_improved_run_writes_results_and_tensorboard_logs(small_data, tmp_path):
     done = run_module("improved", "--data-dir", small_data, "--logdir", tmp_path,
-                          "--run-name", "e2e", "--epochs", "4", "--histograms",
-                          *SMALL_RUN_FLAGS[:-1])
+                          "--run-name", "e2e", "--epochs", "4", *SMALL_RUN_FLAGS,
+                          "--histograms", "--figures")
     assert done.returncode == 0, done.stderr
     run_dir = tmp_path / "e2e"
     results = json.loads((run_dir / "results.json").read_text())
@@ -57,6 +57,18 @@ def test_improved_run_writes_results_and_tensorboard_logs(small_data, tmp_path):
     accumulator = event_accumulator.EventAccumulator(str(run_dir / "train"))
     accumulator.Reload()
     assert "weights/dense_0/kernel" in accumulator.Tags()["tensors"]  # histograms are tensors
+    assert PICTURES | TABLES <= _tensor_tags(run_dir / "test")
+
+
+PICTURES = {"confusion_matrix", "most_confident_mistakes", "reliability_diagram"}
+TABLES = {"confusion_matrix_table", "most_confident_mistakes_list"}
+
+
+def _tensor_tags(directory):
+    """The tags of the tensor summaries (images, text, histograms) in `directory`'s events."""
+    accumulator = event_accumulator.EventAccumulator(str(directory))
+    accumulator.Reload()
+    return set(accumulator.Tags()["tensors"])
 
 
 def test_baseline_runs_with_its_own_architecture(small_data, tmp_path):
@@ -67,6 +79,9 @@ def test_baseline_runs_with_its_own_architecture(small_data, tmp_path):
     config = results["experiment_config"]
     assert config["hidden_sizes"] == [300, 80, 50] and not config["batch_norm"]
     assert config["l2"] == 0 and config["dropout"] == 0 and results["epochs_run"] == 2
+    # --no-figures (in the small runs' flags): the report's tables, none of its pictures
+    tags = _tensor_tags(tmp_path / "b" / "test")
+    assert TABLES <= tags and not PICTURES & tags
 
 
 @pytest.mark.slow  # a whole run

@@ -35,14 +35,16 @@ def test_the_mistakes_are_captioned_and_listed():
     labels = rng.integers(0, 10, 50)
     predictions = (labels + 1) % 10
     confidences = rng.random(50).astype(np.float32)
-    grid, listing = figures.mistakes_grid(images, labels, predictions, confidences, count=16)
+    grid = figures.mistakes_grid(images, labels, predictions, confidences, count=16)
     pixels = _png_round_trip(grid)
     _assert_a_picture(pixels, 300, 600)
     # The same images in the same cells, other predictions: only the captions change the picture.
-    recaptioned, _ = figures.mistakes_grid(images, labels, (labels + 2) % 10, confidences,
-                                           count=16)
+    recaptioned = figures.mistakes_grid(images, labels, (labels + 2) % 10, confidences,
+                                        count=16)
     assert not np.array_equal(grid, recaptioned)
     best = int(np.argmax(confidences))
+    listing = figures.mistakes_markdown(labels, predictions, confidences, count=16)
+    assert len(listing.splitlines()) == 2 + 16
     assert listing.splitlines()[2] == (f"| 1,1 | {CLASS_NAMES[labels[best]]} | "
                                        f"{CLASS_NAMES[predictions[best]]} | "
                                        f"{confidences[best]:.3f} |")

@@ -22,7 +22,7 @@ from tests.conftest import REPO, run_module
 
 # Small runs; the batch size is left to the spaces that search it.
 SMALL = ["--no-verify-checksums", "--no-corruptions", "--validation-size", "100",
-         "--no-histograms", "--precision", "float32", "--kernels", "tensorflow"]
+         "--no-histograms", "--no-figures", "--precision", "float32", "--kernels", "tensorflow"]
 
 
 def study_trials(storage, name):

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow  # a real tensorboard process
 def board(small_data, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("board")
     done = run_module("improved", "--data-dir", small_data, "--logdir", logdir,
-                          "--run-name", "shown", "--epochs", "2", *SMALL_RUN_FLAGS[:-1],
-                          "--corruptions")
+                          "--run-name", "shown", "--epochs", "2", *SMALL_RUN_FLAGS, "--histograms",
+                          "--figures", "--corruptions")
     assert done.returncode == 0, done.stderr
     process = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1",
