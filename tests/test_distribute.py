@@ -369,7 +369,7 @@ def test_multi_worker_accuracy_matches_one_device_on_real_data(tmp_path):
     # measure bfloat16 faster, and that comparison would not be like with like.
     flags = ["--data-dir", REAL_DATA, "--logdir", tmp_path, "--epochs", 2, "--train-subset", 6000,
              "--batch-size", 100, "--sync-batch-norm", "--dropout", 0, "--no-histograms",
-             "--no-corruptions", "--precision", "float32"]
+             "--no-corruptions", "--no-figures", "--precision", "float32"]
     single = run_module("improved", *flags, "--run-name", "one")
     assert single.returncode == 0, single.stderr[-3000:]
     outcomes = _finish(_start_workers([*flags, "--run-name", "two"]))
