@@ -118,35 +118,29 @@ def write(summaries, results, test, splits, labels=None, pictures=True):
         summaries.scalars("test", final_step, {f"corruption/{name}": value for name, value in
                                                results["corruption_accuracy"].items()})
     if pictures:
-        _write_pictures(summaries, results, test, splits, final_step)
+        summaries.image("test", "confusion_matrix", figures.confusion_image(confusion),
+                        final_step, "rows: true class, columns: predicted; counts in the cells")
+        summaries.image("test", "most_confident_mistakes",
+                        figures.mistakes_grid(splits.test_images, splits.test_labels,
+                                              predictions, confidences), final_step,
+                        "each captioned true → predicted (confidence)")
+        summaries.image("test", "reliability_diagram",
+                        figures.reliability_image(np.exp(test["log_probabilities"].numpy()),
+                                                  splits.test_labels), final_step,
+                        "accuracy against confidence in 15 bins; the diagonal is perfect "
+                        "calibration")
+    if pictures and results["corruption_accuracy"] is not None:
+        summaries.image("test", "corruption_accuracy",
+                        figures.corruption_image(results["corruption_accuracy"],
+                                                 results["test_accuracy"]), final_step,
+                        "test accuracy on each corrupted copy of the test images "
+                        "(mlp/corruptions.py)")
     hparams = {**results["experiment_config"], "replicas": results["replicas"],
                "workers": results["workers"], "precision_used": results["precision"],
                "kernels_used": results["kernels"], **(labels or {})}
     summaries.hparams(hparams, {f"hparams/{key}": results[key] for key in HPARAMS_METRICS},
                       final_step)
     summaries.flush()
-
-
-def _write_pictures(summaries, results, test, splits, final_step):
-    """The report's figures (mlp/figures.py) as images at `final_step`."""
-    summaries.image("test", "confusion_matrix",
-                    figures.confusion_image(np.asarray(results["confusion_matrix"])), final_step,
-                    "rows: true class, columns: predicted; counts in the cells")
-    summaries.image("test", "most_confident_mistakes",
-                    figures.mistakes_grid(splits.test_images, splits.test_labels,
-                                          test["predictions"].numpy(),
-                                          test["confidences"].numpy()), final_step,
-                    "each captioned true → predicted (confidence)")
-    summaries.image("test", "reliability_diagram",
-                    figures.reliability_image(np.exp(test["log_probabilities"].numpy()),
-                                              splits.test_labels), final_step,
-                    "accuracy against confidence in 15 bins; the diagonal is perfect calibration")
-    if results["corruption_accuracy"] is not None:
-        summaries.image("test", "corruption_accuracy",
-                        figures.corruption_image(results["corruption_accuracy"],
-                                                 results["test_accuracy"]), final_step,
-                        "test accuracy on each corrupted copy of the test images "
-                        "(mlp/corruptions.py)")
 
 
 def write_predictions(run_dir, test, splits):
