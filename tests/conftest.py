@@ -39,7 +39,7 @@ def write_dataset(directory, n_train=600, n_test=200, seed=0, compress=True):
 # Module fixtures that train a run or start processes for several tests. Under xdist each worker
 # would build its own copy; the tests sharing one go to one worker (--dist loadgroup), so it is
 # built once.
-SHARED_RUNS = {"uninterrupted_multi_worker", "exported_model", "finished_run", "uninterrupted",
+SHARED_RUNS = {"uninterrupted_multi_worker", "exported_model", "finished_run", "uninterrupted_run",
                "board", "benchmark_run"}
 
 

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,11 +40,23 @@ def _results(logdir, name):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
+def uninterrupted_run(data_dir, tmp_path_factory):
+    """The directory of a whole run of `_args`, for the tests to compare with or copy."""
     logdir = tmp_path_factory.mktemp("logs")
     done = run_module("improved", *_args(data_dir, logdir, "whole"))
     assert done.returncode == 0, done.stderr
-    return _results(logdir, "whole")
+    return logdir / "whole"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return _results(uninterrupted_run.parent, "whole")
+
+
+def _copy_run(run_dir, logdir, name):
+    """A copy of a finished run as `logdir/name`, as if it had been made there under that name."""
+    shutil.copytree(run_dir, logdir / name)
+    return logdir / name
 
 
 def _start(args):
@@ -126,25 +139,24 @@ def test_signal_saves_a_checkpoint_and_resume_continues_exactly(data_dir, tmp_pa
     assert _results(tmp_path, "stopped")["weights_digest"] == uninterrupted["weights_digest"]
 
 
-@pytest.mark.slow  # a whole run
-def test_resuming_a_finished_run_says_so(data_dir, tmp_path):
+@pytest.mark.slow  # the shared whole run
+def test_resuming_a_finished_run_says_so(data_dir, tmp_path, uninterrupted_run):
     args = _args(data_dir, tmp_path, "finished")
-    assert run_module("improved", *args).returncode == 0
+    _copy_run(uninterrupted_run, tmp_path, "finished")
     before = (tmp_path / "finished" / "results.json").read_text()
     again = run_module("improved", *args, "--resume")
     assert again.returncode == 0 and "already finished" in again.stdout
     assert (tmp_path / "finished" / "results.json").read_text() == before
 
 
-def _unfinished_run(args, run_dir):
-    """A run with checkpoints and no results.json, as a killed run leaves it."""
-    assert run_module("improved", *args).returncode == 0
+def _unfinished_run(run_dir):
+    """`run_dir` as a run killed after its last checkpoint leaves it: no results.json."""
     (run_dir / "results.json").unlink()
 
 
-@pytest.mark.slow  # a whole run
-def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
-    _unfinished_run(_args(data_dir, tmp_path, "bare"), tmp_path / "bare")
+@pytest.mark.slow  # the shared whole run
+def test_resume_without_flags_takes_the_saved_config(tmp_path, uninterrupted_run):
+    _unfinished_run(_copy_run(uninterrupted_run, tmp_path, "bare"))
     resumed = run_module("improved", "--logdir", tmp_path, "--run-name", "bare", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert _results(tmp_path, "bare")["experiment_config"]["epochs"] == EPOCHS
@@ -154,7 +166,9 @@ def test_resume_without_flags_takes_the_saved_config(data_dir, tmp_path):
 def test_a_run_saved_before_the_added_settings_resumes(data_dir, tmp_path):
     from tests.test_config import FIRST_FORMAT
 
-    _unfinished_run(_args(data_dir, tmp_path, "old", "--kernels", "tensorflow"), tmp_path / "old")
+    assert run_module("improved", *_args(data_dir, tmp_path, "old", "--kernels", "tensorflow")
+                      ).returncode == 0
+    _unfinished_run(tmp_path / "old")
     saved = tmp_path / "old" / "config.json"
     saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items()
                                  if k in FIRST_FORMAT}))
@@ -163,10 +177,10 @@ def test_a_run_saved_before_the_added_settings_resumes(data_dir, tmp_path):
     assert _results(tmp_path, "old")["experiment_config"]["kernels"] == "tensorflow"
 
 
-@pytest.mark.slow  # a whole run
-def test_resume_refuses_a_config_that_changes_results(data_dir, tmp_path):
+@pytest.mark.slow  # the shared whole run
+def test_resume_refuses_a_config_that_changes_results(data_dir, tmp_path, uninterrupted_run):
     args = _args(data_dir, tmp_path, "mismatch")
-    _unfinished_run(args, tmp_path / "mismatch")
+    _unfinished_run(_copy_run(uninterrupted_run, tmp_path, "mismatch"))
     refused = run_module("improved", *args, "--resume", "--learning-rate", "0.5")
     assert refused.returncode == 2
     assert "--learning-rate 0.5 (saved: 0.001)" in refused.stderr
