@@ -105,5 +105,11 @@ def _peer_line(error):
 
 
 def _first_line(error):
+    """The first line of an error's message that says what went wrong. An error raised inside a
+    tf.function opens with "Graph execution error:" and where the failing op was defined; its
+    cause comes after them."""
     message = getattr(error, "message", None) or str(error)
-    return message.splitlines()[0] if message else repr(error)
+    lines = [line.strip() for line in message.splitlines()]
+    causes = [line for line in lines if line and line != "Graph execution error:"
+              and not line.startswith(("Detected at node", "File ", "[["))]
+    return (causes or lines or [repr(error)])[0]

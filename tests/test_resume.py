@@ -343,3 +343,20 @@ def test_an_error_that_is_not_about_files_is_not_reported_as_one(data_dir, tmp_p
     last = done.stderr.strip().splitlines()[-1]
     assert "failed: ResourceExhaustedError: OOM when allocating tensor" in last
     assert "cannot write" not in last and "--resume" in last
+
+
+def test_an_error_inside_a_tf_function_is_reported_by_its_cause(data_dir, tmp_path, monkeypatch):
+    from mlp.training import Trainer
+
+    @tf.function(input_signature=[tf.TensorSpec([None])])
+    def out_of_range(values):
+        return tf.gather(values, [5])
+
+    def failing_step(self, iterator, steps):  # a real error of a running graph
+        return out_of_range(tf.zeros([2]))
+
+    monkeypatch.setattr(Trainer, "train_loop", failing_step)
+    done = run_module("improved", *_args(data_dir, tmp_path, "graph"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "failed: InvalidArgumentError: indices[0] = 5 is not in [0, 2)" in last, last
