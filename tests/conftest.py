@@ -40,7 +40,7 @@ def write_dataset(directory, n_train=600, n_test=200, seed=0, compress=True):
 # would build its own copy; the tests sharing one go to one worker (--dist loadgroup), so it is
 # built once.
 SHARED_RUNS = {"uninterrupted_multi_worker", "exported_model", "finished_run", "uninterrupted_run",
-               "board", "benchmark_run"}
+               "board", "benchmark_run", "mirrored"}
 
 
 def pytest_itemcollected(item):  # as each test is collected, before xdist reads the groups
@@ -78,7 +78,7 @@ def run_module(module, *args, timeout=300, env=None, **kwargs):
     stderr with exit code 1, as the process would show it."""
     args = [str(arg) for arg in args]
     if env is None and not kwargs and not _needs_its_own_process(args):
-        return _run_in_process(module, args)
+        return run_in_process(module, args)
     return run_process(module, *args, timeout=timeout, env=env, **kwargs)
 
 
@@ -111,7 +111,7 @@ def _entry(module):
     return program.main
 
 
-def _run_in_process(module, args):
+def run_in_process(module, args):
     import contextlib
     import io
     import traceback

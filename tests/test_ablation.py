@@ -8,7 +8,7 @@ from experiments.ablation import FULL, markdown, summarize
 from tests.conftest import run_module
 
 FLAGS = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size", "100",
-         "--train-subset", "400", "--variants", FULL, "no dropout", "baseline"]
+         "--train-subset", "400", "--variants", FULL, "baseline"]
 
 
 def test_summary_means_stds_and_sorting():
@@ -50,14 +50,14 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     assert first.returncode == 0, first.stderr
     study = tmp_path / "ablation-improved-quick-n400"
     report = json.loads((study / "ablation.json").read_text())
-    assert {row["variant"] for row in report["rows"]} == {FULL, "no dropout", "baseline"}
+    assert {row["variant"] for row in report["rows"]} == {FULL, "baseline"}
     assert all(row["seeds"] == [0, 1] for row in report["rows"])
     table, measures = (study / "ablation.md").read_text().split("Beyond accuracy")
-    assert table.count("\n| ") == 4  # header + 3 variants
+    assert table.count("\n| ") == 3  # header + 2 variants
     # The measures beyond accuracy, a row per variant, each with every measure.
     rows = [line for line in measures.splitlines() if line.startswith("| ") and "—" not in line]
-    assert len(rows) == 4 and "ECE (scaled)" in rows[0]
-    assert first.stdout.count("training in") == 6
+    assert len(rows) == 3 and "ECE (scaled)" in rows[0]
+    assert first.stdout.count("training in") == 4
 
     # Every run is a normal run directory with its hparams and results.
     for run in study.glob("*-seed*"):
@@ -67,7 +67,7 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     (study / "baseline-seed1" / "results.json").unlink()
     second = run_module("ablation", *args)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("finished before, skipped") == 5
+    assert second.stdout.count("finished before, skipped") == 3
     assert "baseline, seed 1: resuming" in second.stdout
     again = json.loads((study / "ablation.json").read_text())
     assert again["rows"] == report["rows"]  # the resumed run finished with the same numbers

@@ -111,19 +111,38 @@ def test_multi_worker_without_tf_config_or_run_name_exits_2_in_one_line(small_da
         assert complaint in done.stderr and "Traceback" not in done.stderr
 
 
-def _mirrored_steps(data_dir):
+# The command lines of mirrored runs (on 2 logical CPU devices) that the mirrored process runs
+# after its steps: best's machinery (bfloat16, cosine with warm-up, augmentation, test-time
+# views, smoothing, mixup, cutmix), and float16's loss scaling with several steps per call and
+# synchronized batch norm.
+MIRRORED_COMMANDS = [
+    ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "0.5",
+     "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--test-time-shifts", "1",
+     "--label-smoothing", "0.1", "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"],
+    ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]]
+
+
+@pytest.fixture(scope="module")
+def mirrored(small_data, tmp_path_factory):
+    """One process with 2 logical CPU devices (tests/scripts/mirrored_step.py): 3 steps on one
+    device and mirrored, compared; then each of MIRRORED_COMMANDS as `--run-name m<i>` under the
+    returned logdir. Returns (its JSON report, logdir)."""
+    logdir = tmp_path_factory.mktemp("mirrored")
+    commands = [["--strategy", "mirrored", "--cpu-devices", "2", "--data-dir", str(small_data),
+                 "--logdir", str(logdir), "--run-name", f"m{i}", "--epochs", "2",
+                 *SMALL_RUN_FLAGS, *flags] for i, flags in enumerate(MIRRORED_COMMANDS)]
     done = subprocess.run([sys.executable, str(REPO / "tests" / "scripts" / "mirrored_step.py"),
-                           str(data_dir), "3"],
+                           str(small_data), "3", *map(json.dumps, commands)],
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=WORKER_TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), logdir
 
 
 @pytest.mark.slow
-def test_mirrored_with_synchronized_batch_norm_equals_one_device_with_a_teacher_too(small_data):
+def test_mirrored_with_synchronized_batch_norm_equals_one_device_with_a_teacher_too(mirrored):
     # 3 steps of the same global batches (augmented, L2 on, dropout off) from the same weights.
-    both = _mirrored_steps(small_data)
+    both, _ = mirrored
     result = both["sync"]
     assert result["replicas"] == 2
     assert result["max_weight_difference"] < 1e-4  # weights and moving statistics
@@ -140,22 +159,16 @@ def test_mirrored_with_synchronized_batch_norm_equals_one_device_with_a_teacher_
     assert both["teacher_effect"] > 100 * taught["max_weight_difference"]
 
 
-@pytest.mark.parametrize("flags", [
-    # best's machinery: bfloat16, cosine with warm-up, augmentation, test-time views
-    ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "0.5",
-     "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--test-time-shifts", "1",
-     "--label-smoothing", "0.1", "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"],
-    ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]])
+@pytest.mark.parametrize("index", range(len(MIRRORED_COMMANDS)))
 @pytest.mark.slow
-def test_mirrored_runs_every_ingredient_through_the_command_line(small_data, tmp_path, flags):
-    done = run_module("improved", "--strategy", "mirrored", "--cpu-devices", "2",
-                          "--data-dir", small_data, "--logdir", tmp_path, "--run-name", "m",
-                          "--epochs", "2", *SMALL_RUN_FLAGS, *flags)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "m" / "results.json").read_text())
+def test_mirrored_runs_every_ingredient_through_the_command_line(mirrored, index):
+    report, logdir = mirrored
+    done = report["commands"][index]
+    assert done["returncode"] == 0, done["stderr"][-3000:]
+    results = json.loads((logdir / f"m{index}" / "results.json").read_text())
     assert (results["strategy"], results["replicas"], results["workers"]) == ("mirrored", 2, 1)
     assert results["test_accuracy"] > 0.5  # learnable data; chance is 0.1
-    assert "mirrored x2" in done.stdout
+    assert "mirrored x2" in done["stdout"]
 
 
 # -- multi-worker: real processes on 127.0.0.1 ----------------------------------------------------
@@ -234,7 +247,7 @@ def _digest(stdout):
 
 # Batch 8: about 60 steps an epoch, each with several collectives, so a resource held per
 # collective (a thread, say) shows within seconds.
-MULTI_WORKER_FLAGS = ["--epochs", 3, "--seed", 3, "--deterministic", "--heartbeat-timeout", 3,
+MULTI_WORKER_FLAGS = ["--epochs", 2, "--seed", 3, "--deterministic", "--heartbeat-timeout", 3,
                       *SMALL_RUN_FLAGS, "--batch-size", 8]
 # A one-device run holds about 16 threads and a worker about 130 whatever its length; with a
 # thread per collective, these runs' workers held thousands.

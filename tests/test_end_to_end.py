@@ -181,7 +181,7 @@ def test_tools_report_missing_data_in_one_line(tool, tmp_path):
 
 @pytest.fixture(scope="module")
 def benchmark_run(tmp_path_factory):
-    """One benchmark of improved's widths with the breakdown, on 5,000 real training images (the
+    """One benchmark of improved's widths with the breakdown, on 2,000 real training images (the
     figures are not the point here; what is timed and how it is reported is). Best's widths are
     another setting of the same loop: a table of their own, left out to keep the test short."""
     if not REAL_DATA.is_dir():
@@ -190,7 +190,7 @@ def benchmark_run(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("benchmark")
     done = run_module("benchmark", "--repeats", "1", "--skip-keras", "--precisions",
                           "float32", "--batch-sizes", "512", "--widths", "improved",
-                          "--breakdown", "--train-subset", "5000", "--data-dir", REAL_DATA,
+                          "--breakdown", "--train-subset", "2000", "--data-dir", REAL_DATA,
                           "--logdir", logdir)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(next(logdir.glob("benchmark-*/benchmark.json")).read_text())
@@ -200,7 +200,7 @@ def benchmark_run(tmp_path_factory):
 @pytest.mark.slow
 def test_benchmark_prints_the_floor_and_every_ratio_to_it(benchmark_run):
     done, report = benchmark_run
-    assert report["examples"] == 5000
+    assert report["examples"] == 2000
     rows = {(row["widths"], row["what"]): row for row in report["rows"]}
     floor = rows["improved", "floor: matrix products + one Adam pass"]["median_epoch_seconds"]
     fused_floor = rows["improved", "floor with the fused Adam kernel"]["median_epoch_seconds"]

@@ -2,9 +2,11 @@
 before TensorFlow starts): the same training steps and evaluation on one device and under
 MirroredStrategy over 2 logical CPU devices, from the same initial weights and global batches,
 with batch norm synchronized across the replicas and with each replica's own statistics, and
-synchronized with a CNN teacher (distillation). Prints one JSON line: {"sync": differences,
-"local": differences, "teacher": differences, "teacher_effect": the largest weight difference
-the teacher makes on one device}."""
+synchronized with a CNN teacher (distillation). Then, in the same process (its start-up is most
+of a small run's time), each further argument's command line of `python -m experiments.improved`
+(a JSON list), as the command line runs it. Prints one JSON line: {"sync": differences, "local":
+differences, "teacher": differences, "teacher_effect": the largest weight difference the teacher
+makes on one device, "commands": [{"returncode", "stdout", "stderr"} of each command line]}."""
 
 import dataclasses
 import json
@@ -24,8 +26,9 @@ import tensorflow as tf  # noqa: E402
 from mlp.build import build  # noqa: E402
 from mlp.run import train_and_evaluate  # noqa: E402
 from mlp.run_directory import save_config  # noqa: E402
+from tests.conftest import run_in_process  # noqa: E402
 
-data_dir, steps = sys.argv[1], int(sys.argv[2])
+data_dir, steps, commands = sys.argv[1], int(sys.argv[2]), [json.loads(a) for a in sys.argv[3:]]
 config = Config(hidden_sizes=(32, 16), dropout=0.0, batch_size=64, validation_size=100,
                 verify_checksums=False, histograms=False, l2=1e-3,
                 lr_schedule="constant", augment_shift=1, augment_flip=True, data_dir=data_dir)
@@ -72,9 +75,16 @@ train_and_evaluate(teacher_config, teacher_dir, splits=splits, out=sys.stderr)
 one_device = train(None)
 strategy = make_strategy("mirrored")
 taught = train(None, teacher=str(teacher_dir))
-print(json.dumps({"sync": differences(one_device, train(strategy, sync=True)),
-                  "local": differences(one_device, train(strategy, sync=False)),
-                  "teacher": differences(taught, train(strategy, sync=True,
-                                                       teacher=str(teacher_dir))),
-                  "teacher_effect": max(float(np.max(np.abs(a - b)))
-                                        for a, b in zip(one_device[0], taught[0]))}))
+report = {"sync": differences(one_device, train(strategy, sync=True)),
+          "local": differences(one_device, train(strategy, sync=False)),
+          "teacher": differences(taught, train(strategy, sync=True, teacher=str(teacher_dir))),
+          "teacher_effect": max(float(np.max(np.abs(a - b)))
+                                for a, b in zip(one_device[0], taught[0]))}
+report["commands"] = []
+for argv in commands:
+    # Each MirroredStrategy numbers its collectives from the class's key base, so a second one
+    # in a process would reuse the first one's keys with other shapes; TensorFlow's own tests
+    # move the base for each (a run in a process of its own needs nothing of the kind).
+    tf.distribute.MirroredStrategy._collective_key_base += 100000
+    report["commands"].append(vars(run_in_process("improved", argv)))
+print(json.dumps(report))
