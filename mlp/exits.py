@@ -110,6 +110,7 @@ def _first_line(error):
     cause comes after them."""
     message = getattr(error, "message", None) or str(error)
     lines = [line.strip() for line in message.splitlines()]
-    causes = [line for line in lines if line and line != "Graph execution error:"
-              and not line.startswith(("Detected at node", "File ", "[["))]
-    return (causes or lines or [repr(error)])[0]
+    if lines[:1] == ["Graph execution error:"]:
+        lines = [line for line in lines[1:]
+                 if line and not line.startswith(("Detected at node", "File ", "[["))] or lines
+    return (lines or [repr(error)])[0]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,8 +167,8 @@ def test_resume_without_flags_takes_the_saved_config(tmp_path, uninterrupted_run
 def test_a_run_saved_before_the_added_settings_resumes(data_dir, tmp_path):
     from tests.test_config import FIRST_FORMAT
 
-    assert run_module("improved", *_args(data_dir, tmp_path, "old", "--kernels", "tensorflow")
-                      ).returncode == 0
+    done = run_module("improved", *_args(data_dir, tmp_path, "old", "--kernels", "tensorflow"))
+    assert done.returncode == 0, done.stderr
     _unfinished_run(tmp_path / "old")
     saved = tmp_path / "old" / "config.json"
     saved.write_text(json.dumps({k: v for k, v in json.loads(saved.read_text()).items()
@@ -360,3 +361,12 @@ def test_an_error_inside_a_tf_function_is_reported_by_its_cause(data_dir, tmp_pa
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "failed: InvalidArgumentError: indices[0] = 5 is not in [0, 2)" in last, last
+
+
+def test_only_a_graph_errors_opening_lines_are_passed_over():
+    from mlp.exits import from_tensorflow_error
+
+    error = tf.errors.UnimplementedError(
+        None, None, "File system scheme 'gs' not implemented\n(file: gs://bucket/run)")
+    failed = from_tensorflow_error(error, False, Path("run"), "--resume")
+    assert "UnimplementedError: File system scheme 'gs' not implemented;" in str(failed)
