@@ -59,15 +59,20 @@ def add_study_arguments(parser):
     parser.add_argument("--no-sharpness", dest="sharpness", action="store_false",
                         help="leave out each run's sharpness measurement (a second or two per "
                              "run; measured by default in a study)")
+    parser.add_argument("--no-figures", dest="figures", action="store_false",
+                        help="leave out each run's pictures for TensorBoard (about a second per "
+                             "run; their tables and numbers are written either way)")
 
 
 def study_overrides(args, keys=("precision", "data_dir", "validation_size")):
-    """{config field: value} for each of `keys` given on the command line, and
-    --no-verify-checksums; and whether the runs measure their sharpness (--no-sharpness) and
+    """{config field: value} for each of `keys` given on the command line, --no-verify-checksums
+    and --no-figures; and whether the runs measure their sharpness (--no-sharpness) and
     corrupted accuracy (always)."""
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.no_verify_checksums:
         overrides["verify_checksums"] = False
+    if not args.figures:
+        overrides["figures"] = False
     # A study compares its runs' measures, sharpness among them (a run alone leaves it out).
     overrides["sharpness"] = args.sharpness
     overrides["corruptions"] = True

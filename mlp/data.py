@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlp.exits import DataError  # noqa: F401 (raised here, and read as data.DataError)
-from mlp.machine import cache_dir
+from mlp.machine import DEBIAN_DIR, cache_dir
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -41,7 +41,6 @@ FILES = {
                     "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_008),
 }
 EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 # HTTPS first; the dataset's own S3 website endpoint speaks plain HTTP only, so it comes last (every
 # file is checked against its SHA-256 whichever way it came).
 MIRRORS = (

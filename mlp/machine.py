@@ -1,10 +1,13 @@
 """Facts about this machine that several modules need: the CPU's model name (in cache keys and
-reports) and the cache directory (downloads, the kernel build, the precision probe). It imports
-nothing of the project, so every module may import it."""
+reports), the cache directory (downloads, the kernel build, the precision probe) and where
+Debian installs the dataset. It imports nothing of the project, nor TensorFlow, so every module
+may import it, and so may the test suite's controller, which runs no TensorFlow."""
 
 import os
 import platform
 from pathlib import Path
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 def cpu_model(cpuinfo="/proc/cpuinfo"):

@@ -8,10 +8,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mlp import data as data_lib  # noqa: E402
+from mlp.machine import DEBIAN_DIR  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_DATA = data_lib.DEBIAN_DIR
+REAL_DATA = DEBIAN_DIR
 
 
 def make_images(labels, rng):
@@ -24,6 +24,8 @@ def make_images(labels, rng):
 
 def write_dataset(directory, n_train=600, n_test=200, seed=0, compress=True):
     """Four small, consistent IDX files in `directory`, in the published file names."""
+    from mlp import data as data_lib  # here, not above: xdist's controller need not load TensorFlow
+
     rng = np.random.default_rng(seed)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

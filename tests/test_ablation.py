@@ -8,7 +8,7 @@ from experiments.ablation import FULL, markdown, summarize
 from tests.conftest import run_module
 
 FLAGS = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size", "100",
-         "--train-subset", "400", "--variants", FULL, "baseline"]
+         "--train-subset", "400", "--no-figures", "--variants", FULL, "baseline"]
 
 
 def test_summary_means_stds_and_sorting():
@@ -59,9 +59,11 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
     assert len(rows) == 3 and "ECE (scaled)" in rows[0]
     assert first.stdout.count("training in") == 4
 
-    # Every run is a normal run directory with its hparams and results.
+    # Every run is a normal run directory with its hparams and results; --no-figures reached
+    # each run's settings.
     for run in study.glob("*-seed*"):
         assert (run / "results.json").exists() and list(run.glob("events.out.tfevents.*"))
+        assert json.loads((run / "config.json").read_text())["figures"] is False
 
     # An interrupted run (checkpoints but no results) is resumed; finished ones are skipped.
     (study / "baseline-seed1" / "results.json").unlink()
@@ -74,8 +76,8 @@ def test_study_writes_tables_then_skips_and_resumes(small_data, tmp_path):
 
 
 SWEEP = ["--quick", "--seeds", "2", "--no-verify-checksums", "--validation-size", "100",
-         "--train-subset", "300", "--no-sharpness", "--variants", FULL, "no L2", "--study-name",
-         "sweep"]
+         "--train-subset", "300", "--no-sharpness", "--no-figures", "--variants", FULL, "no L2",
+         "--study-name", "sweep"]
 
 
 @pytest.mark.slow
@@ -172,7 +174,7 @@ def test_the_best_study_compares_like_with_like(small_data, tmp_path):
                           tmp_path, "--quick", "--seeds", "1", "--no-verify-checksums",
                           "--validation-size", "100", "--train-subset", "200",
                           "--variants", FULL, "no augmentation (flip, shift)", "--precision",
-                          "float32")
+                          "float32", "--no-figures")
     assert done.returncode == 0, done.stderr
     report = json.loads(next(tmp_path.glob("ablation-best*/ablation.json")).read_text())
     rows = {row["variant"]: row for row in report["rows"]}

@@ -47,7 +47,7 @@ def test_the_power_law_fit_recovers_known_parameters(reducible_at_1000, b, c):
 
 STUDY = ["--no-verify-checksums", "--validation-size", "100", "--sizes", "100", "200", "400",
          "--seeds", "1", "--epochs", "1", "--recipes", "baseline", "improved",
-         "--study-name", "curves", "--no-sharpness"]
+         "--study-name", "curves", "--no-sharpness", "--no-figures"]
 
 
 @pytest.mark.slow  # six runs

@@ -46,7 +46,8 @@ def test_the_recipe_stops_by_a_fixed_budget():
 def test_speedrun_trains_each_seed_times_keras_and_continues_by_name(small_data, tmp_path):
     args = ["--seeds", "2", "--data-dir", small_data, "--no-verify-checksums",
             "--validation-size", "100", "--logdir", tmp_path, "--study-name", "sr",
-            "--no-sharpness", "--precision", "float32", "--target", "0.5", "--keras-target", "0.3"]
+            "--no-sharpness", "--no-figures", "--precision", "float32", "--target", "0.5",
+            "--keras-target", "0.3"]
     first = run_module("speedrun", *args, "--keras-reference")
     assert first.returncode == 0, first.stderr
     study = tmp_path / "sr"

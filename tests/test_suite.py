@@ -1,9 +1,13 @@
 """The suite's own arrangement: the tests that share a module's trained run (conftest.SHARED_RUNS)
-are scheduled on one xdist worker, so each such run is built once, not once per worker."""
+are scheduled on one xdist worker, so each such run is built once, not once per worker; and
+xdist's controller, which loads conftest.py but runs no test, does not load TensorFlow."""
+
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import SHARED_RUNS
+from tests.conftest import REPO, SHARED_RUNS
 
 
 def test_tests_sharing_a_trained_run_carry_its_group(request):
@@ -18,3 +22,12 @@ def test_tests_sharing_a_trained_run_carry_its_group(request):
     for item in sharing:
         group = "_".join(sorted(SHARED_RUNS.intersection(item.fixturenames)))
         assert item.nodeid.endswith(f"@{group}"), item.nodeid
+
+
+def test_the_suites_conftest_loads_no_tensorflow():
+    # Loading it in xdist's controller delays every worker's start by TensorFlow's import.
+    program = "import sys, tests.conftest; print('tensorflow' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
