@@ -51,7 +51,6 @@ class Evaluator(tf.Module):
         return view_log_probabilities(self.model, images, self.test_time_flip,
                                       self.test_time_shifts)
 
-    @tf.autograph.experimental.do_not_convert  # Python control flow only, as Trainer._train_step
     def _replica_step(self, batch, single_view):
         images, labels = batch
         log_probs = self.log_probabilities(images, single_view)
@@ -60,7 +59,7 @@ class Evaluator(tf.Module):
         confusion = tf.math.confusion_matrix(labels, predicted, NUM_CLASSES, dtype=tf.int64)
         return loss_sum, confusion, predicted, tf.exp(tf.reduce_max(log_probs, 1)), log_probs
 
-    @tf.function
+    @tf.function(autograph=False)  # its loop is the dataset's reduce, as Trainer.train_loop's
     def evaluate(self, dataset, single_view=False):
         """Over `dataset` of (images, labels) batches: "loss" (mean data loss), "loss_with_l2",
         "accuracy", "confusion" (rows: true class), and each example's "predictions",
@@ -68,23 +67,22 @@ class Evaluator(tf.Module):
         Python bool) evaluates the plain images alone, without the other test-time views."""
         strategy = self.strategy
         total = lambda value: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-        loss_sum = tf.constant(0.0, tf.float64)
-        confusion = tf.zeros([NUM_CLASSES, NUM_CLASSES], tf.int64)
-        predictions = tf.TensorArray(tf.int32, size=0, dynamic_size=True, infer_shape=False)
-        confidences = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False)
-        log_probabilities = tf.TensorArray(tf.float32, size=0, dynamic_size=True,
-                                           infer_shape=False)
-        index = 0
-        for batch in dataset:
+        rows = lambda dtype: tf.TensorArray(dtype, size=0, dynamic_size=True, infer_shape=False)
+
+        def add_batch(state, batch):
+            index, loss_sum, confusion, predictions, confidences, log_probabilities = state
             parts = strategy.run(lambda b: self._replica_step(b, single_view), args=(batch,))
-            loss_sum += total(parts[0])
-            confusion += total(parts[1])
             # The replicas hold consecutive rows of the batch: gathered in replica order they
             # are the batch's rows in order.
-            predictions = predictions.write(index, strategy.gather(parts[2], axis=0))
-            confidences = confidences.write(index, strategy.gather(parts[3], axis=0))
-            log_probabilities = log_probabilities.write(index, strategy.gather(parts[4], axis=0))
-            index += 1
+            return (index + 1, loss_sum + total(parts[0]), confusion + total(parts[1]),
+                    predictions.write(index, strategy.gather(parts[2], axis=0)),
+                    confidences.write(index, strategy.gather(parts[3], axis=0)),
+                    log_probabilities.write(index, strategy.gather(parts[4], axis=0)))
+
+        _, loss_sum, confusion, predictions, confidences, log_probabilities = dataset.reduce(
+            (tf.constant(0, tf.int32), tf.constant(0.0, tf.float64),
+             tf.zeros([NUM_CLASSES, NUM_CLASSES], tf.int64), rows(tf.int32), rows(tf.float32),
+             rows(tf.float32)), add_batch)
         examples = tf.cast(tf.reduce_sum(confusion), tf.float64)
         loss = loss_sum / examples
         penalty = tf.cast(self.l2_term.value(), tf.float64)

@@ -107,10 +107,6 @@ class Trainer(tf.Module):
         return ((1.0 - self.teacher_weight) * loss
                 + self.teacher_weight * temperature ** 2 * divergence)
 
-    # Its control flow is Python's (settings, lists of variables), so AutoGraph need not rewrite
-    # it nor the model, loss and optimizer it calls: that rewriting took seconds of every
-    # process's start.
-    @tf.autograph.experimental.do_not_convert
     def _train_step(self, batch):
         """One replica's step on its part of the global batch: (images, labels) on one replica,
         (images, labels, global batch size) on several. Returns its float64 sums (TRAIN_SUMS)."""
@@ -169,7 +165,6 @@ class Trainer(tf.Module):
             variable.assign(weight)
         return gradients
 
-    @tf.autograph.experimental.do_not_convert
     def _update_averages(self):
         # Early on the average forgets faster, so it is not dominated by the initial weights.
         step = tf.cast(self.step, tf.float32)
@@ -177,7 +172,10 @@ class Trainer(tf.Module):
         for average, variable in zip(self.ema_variables, self.model.variables):
             average.assign(decay * average + (1.0 - decay) * variable)
 
-    @tf.function
+    # The loop is the graph's while loop written out, not left to AutoGraph: its rewriting of
+    # the loop (and of the step, model, loss and optimizer, whose control flow is all Python's)
+    # took from half a second to seconds of every process's start.
+    @tf.function(autograph=False)
     def train_loop(self, iterator, num_steps):
         """Run up to `num_steps` optimizer steps on batches from `iterator` (a distributed
         iterator under several replicas), in one graph call.
@@ -185,9 +183,7 @@ class Trainer(tf.Module):
         Stops early at a step whose loss is not finite, recording it in `nonfinite_step`.
         Returns the number of steps run.
         """
-        sums = tf.zeros([len(TRAIN_SUMS)], tf.float64)
-        done = tf.constant(0, tf.int32)
-        for _ in tf.range(num_steps):
+        def step(done, sums, finite):
             batch = next(iterator)
             if self.schedule is not None:
                 self.optimizer.learning_rate.assign(self.schedule(self.step))
@@ -197,11 +193,15 @@ class Trainer(tf.Module):
             if self.ema_variables:
                 self._update_averages()
             self.step.assign_add(1)
-            done += 1
-            if not tf.math.is_finite(step_sums[0]):
-                self.nonfinite_step.assign(self.step - 1)
-                break
-            sums += step_sums
+            finite = tf.math.is_finite(step_sums[0])
+            # A step whose loss is not finite is the last of the call, its sums left out.
+            self.nonfinite_step.assign(tf.where(finite, self.nonfinite_step, self.step - 1))
+            return done + 1, tf.where(finite, sums + step_sums, sums), finite
+
+        done, sums, _ = tf.while_loop(
+            lambda done, sums, finite: finite & (done < num_steps), step,
+            (tf.constant(0, tf.int32), tf.zeros([len(TRAIN_SUMS)], tf.float64),
+             tf.constant(True)))
         # The L2 term, reported with the weights at the end of this call for every example of it
         # (one pass over the kernels per call, not per step).
         penalty = tf.cast(self.l2_term.value(), tf.float64) * sums[4]
