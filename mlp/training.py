@@ -183,7 +183,7 @@ class Trainer(tf.Module):
         Stops early at a step whose loss is not finite, recording it in `nonfinite_step`.
         Returns the number of steps run.
         """
-        def step(done, sums, finite):
+        def step(done, sums, _):
             batch = next(iterator)
             if self.schedule is not None:
                 self.optimizer.learning_rate.assign(self.schedule(self.step))
