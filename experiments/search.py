@@ -22,6 +22,8 @@ what it does: it resumes the stale trial's run from its last checkpoint where th
 is in its --logdir and no process holds it; otherwise (a separate logdir, or a frozen process
 that still holds the run) it trains from scratch in its own directory. A frozen process that
 wakes up stops its trial, which is no longer its own, with one line, and goes on with the next.
+On PostgreSQL a process frozen in the middle of a write holds no one up: the server ends a
+transaction idle for longer than --grace-period.
 SIGINT/SIGTERM stop the current trial at a safe point (exit 130 / 143); the same command
 continues it. A trial whose loss diverges is recorded as failed, with its reason, and the study
 goes on.
@@ -285,7 +287,7 @@ def open_storage(url, args):
                 return Storage(url, heartbeat_interval=args.heartbeat_interval,
                                grace_period=args.grace_period,
                                heartbeat_stale_trial_callback=retry,
-                               engine_kwargs=_engine_kwargs(url))
+                               engine_kwargs=_engine_kwargs(url, args.grace_period))
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
                 # Another process created the tables at the same moment: they exist now. Any
                 # other error of these kinds (a bad connection option, say) is the URL's.
@@ -322,12 +324,22 @@ def _first_line(error):
     return lines[0] if lines else type(error).__name__
 
 
-def _engine_kwargs(url):
+def _engine_kwargs(url, grace_period):
     if url.startswith("sqlite"):
         # Several processes on one SQLite file wait for each other's writes.
         return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}} if url.startswith(
-        "postgresql") else {}
+    if not url.startswith("postgresql"):
+        return {}
+    # A process stopped between a write and its commit (a suspended machine) holds its trial's
+    # row locked, and the process that fails that trial as stale would wait for it forever: the
+    # server ends such a transaction once it has been idle for the grace period.
+    from sqlalchemy.engine import make_url
+
+    given = make_url(url).query.get("options", ())  # a tuple where the URL repeats it
+    given = " ".join([given] if isinstance(given, str) else given)
+    idle = f"-c idle_in_transaction_session_timeout={grace_period * 1000}"
+    return {"pool_pre_ping": True,
+            "connect_args": {"connect_timeout": 10, "options": f"{given} {idle}".strip()}}
 
 
 # user:password@ in a URL's authority, whether or not SQLAlchemy can parse the rest.

@@ -466,6 +466,81 @@ def test_a_worker_frozen_past_the_grace_period_stops_its_trial_cleanly_and_none_
     assert not (tmp_path / "frozen" / "trial-0000" / "results.json").exists()
 
 
+# A worker's report of an epoch, stopped (SIGSTOP) between its INSERT and the commit: the
+# INSERT's foreign-key check holds a lock on the trial's row until then. It prints what its report
+# raised once it is woken.
+_STOPPED_MID_WRITE = """
+import os, signal, sys
+from types import SimpleNamespace
+import optuna, sqlalchemy
+from experiments.search import open_storage
+from mlp.actions.report_to_trial import ReportToTrialAction
+args = SimpleNamespace(max_retries=1, heartbeat_interval=1, grace_period=2)
+storage = open_storage(sys.argv[1], args)
+trial = optuna.create_study(study_name="mid-write", storage=storage).ask()
+storage.record_heartbeat(trial._trial_id)
+
+@sqlalchemy.event.listens_for(storage.engine, "after_cursor_execute")
+def stop(connection, cursor, statement, *rest):
+    if statement.startswith("INSERT INTO trial_intermediate_values"):
+        print("stopping", flush=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+try:
+    ReportToTrialAction(trial).end_of_epoch(0, {"val_accuracy": 0.5})
+    print("reported", flush=True)
+except Exception as e:
+    print(type(e).__name__, flush=True)
+"""
+
+# Another worker finds that trial stale and fails it, as a search does before its next trial.
+_FAIL_STALE = """
+import sys
+from types import SimpleNamespace
+import optuna
+from experiments.search import open_storage
+args = SimpleNamespace(max_retries=1, heartbeat_interval=1, grace_period=2)
+study = optuna.load_study(study_name="mid-write", storage=open_storage(sys.argv[1], args))
+optuna.storages.fail_stale_trials(study)
+print([t.state.name for t in study.get_trials()])
+"""
+
+
+@pytest.mark.slow  # a database server and two processes
+def test_a_worker_stopped_in_the_middle_of_a_write_holds_no_other_worker_up(postgres):
+    # The database ends a transaction left open for longer than the grace period, so the lock of
+    # a frozen worker (a suspended machine) is released; woken, that worker finds its trial
+    # taken over, as it does when it was frozen between two writes.
+    stopped = subprocess.Popen([sys.executable, "-c", _STOPPED_MID_WRITE, postgres], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert stopped.stdout.readline() == "stopping\n", stopped.communicate()
+        time.sleep(2 + 1)  # past the grace period
+        other = subprocess.run([sys.executable, "-c", _FAIL_STALE, postgres], cwd=REPO,
+                               capture_output=True, text=True, timeout=30)
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+    out, err = stopped.communicate(timeout=30)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.split("\n")[-2:] == ["['FAIL', 'WAITING']", ""], other.stdout
+    assert out == "TrialTakenOver\n", (out, err)
+
+
+def test_the_idle_transaction_limit_keeps_the_urls_own_connection_options(postgres):
+    from types import SimpleNamespace
+
+    import sqlalchemy
+
+    from experiments.search import open_storage
+
+    args = SimpleNamespace(max_retries=1, heartbeat_interval=1, grace_period=7)
+    storage = open_storage(f"{postgres}&options=-c%20statement_timeout%3D5000", args)
+    with storage.engine.connect() as connection:
+        shown = [connection.execute(sqlalchemy.text(f"show {name}")).scalar()
+                 for name in ("statement_timeout", "idle_in_transaction_session_timeout")]
+    assert shown == ["5s", "7s"]
+
+
 def test_the_test_database_listens_only_on_a_private_socket(postgres):
     import psycopg
 

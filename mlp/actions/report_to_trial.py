@@ -30,10 +30,16 @@ class ReportToTrialAction:
         self.trial = trial
 
     def end_of_epoch(self, epoch, record):
-        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 
         try:
-            self.trial.report(record["val_accuracy"], epoch + 1)
+            try:
+                self.trial.report(record["val_accuracy"], epoch + 1)
+            except StorageInternalError:
+                # A write the database did not finish, most likely because it ended the
+                # connection of a process stopped mid-write past the grace period: once more, on
+                # a new connection (where a trial since taken over is refused, as below).
+                self.trial.report(record["val_accuracy"], epoch + 1)
         except UpdateFinishedTrialError:
             raise TrialTakenOver(epoch + 1) from None
         if self.trial.should_prune():
