@@ -524,6 +524,7 @@ def test_a_worker_stopped_in_the_middle_of_a_write_holds_no_other_worker_up(post
     assert other.returncode == 0, other.stderr
     assert other.stdout.split("\n")[-2:] == ["['FAIL', 'WAITING']", ""], other.stdout
     assert out == "TrialTakenOver\n", (out, err)
+    assert "Traceback" not in err and "Error" not in err, err
 
 
 def test_the_idle_transaction_limit_keeps_the_urls_own_connection_options(postgres):
