@@ -8,10 +8,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from mlp.machine import DEBIAN_DIR  # noqa: E402
+from mlp.machine import DEBIAN_DIR as REAL_DATA  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-REAL_DATA = DEBIAN_DIR
 
 
 def make_images(labels, rng):
