@@ -21,6 +21,8 @@ images, mlp/significance.py). A figure edited by hand is put back, and --check
     python -m experiments.results --check          # exit 1 if any is not what the records give
     python -m experiments.results collect NAME --command CMD STUDY_DIR   # an ablation's runs
     python -m experiments.results collect NAME --add ...   # add runs trained in another session
+    python -m experiments.results collect NAME --compare-with RECORD GROUP ...  # with the same
+                                                   # seeds of another record's group beside them
     python -m experiments.results collect NAME --command CMD --group LABEL RUN_DIR ... \
         [--group LABEL RUN_DIR ...]                # runs by group, in as many groups as given
 """
@@ -115,15 +117,20 @@ def provenance(command, commit, note=None):
 SOURCE_KEYS = ("commit", "date", "machine")
 
 
-def collect(name, command, commit, groups, records_dir=RECORDS, note=None, add=False):
+def collect(name, command, commit, groups, records_dir=RECORDS, note=None, add=False,
+            compare_with=None):
     """Write records_dir/NAME.json from [(group, [run dir, ...])]. With `add`, the record's
     runs of other (group, seed) pairs stay, each keeping the commit, date and machine it was
-    trained with, so a study trained over several sessions or machines is one record."""
+    trained with, so a study trained over several sessions or machines is one record.
+    `compare_with` (record name, group) puts that group's runs of the same seeds first, each
+    with its own source: what a `changes` table of this record compares the new runs with."""
     from mlp.io import atomic_write_json
 
     runs = [run_record(run_dir, group) for group, run_dirs in groups for run_dir in run_dirs]
     if not runs:
         raise RecordError("no finished runs to record")
+    if compare_with:
+        runs = same_seeds(*compare_with, {run["seed"] for run in runs}, records_dir) + runs
     record = {"name": name, **provenance(command, commit, note), "runs": runs}
     path = records_dir / f"{name}.json"
     if add and path.is_file():
@@ -148,6 +155,17 @@ def merged(old, new):
     note = new.get("note") or old.get("note")
     return {**{key: value for key, value in new.items() if key != "note"},
             **({"note": note} if note else {}), "runs": runs}
+
+
+def same_seeds(name, group, seeds, records_dir=RECORDS):
+    """The runs of `group` in record `name` whose seeds are among `seeds`, each with its source."""
+    other = load_record(name, records_dir)
+    runs = [{"source": run_source(other, run), **run} for run in select(other, [group])[group]
+            if run["seed"] in seeds]
+    if not runs:
+        raise RecordError(f"{name}: group {group!r} has no run of seed "
+                          f"{', '.join(map(str, sorted(seeds)))} to compare with")
+    return runs
 
 
 def run_source(record, run):
@@ -386,6 +404,10 @@ def _collect(argv):
                         help="keep the record's other runs (each with its own commit, date and "
                              "machine) and add these, replacing any of the same group and seed: "
                              "for a study trained in several sessions or on several machines")
+    parser.add_argument("--compare-with", nargs=2, metavar=("RECORD", "GROUP"),
+                        help="also record GROUP's runs of the same seeds from "
+                             "docs/records/RECORD.json, each with its own commit, date and "
+                             "machine: the runs a `changes` table compares these with")
     args = parser.parse_args(argv)
     from mlp.config import is_plain_name
 
@@ -398,7 +420,7 @@ def _collect(argv):
     else:
         parser.error("give one ablation study directory, or groups: --group LABEL RUN_DIR ...")
     record = collect(args.name, args.command, args.commit, groups, RECORDS, note=args.note,
-                     add=args.add)
+                     add=args.add, compare_with=args.compare_with)
     print(f"recorded {len(record['runs'])} runs in {RECORDS / (args.name + '.json')}")
     return 0
 

@@ -96,6 +96,39 @@ def test_collect_takes_groups_of_run_directories_from_the_command_line(tmp_path,
     assert "give one ablation study directory, or groups" in error and error.count("\n") == 1
 
 
+def test_a_record_can_carry_another_records_runs_of_the_same_seeds(tmp_path, monkeypatch,
+                                                                  capsys):
+    rng = np.random.default_rng(3)
+    base = [rng.random(1001) < 0.8 for _ in range(3)]
+    taught = rng.random(1001) < 0.9
+    for seed in range(3):
+        _fake_run(tmp_path / f"a-seed{seed}", seed, base[seed])
+    _fake_run(tmp_path / "b-seed1", 1, taught)
+    monkeypatch.setattr(results, "RECORDS", tmp_path / "records")
+    results.collect("base", "python -m base", "1" * 40,
+                    [("a", [tmp_path / f"a-seed{seed}" for seed in range(3)])], results.RECORDS)
+    assert results.main(["collect", "toy", "--command", "python -m toy", "--commit", "2" * 40,
+                         "--group", "b", str(tmp_path / "b-seed1"),
+                         "--compare-with", "base", "a"]) == 0
+    record = results.load_record("toy", results.RECORDS)
+    # Only the base record's run of seed 1 comes along, first, with the commit it was trained at.
+    assert [(run["group"], run["seed"]) for run in record["runs"]] == [("a", 1), ("b", 1)]
+    assert [run_source["commit"] for run_source in
+            (results.run_source(record, run) for run in record["runs"])] == ["1" * 12, "2" * 12]
+    assert np.array_equal(results.correct_of(record["runs"][0]), base[1])
+    changes = results.table("changes toy a", results.RECORDS)
+    assert f"| b | 1 | {100 * (taught.mean() - base[1].mean()):+.2f} pt |" in changes
+    # A group the other record lacks, or one without those seeds, is named in one line.
+    for group, seed in (("z", 1), ("a", 7)):
+        _fake_run(tmp_path / f"c-seed{seed}-{group}", seed, taught)
+        assert results.main(["collect", "toy", "--command", "python -m toy", "--group", "c",
+                             str(tmp_path / f"c-seed{seed}-{group}"),
+                             "--compare-with", "base", group]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "base" in error and repr(group) in error, error
+    assert results.load_record("toy", results.RECORDS) == record
+
+
 def test_the_measures_table_gives_each_measure_its_interval_over_seeds(tmp_path):
     rng = np.random.default_rng(3)
     gaps, eces, corrupted = [0.05, 0.07, 0.06], [0.02, 0.03, 0.025], [0.70, 0.66, 0.69]
