@@ -147,9 +147,9 @@ def merged(old, new):
         raise RecordError(f"docs/records/{old['name']}.json was trained by `{old['command']}`, "
                           f"not `{new['command']}`; collect these runs under another name")
     fresh = {(run["group"], run["seed"]) for run in new["runs"]}
-    kept = [{"source": run_source(old, run), **run} for run in old["runs"]
+    kept = [sourced(old, run) for run in old["runs"]
             if (run["group"], run["seed"]) not in fresh]
-    added = [{"source": run_source(new, run), **run} for run in new["runs"]]
+    added = [sourced(new, run) for run in new["runs"]]
     order = list(dict.fromkeys(run["group"] for run in kept + added))
     runs = sorted(kept + added, key=lambda run: (order.index(run["group"]), run["seed"]))
     note = new.get("note") or old.get("note")
@@ -160,8 +160,7 @@ def merged(old, new):
 def same_seeds(name, group, seeds, records_dir=RECORDS):
     """The runs of `group` in record `name` whose seeds are among `seeds`, each with its source."""
     other = load_record(name, records_dir)
-    runs = [{"source": run_source(other, run), **run} for run in select(other, [group])[group]
-            if run["seed"] in seeds]
+    runs = [sourced(other, run) for run in select(other, [group])[group] if run["seed"] in seeds]
     if not runs:
         raise RecordError(f"{name}: group {group!r} has no run of seed "
                           f"{', '.join(map(str, sorted(seeds)))} to compare with")
@@ -171,6 +170,11 @@ def same_seeds(name, group, seeds, records_dir=RECORDS):
 def run_source(record, run):
     """The commit, date and machine that trained `run`: its own, or else the record's."""
     return run.get("source") or {key: record[key] for key in SOURCE_KEYS}
+
+
+def sourced(record, run):
+    """`run` carrying its own source, to move into another record."""
+    return {"source": run_source(record, run), **run}
 
 
 # --- the tables --------------------------------------------------------------------------------

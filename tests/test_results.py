@@ -113,8 +113,8 @@ def test_a_record_can_carry_another_records_runs_of_the_same_seeds(tmp_path, mon
     record = results.load_record("toy", results.RECORDS)
     # Only the base record's run of seed 1 comes along, first, with the commit it was trained at.
     assert [(run["group"], run["seed"]) for run in record["runs"]] == [("a", 1), ("b", 1)]
-    assert [run_source["commit"] for run_source in
-            (results.run_source(record, run) for run in record["runs"])] == ["1" * 12, "2" * 12]
+    assert [results.run_source(record, run)["commit"] for run in record["runs"]] == ["1" * 12,
+                                                                                  "2" * 12]
     assert np.array_equal(results.correct_of(record["runs"][0]), base[1])
     changes = results.table("changes toy a", results.RECORDS)
     assert f"| b | 1 | {100 * (taught.mean() - base[1].mean()):+.2f} pt |" in changes
