@@ -2,7 +2,7 @@
 
 --recipe NAME takes a recipe apart with the variants declared beside it in experiments/recipes.py:
 improved (one technique removed at a time, the baseline, and SAM or mixup/cutmix added) or best
-(one ingredient removed at a time, label smoothing put back, and SAM added).
+(one ingredient removed at a time, label smoothing put back, and SAM or mixup/cutmix added).
 
 Every run is an ordinary run directory under <logdir>/<study-name>/ (TensorBoard scalars,
 hparams, images, results.json), trained by the same code path as the experiments. Re-running the

@@ -105,16 +105,14 @@ def improved_variants():
         "constant LR": change(lr_schedule="constant"),
         "no early stopping": change(early_stopping=False),  # the recipe's maximum epochs
         "baseline": BASELINE,
-        f"SAM (rho {SAM_RHO:g})": change(sam_rho=SAM_RHO),
-        f"mixup {MIXUP_ALPHA:g} / cutmix {CUTMIX_ALPHA:g}": change(mixup_alpha=MIXUP_ALPHA,
-                                                                  cutmix_alpha=CUTMIX_ALPHA),
+        **_techniques_added(change),
     }
 
 
 def best_variants():
     """The ablation of best: one ingredient taken out at a time, label smoothing, which the
-    300-epoch study dropped, put back, and sharpness-aware minimization, which gained on
-    improved, put in. Test-time views belong to their augmentation: a variant
+    300-epoch study dropped, put back, and the two techniques tried on improved put in at the
+    same settings: sharpness-aware minimization, and mixup with cutmix. Test-time views belong to their augmentation: a variant
     trained without flips is evaluated without mirrors, one trained without shifts without
     shifted copies (the study's "no test-time views" row is the full recipe's own runs evaluated
     on the plain images)."""
@@ -131,7 +129,16 @@ def best_variants():
         _improved_widths_label(): change(
             hidden_sizes=IMPROVED.hidden_sizes, dropout=IMPROVED.dropout,
             dropout_layers=IMPROVED.dropout_layers),
+        **_techniques_added(change),
+    }
+
+
+def _techniques_added(change):
+    """The techniques both ablations put in, at their papers' usual settings."""
+    return {
         f"SAM (rho {SAM_RHO:g})": change(sam_rho=SAM_RHO),
+        f"mixup {MIXUP_ALPHA:g} / cutmix {CUTMIX_ALPHA:g}": change(mixup_alpha=MIXUP_ALPHA,
+                                                                  cutmix_alpha=CUTMIX_ALPHA),
     }
 
 
