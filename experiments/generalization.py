@@ -200,16 +200,19 @@ def _mean_std(values):
     return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(args, records, fit_replicates=FIT_REPLICATES):
+def summarize(recipes, sizes, records, fit_replicates=FIT_REPLICATES, correct=correct_on_test,
+              measures=mean_measures):
     """{recipe: its curve, fit (its intervals from `fit_replicates` bootstrap fits), per-size
-    measures and comparison with the first recipe}."""
-    base_name = args.recipes[0]
+    measures and comparison with the first of `recipes`}. `records`: {variant: [run, ...]};
+    `correct(run)`: which test images a run got right, `measures(runs)`: their mean measures
+    (by default both read from the runs' directories; a committed record carries its own)."""
+    base_name = recipes[0]
     summary = {}
-    for name in args.recipes:
+    for name in recipes:
         curve = {"sizes": [], "test_error": [], "test_error_std": [], "seeds": [],
                  "against": base_name, "change_interval": [], "within_noise": [], "p": [],
                  "measures": []}
-        for size in args.sizes:
+        for size in sizes:
             runs = records.get(variant(name, size))
             if not runs:
                 continue
@@ -218,32 +221,34 @@ def summarize(args, records, fit_replicates=FIT_REPLICATES):
             curve["test_error"].append(mean)
             curve["test_error_std"].append(std)
             curve["seeds"].append(len(runs))
-            compared = (paired_comparison(records.get(variant(base_name, size), []), runs)
+            compared = (paired_comparison(records.get(variant(base_name, size), []), runs,
+                                          correct=correct)
                         if name != base_name else None)
             curve["change_interval"].append(compared and compared["change_interval"])
             curve["within_noise"].append(compared and compared["within_noise"])
             curve["p"].append(compared and compared["bootstrap"] and compared["bootstrap"]["p"])
-            curve["measures"].append(mean_measures(runs))
+            curve["measures"].append(measures(runs))
         if curve["sizes"]:
             curve["fit"] = fit_with_intervals(curve["sizes"], [
-                [(1 - run["test_accuracy"], correct_on_test(run))
+                [(1 - run["test_accuracy"], correct(run))
                  for run in records[variant(name, size)]] for size in curve["sizes"]],
                 replicates=fit_replicates)
             summary[name] = curve
     return summary
 
 
-def markdown(args, summary, note, test_examples=None):
+def markdown(base, sizes, summary, note=None, test_examples=None):
+    """The study's tables in markdown: test error by size with each recipe's change against
+    `base`, the fitted power laws, and the measures at the largest size; `note` first."""
     recipes = list(summary)
-    base = args.recipes[0]
-    lines = [note, "", "Test error (mean ± std over seeds); for each recipe after the first, "
-             f"its change in test accuracy against `{base}` at the same size: the 95% interval "
-             "over the paired seeds and the p of a bootstrap over seeds and test images "
-             "(mlp/significance.py).", "",
-             "| training images | " + " | ".join(f"{name} error" for name in recipes)
-             + "".join(f" | {name} vs {base}" for name in recipes if name != base) + " |",
-             "|---" * (1 + len(recipes) + len([n for n in recipes if n != base])) + "|"]
-    for size in args.sizes:
+    lines = ([note, ""] if note else []) + [
+        "Test error (mean ± std over seeds); for each recipe after the first, its change in test "
+        f"accuracy against `{base}` at the same size: the 95% interval over the paired seeds and "
+        "the p of a bootstrap over seeds and test images (mlp/significance.py).", "",
+        "| training images | " + " | ".join(f"{name} error" for name in recipes)
+        + "".join(f" | {name} vs {base}" for name in recipes if name != base) + " |",
+        "|---" * (1 + len(recipes) + len([n for n in recipes if n != base])) + "|"]
+    for size in sizes:
         cells = []
         comparisons = []
         for name in recipes:
@@ -339,7 +344,7 @@ def report(args, plan, records, study_dir, overrides):
 
     from mlp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-    summary = summarize(args, records)
+    summary = summarize(args.recipes, args.sizes, records)
     finished = sum(len(runs) for runs in records.values())
     partial = f" {finished} of {len(plan)} runs finished." if finished < len(plan) else ""
     note = (f"Learning curves{' (quick: shortened schedules)' if args.quick else ''}: "
@@ -348,7 +353,7 @@ def report(args, plan, records, study_dir, overrides):
     atomic_write_json(study_dir / "generalization.json", summary)
     examples = next((len(correct) for runs in records.values() for run in runs
                      if (correct := correct_on_test(run)) is not None), None)
-    table = markdown(args, summary, note, examples)
+    table = markdown(args.recipes[0], args.sizes, summary, note, examples)
     atomic_write_text(study_dir / "generalization.md", table)
     image = plot(summary, "learning curves" + (" (quick)" if args.quick else ""))
     atomic_write_bytes(study_dir / "learning_curves.png", tf.io.encode_png(image[0]).numpy())

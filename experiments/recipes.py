@@ -112,10 +112,10 @@ def improved_variants():
 def best_variants():
     """The ablation of best: one ingredient taken out at a time, label smoothing, which the
     300-epoch study dropped, put back, and the two techniques tried on improved put in at the
-    same settings: sharpness-aware minimization, and mixup with cutmix. Test-time views belong to their augmentation: a variant
-    trained without flips is evaluated without mirrors, one trained without shifts without
-    shifted copies (the study's "no test-time views" row is the full recipe's own runs evaluated
-    on the plain images)."""
+    same settings: sharpness-aware minimization, and mixup with cutmix. Test-time views belong
+    to their augmentation: a variant trained without flips is evaluated without mirrors, one
+    trained without shifts without shifted copies (the study's "no test-time views" row is the
+    full recipe's own runs evaluated on the plain images)."""
     change = lambda **changes: dataclasses.replace(BEST, **changes)  # noqa: E731
     return {
         "no whitening": change(whitening="none"),

@@ -12,14 +12,16 @@ the markers
 
 is written here from those records: `summary NAME [GROUP; ...]` (each group's mean test
 accuracy over seeds with its 95% interval), `measures NAME [GROUP; ...]` (the measures beyond
-accuracy, each with its interval) or `changes NAME REFERENCE` (each group against REFERENCE on
+accuracy, each with its interval), `changes NAME REFERENCE` (each group against REFERENCE on
 the paired seeds: the change, its 95% t-interval, and the p of a bootstrap over seeds and test
-images, mlp/significance.py). A figure edited by hand is put back, and --check
-(which the tests run) fails on it.
+images, mlp/significance.py) or `curve NAME` (a learning-curve study's tables, its groups named
+"RECIPE m=SIZE": experiments/generalization.py). A figure edited by hand is put back, and
+--check (which the tests run) fails on it.
 
     python -m experiments.results                  # rewrite the generated tables
     python -m experiments.results --check          # exit 1 if any is not what the records give
-    python -m experiments.results collect NAME --command CMD STUDY_DIR   # an ablation's runs
+    python -m experiments.results collect NAME --command CMD STUDY_DIR   # an ablation's or a
+                                                   # learning-curve study's runs
     python -m experiments.results collect NAME --add ...   # add runs trained in another session
     python -m experiments.results collect NAME --compare-with RECORD GROUP ...  # with the same
                                                    # seeds of another record's group beside them
@@ -97,6 +99,33 @@ def ablation_groups(study_dir):
     return [(row["variant"], [Path(study_dir) / f"{slug(row['variant'])}-seed{seed}"
                               for seed in row["seeds"]])
             for row in study["rows"] if "seeds" in row]
+
+
+def curve_groups(study_dir):
+    """[("RECIPE m=SIZE", [run directory, ...])] of a learning-curve study's generalization.json,
+    finished runs only, in seed order."""
+    from experiments.generalization import variant
+    from mlp.io import read_json
+
+    study_dir = Path(study_dir)
+    groups = []
+    for name, curve in read_json(study_dir / "generalization.json").items():
+        for size in curve["sizes"]:
+            runs = [path.parent for path in study_dir.glob(f"{name}-m{size}-seed*/results.json")]
+            groups.append((variant(name, size),
+                           sorted(runs, key=lambda run: int(run.name.rpartition("seed")[2]))))
+    return groups
+
+
+def study_groups(study_dir):
+    """The groups of a study directory's runs, as its report names them; None if it holds
+    neither an ablation's nor a learning-curve study's report."""
+    study_dir = Path(study_dir)
+    if (study_dir / "ablation.json").is_file():
+        return ablation_groups(study_dir)
+    if (study_dir / "generalization.json").is_file():
+        return curve_groups(study_dir)
+    return None
 
 
 def provenance(command, commit, note=None):
@@ -317,10 +346,39 @@ def changes_table(record, reference):
     return lines + [row for _, row in sorted(rows, key=lambda item: item[0])]
 
 
+CURVE_GROUP = re.compile(r"(?P<recipe>.+) m=(?P<size>\d+)")
+
+
+def curve_table(record):
+    """A learning-curve study's tables (experiments.generalization's) from its record, whose
+    groups are named "RECIPE m=SIZE"; the first recipe is the one the others are compared with."""
+    from experiments.generalization import markdown, summarize
+    from experiments.study import mean_of_measures
+
+    groups = grouped(record)
+    recipes, sizes = {}, set()
+    for group in groups:
+        match = CURVE_GROUP.fullmatch(group)
+        if not match:
+            raise RecordError(f"{record['name']}: group {group!r} is not a learning curve's "
+                              "'RECIPE m=SIZE'; collect it from a learning-curve study")
+        recipes.setdefault(match["recipe"])
+        sizes.add(int(match["size"]))
+
+    def measures(runs):
+        return mean_of_measures([{**run.get("measures", {}), "test_accuracy": run["test_accuracy"]}
+                                 for run in runs])
+
+    summary = summarize(list(recipes), sorted(sizes), groups, correct=correct_of,
+                        measures=measures)
+    examples = record["runs"][0].get("test_images")
+    return markdown(next(iter(recipes)), sorted(sizes), summary, None, examples).splitlines()
+
+
 def table(spec, records_dir=RECORDS):
     """The markdown a marker `<!-- generated: SPEC -->` stands for: SPEC is `summary NAME` or
-    `measures NAME`, either with `GROUP; GROUP...` after it for only those groups, or `changes
-    NAME REFERENCE` (REFERENCE a group's label, spaces and all)."""
+    `measures NAME`, either with `GROUP; GROUP...` after it for only those groups, `changes
+    NAME REFERENCE` (REFERENCE a group's label, spaces and all) or `curve NAME`."""
     words = spec.split(maxsplit=2)
     if words[:1] in (["summary"], ["measures"]) and len(words) >= 2:
         record = load_record(words[1], records_dir)
@@ -329,9 +387,12 @@ def table(spec, records_dir=RECORDS):
     elif words[:1] == ["changes"] and len(words) == 3:
         record = load_record(words[1], records_dir)
         lines = changes_table(record, words[2])
+    elif words[:1] == ["curve"] and len(words) == 2:
+        record = load_record(words[1], records_dir)
+        lines = curve_table(record)
     else:
         raise RecordError(f"marker 'generated: {spec}': expected 'summary NAME', "
-                          "'measures NAME' or 'changes NAME REFERENCE'")
+                          "'measures NAME', 'changes NAME REFERENCE' or 'curve NAME'")
     return "\n".join(lines + ["", source_line(record)]) + "\n"
 
 
@@ -394,8 +455,9 @@ def _collect(argv):
         description="Record finished runs in docs/records/NAME.json, replacing that record "
                     "(or, with --add, adding to it).")
     parser.add_argument("name", help="the record's name (a plain file name, no .json)")
-    parser.add_argument("study", nargs="?", help="an ablation's study directory (its "
-                        "ablation.json names the groups)")
+    parser.add_argument("study", nargs="?", help="a study's directory, whose report names the "
+                        "groups: an ablation's (ablation.json) or a learning-curve study's "
+                        "(generalization.json: a group per recipe and size)")
     parser.add_argument("--group", nargs="+", action="append", metavar="LABEL RUN_DIR",
                         help="a group's label (e.g. best) and its run directories; repeat it for "
                              "each group")
@@ -417,12 +479,14 @@ def _collect(argv):
 
     if not is_plain_name(args.name) or args.name.endswith(".json"):
         parser.error(f"NAME must be a plain file name without .json, got {args.name!r}")
+    groups = None
     if args.group and args.study is None and all(len(group) > 1 for group in args.group):
         groups = [(label, [Path(p) for p in run_dirs]) for label, *run_dirs in args.group]
-    elif args.study and not args.group and (Path(args.study) / "ablation.json").is_file():
-        groups = ablation_groups(args.study)
-    else:
-        parser.error("give one ablation study directory, or groups: --group LABEL RUN_DIR ...")
+    elif args.study and not args.group:
+        groups = study_groups(args.study)
+    if groups is None:
+        parser.error("give one study directory (an ablation's or a learning-curve study's), "
+                     "or groups: --group LABEL RUN_DIR ...")
     record = collect(args.name, args.command, args.commit, groups, RECORDS, note=args.note,
                      add=args.add, compare_with=args.compare_with)
     print(f"recorded {len(record['runs'])} runs in {RECORDS / (args.name + '.json')}")

@@ -284,6 +284,12 @@ def mean_measures(runs):
                     for run in runs]
     except ConfigError:  # a run without its results.json: nothing to average
         return {}
+    return mean_of_measures(measured)
+
+
+def mean_of_measures(measured):
+    """{measure: its mean} for each of MEASURES that every one of `measured` ({measure: value},
+    one per run) holds."""
     return {key: statistics.fmean(run[key] for run in measured) for key in MEASURES
             if measured and all(key in run for run in measured)}
 

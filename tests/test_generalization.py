@@ -82,6 +82,17 @@ def test_a_small_study_writes_its_curves_tables_and_plot_and_continues(small_dat
     assert again.stdout.count("finished before, skipped") == 6
     assert "training in" not in again.stdout
 
+    # Its record (experiments.results collect) gives the same tables back, its figures and
+    # bootstrap intervals computed again from what the record keeps of each run.
+    from experiments import results
+
+    record = results.collect("curves", "python -m experiments.generalization", "0" * 40,
+                             results.study_groups(study), tmp_path / "records")
+    assert [run["group"] for run in record["runs"]] == [
+        f"{name} m={m}" for name in ("baseline", "improved") for m in (100, 200, 400)]
+    generated = results.table("curve curves", tmp_path / "records")
+    assert generated.startswith(table.split("\n\n", 1)[1])  # all but the study's note
+
 
 def test_sizes_beyond_the_training_set_are_refused_in_one_line(small_data, tmp_path):
     done = run_module("generalization", "--data-dir", small_data, "--logdir", tmp_path,
@@ -110,13 +121,14 @@ def test_each_recipe_is_compared_with_the_first_on_paired_seeds(tmp_path):
         records[generalization.variant("improved", size)] = [
             _run(tmp_path, f"improved-{size}", s, (sum(c) + 10) / 100, [1] * 10 + c[:90])
             for s, c in enumerate(base)]
-    summary = generalization.summarize(args, records, fit_replicates=20)  # the fit is not tested
+    # The fit is not tested here: few bootstrap refits.
+    summary = generalization.summarize(args.recipes, args.sizes, records, fit_replicates=20)
     improved = summary["improved"]
     assert improved["test_error"] == pytest.approx([0.19] * 3)
     assert improved["change_interval"] == [pytest.approx([0.10, 0.10])] * 3
     assert improved["within_noise"] == [False] * 3
     assert all(p < 0.01 for p in improved["p"])
-    table = generalization.markdown(args, summary, "note", 100)
+    table = generalization.markdown(args.recipes[0], args.sizes, summary, "note", 100)
     assert "+10.00 to +10.00 pt" in table and "within noise" not in table
 
 
@@ -139,21 +151,21 @@ def test_a_floor_at_its_bound_is_reported_as_not_identified_and_not_extrapolated
     # A pure power law (no floor): the fit puts c at 0.
     straight = [[0.7 * m ** -0.2 * (1 + 0.01 * rng.standard_normal()) for _ in range(3)]
                 for m in sizes]
-    summary = generalization.summarize(args, _records(straight, sizes))
+    summary = generalization.summarize(args.recipes, args.sizes, _records(straight, sizes))
     fit = summary["best"]["fit"]
     assert fit["c"] < generalization.AT_BOUND and not fit["c_identified"]
     assert fit["intervals"]["b"][0] < -0.2 < fit["intervals"]["b"][1]
-    table = generalization.markdown(args, summary, "n")
+    table = generalization.markdown(args.recipes[0], args.sizes, summary, "n")
     row = next(line for line in table.splitlines() if line.startswith("| best | "))
     assert "(not identified)" in row and row.endswith("— (beyond the data, c not identified) |")
     assert "c sits on its bound for best" in table
     # A clear floor of 0.08: identified, inside its interval, and extrapolated.
     floored = [[2.0 * m ** -0.5 + 0.08 + 0.0005 * rng.standard_normal() for _ in range(3)]
                for m in sizes]
-    summary = generalization.summarize(args, _records(floored, sizes))
+    summary = generalization.summarize(args.recipes, args.sizes, _records(floored, sizes))
     fit = summary["best"]["fit"]
     assert fit["c_identified"] and fit["intervals"]["c"][0] < 0.08 < fit["intervals"]["c"][1]
     assert fit["c"] == pytest.approx(0.08, abs=0.01)
-    table = generalization.markdown(args, summary, "n")
+    table = generalization.markdown(args.recipes[0], args.sizes, summary, "n")
     row = next(line for line in table.splitlines() if line.startswith("| best | "))
     assert "not identified" not in row and "c sits on its bound" not in table

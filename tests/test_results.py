@@ -93,7 +93,7 @@ def test_collect_takes_groups_of_run_directories_from_the_command_line(tmp_path,
         results.main(["collect", "toy", "--command", "c", "--group", "a"])
     assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert "give one ablation study directory, or groups" in error and error.count("\n") == 1
+    assert "give one study directory" in error and error.count("\n") == 1
 
 
 def test_a_record_can_carry_another_records_runs_of_the_same_seeds(tmp_path, monkeypatch,
@@ -166,6 +166,11 @@ def test_a_bad_marker_or_missing_record_is_named(tmp_path):
         results.table("average toy", tmp_path)
     with pytest.raises(results.RecordError, match="no such record"):
         results.table("summary nothing", tmp_path)
+    # A learning curve's table wants groups named by recipe and size.
+    _fake_run(tmp_path / "a-seed0", 0, np.ones(10, bool))
+    results.collect("toy", "python -m toy", "0" * 40, [("a", [tmp_path / "a-seed0"])], tmp_path)
+    with pytest.raises(results.RecordError, match="group 'a' is not a learning curve's"):
+        results.table("curve toy", tmp_path)
 
 
 def test_runs_added_in_another_session_keep_their_own_source(tmp_path, monkeypatch):
