@@ -187,9 +187,14 @@ def plan_study(args):
             for seed in range(args.seeds):
                 config = shortened(dataclasses.replace(
                     RECIPES[name], seed=seed, train_subset=size, logdir=str(study_dir),
-                    run_name=f"{name}-m{size}-seed{seed}", **overrides))
+                    run_name=run_name(name, size, seed), **overrides))
                 plan.append((variant(name, size), seed, config.validate()))
     return study_dir, overrides, plan
+
+
+def run_name(name, size, seed):
+    """The directory of a recipe's run at one size and seed, inside the study's."""
+    return f"{name}-m{size}-seed{seed}"
 
 
 def variant(name, size):

@@ -104,14 +104,15 @@ def ablation_groups(study_dir):
 def curve_groups(study_dir):
     """[("RECIPE m=SIZE", [run directory, ...])] of a learning-curve study's generalization.json,
     finished runs only, in seed order."""
-    from experiments.generalization import variant
+    from experiments.generalization import run_name, variant
     from mlp.io import read_json
 
     study_dir = Path(study_dir)
     groups = []
     for name, curve in read_json(study_dir / "generalization.json").items():
         for size in curve["sizes"]:
-            runs = [path.parent for path in study_dir.glob(f"{name}-m{size}-seed*/results.json")]
+            runs = [path.parent for path in
+                    study_dir.glob(f"{run_name(name, size, '*')}/results.json")]
             groups.append((variant(name, size),
                            sorted(runs, key=lambda run: int(run.name.rpartition("seed")[2]))))
     return groups
@@ -369,10 +370,10 @@ def curve_table(record):
         return mean_of_measures([{**run.get("measures", {}), "test_accuracy": run["test_accuracy"]}
                                  for run in runs])
 
-    summary = summarize(list(recipes), sorted(sizes), groups, correct=correct_of,
-                        measures=measures)
+    sizes = sorted(sizes)
+    summary = summarize(list(recipes), sizes, groups, correct=correct_of, measures=measures)
     examples = record["runs"][0].get("test_images")
-    return markdown(next(iter(recipes)), sorted(sizes), summary, None, examples).splitlines()
+    return markdown(next(iter(recipes)), sizes, summary, None, examples).splitlines()
 
 
 def table(spec, records_dir=RECORDS):
