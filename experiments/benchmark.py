@@ -272,32 +272,40 @@ def run_rounds(contenders, repeats, n):
     return rows
 
 
-def tables(args, rows):
-    """One markdown table per setting: each contender's time, its ratio to the floor and to
-    Keras fit."""
+def tables(rows, steps_per_execution):
+    """One markdown table per setting (in the order of `rows`, {((widths, batch), contender):
+    figures}): each contender's time, its ratio to the floor and to Keras fit."""
     out = []
-    keras_name = f"keras fit spe={args.steps_per_execution}"
+    keras_name = f"keras fit spe={steps_per_execution}"
     models = model_configs()
-    for widths in args.widths:
-        for batch in args.batch_sizes:
-            setting = (widths, batch)
-            sizes = "-".join(map(str, models[widths].hidden_sizes))
-            floor = rows[setting, FLOOR]["median_epoch_seconds"]
-            keras = rows.get((setting, keras_name))
-            lines = [f"{widths} widths ({sizes}), batch {batch}:", "",
-                     "| what | s/epoch | samples/s | x floor | vs keras fit spe | test acc | "
-                     "process peak RSS MB |", "|---|---|---|---|---|---|---|"]
-            for (row_setting, name), m in rows.items():
-                if row_setting != setting:
-                    continue
-                s = m["median_epoch_seconds"]
-                versus = f"{keras['median_epoch_seconds'] / s:.2f}x" if keras else "-"
-                accuracy = f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-"
-                lines.append(f"| {name} | {s:.3f} | {m['samples_per_second']:,.0f} | "
-                             f"{s / floor:.2f} | {versus} | {accuracy} | "
-                             f"{m['peak_rss_mb_so_far']:,.0f} |")
-            out.append("\n".join(lines))
+    for setting in dict.fromkeys(setting for setting, _ in rows):
+        widths, batch = setting
+        sizes = "-".join(map(str, models[widths].hidden_sizes))
+        floor = rows[setting, FLOOR]["median_epoch_seconds"]
+        keras = rows.get((setting, keras_name))
+        lines = [f"{widths} widths ({sizes}), batch {batch}:", "",
+                 "| what | s/epoch | samples/s | x floor | vs keras fit spe | test acc | "
+                 "process peak RSS MB |", "|---|---|---|---|---|---|---|"]
+        for (row_setting, name), m in rows.items():
+            if row_setting != setting:
+                continue
+            s = m["median_epoch_seconds"]
+            versus = f"{keras['median_epoch_seconds'] / s:.2f}x" if keras else "-"
+            accuracy = f"{m['test_accuracy']:.4f}" if "test_accuracy" in m else "-"
+            lines.append(f"| {name} | {s:.3f} | {m['samples_per_second']:,.0f} | "
+                         f"{s / floor:.2f} | {versus} | {accuracy} | "
+                         f"{m['peak_rss_mb_so_far']:,.0f} |")
+        out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def report_tables(report):
+    """`tables` of a benchmark.json's contents."""
+    setting_keys = ("widths", "batch_size", "what")
+    rows = {((row["widths"], row["batch_size"]), row["what"]):
+            {key: value for key, value in row.items() if key not in setting_keys}
+            for row in report["rows"]}
+    return tables(rows, report["steps_per_execution"])
 
 
 def main(argv=None):
@@ -327,13 +335,14 @@ def _main(args):
           f"epoch of every contender in turn; TensorFlow {tf.__version__}; {cpu_model()}; CPU "
           f"split into {max(args.cpu_devices, 1)} logical device(s)", flush=True)
     rows = run_rounds(contenders, args.repeats, n)
-    table = tables(args, rows)
+    table = tables(rows, args.steps_per_execution)
     print("\n'x floor': this row's time over the floor's (matrix products + one Adam pass of "
           "TensorFlow's ResourceApplyAdam, timed in the same rounds); 'vs keras fit spe': how many "
           "times faster than model.fit with steps_per_execution (higher is faster)\n\n" + table)
     atomic_write_json(out_dir / "benchmark.json", {
         "repeats": args.repeats, "examples": n, "tensorflow": tf.__version__,
         "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "cpu_devices": args.cpu_devices,
+        "steps_per_execution": args.steps_per_execution,
         "rows": [{"widths": w, "batch_size": b, "what": name, **m} for (w, b), name in rows
                  for m in [rows[(w, b), name]]],
         "table": table})

@@ -14,14 +14,16 @@ is written here from those records: `summary NAME [GROUP; ...]` (each group's me
 accuracy over seeds with its 95% interval), `measures NAME [GROUP; ...]` (the measures beyond
 accuracy, each with its interval), `changes NAME REFERENCE` (each group against REFERENCE on
 the paired seeds: the change, its 95% t-interval, and the p of a bootstrap over seeds and test
-images, mlp/significance.py) or `curve NAME` (a learning-curve study's tables, its groups named
-"RECIPE m=SIZE": experiments/generalization.py). A figure edited by hand is put back, and
---check (which the tests run) fails on it.
+images, mlp/significance.py), `curve NAME` (a learning-curve study's tables, its groups named
+"RECIPE m=SIZE": experiments/generalization.py), `benchmark NAME` (a benchmark's tables from its
+benchmark.json, recorded whole) or `search NAME` (a search's best trials from its search.json).
+A figure edited by hand is put back, and --check (which the tests run) fails on it.
 
     python -m experiments.results                  # rewrite the generated tables
     python -m experiments.results --check          # exit 1 if any is not what the records give
     python -m experiments.results collect NAME --command CMD STUDY_DIR   # an ablation's or a
-                                                   # learning-curve study's runs
+                                                   # learning-curve study's runs, or a
+                                                   # benchmark's or a search's report
     python -m experiments.results collect NAME --add ...   # add runs trained in another session
     python -m experiments.results collect NAME --compare-with RECORD GROUP ...  # with the same
                                                    # seeds of another record's group beside them
@@ -129,6 +131,30 @@ def study_groups(study_dir):
     return None
 
 
+REPORTS = {"benchmark": "benchmark.json", "search": "search.json"}
+
+
+def report_kind(study_dir):
+    """"benchmark" or "search" if the directory holds that report (recorded whole), else None."""
+    return next((kind for kind, file in REPORTS.items() if (Path(study_dir) / file).is_file()),
+                None)
+
+
+def collect_report(name, command, commit, study_dir, records_dir=RECORDS, note=None):
+    """Write records_dir/NAME.json from a benchmark's or a search's report, kept whole: a
+    benchmark's median epoch times, a search's trials."""
+    from mlp.io import atomic_write_json, read_json
+
+    kind = report_kind(study_dir)
+    if kind is None:
+        raise RecordError(f"{study_dir}: neither {' nor '.join(REPORTS.values())}")
+    record = {"name": name, "kind": kind, **provenance(command, commit, note),
+              "report": read_json(Path(study_dir) / REPORTS[kind])}
+    records_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(records_dir / f"{name}.json", record)
+    return record
+
+
 def provenance(command, commit, note=None):
     from importlib.metadata import version
 
@@ -209,13 +235,19 @@ def sourced(record, run):
 
 # --- the tables --------------------------------------------------------------------------------
 
-def load_record(name, records_dir=RECORDS):
+def load_record(name, records_dir=RECORDS, kind="runs"):
+    """Record `name`, which must be of `kind`: "runs" (a study's runs), "benchmark" or
+    "search"."""
     import json
 
     path = records_dir / f"{name}.json"
     if not path.is_file():
         raise RecordError(f"{path}: no such record; collect it first (see --help)")
-    return json.loads(path.read_text())
+    record = json.loads(path.read_text())
+    if record.get("kind", "runs") != kind:
+        raise RecordError(f"docs/records/{name}.json is a {record.get('kind', 'runs')} record, "
+                          f"not a {kind} record")
+    return record
 
 
 def grouped(record):
@@ -227,9 +259,14 @@ def grouped(record):
 
 
 def source_line(record):
-    count = len(record["runs"])
+    kind = record.get("kind", "runs")
+    runs = record["runs"] if kind == "runs" else [{}]  # a whole report has the record's source
+    if kind == "runs":
+        count = f"{len(runs)} run{'s' if len(runs) != 1 else ''} of "
+    else:
+        count = f"{len(record['report']['trials'])} trials of " if kind == "search" else ""
     sources = {}
-    for run in record["runs"]:
+    for run in runs:
         source = run_source(record, run)
         machine = source["machine"]
         text = (f"at commit {source['commit'][:7]}, {source['date']}, on {machine['cpu']} "
@@ -237,7 +274,7 @@ def source_line(record):
         sources[text] = sources.get(text, 0) + 1
     where = (next(iter(sources)) if len(sources) == 1 else
              "; ".join(f"{n} {text}" for text, n in sources.items()))
-    return (f"<sub>{count} run{'s' if count != 1 else ''} of `{record['command']}` "
+    return (f"<sub>{count}`{record['command']}` "
             f"{'' if len(sources) == 1 else 'by source: '}{where}; generated by "
             f"`python -m experiments.results` from docs/records/{record['name']}.json."
             + (f" {record['note']}" if record.get("note") else "") + "</sub>")
@@ -379,7 +416,8 @@ def curve_table(record):
 def table(spec, records_dir=RECORDS):
     """The markdown a marker `<!-- generated: SPEC -->` stands for: SPEC is `summary NAME` or
     `measures NAME`, either with `GROUP; GROUP...` after it for only those groups, `changes
-    NAME REFERENCE` (REFERENCE a group's label, spaces and all) or `curve NAME`."""
+    NAME REFERENCE` (REFERENCE a group's label, spaces and all), `curve NAME`, `benchmark NAME`
+    or `search NAME`."""
     words = spec.split(maxsplit=2)
     if words[:1] in (["summary"], ["measures"]) and len(words) >= 2:
         record = load_record(words[1], records_dir)
@@ -391,9 +429,20 @@ def table(spec, records_dir=RECORDS):
     elif words[:1] == ["curve"] and len(words) == 2:
         record = load_record(words[1], records_dir)
         lines = curve_table(record)
+    elif words[:1] == ["benchmark"] and len(words) == 2:
+        from experiments.benchmark import report_tables
+
+        record = load_record(words[1], records_dir, "benchmark")
+        lines = report_tables(record["report"]).splitlines()
+    elif words[:1] == ["search"] and len(words) == 2:
+        from experiments.search_report import markdown
+
+        record = load_record(words[1], records_dir, "search")
+        lines = markdown(record["report"]["study"], record["report"]["trials"]).splitlines()
     else:
         raise RecordError(f"marker 'generated: {spec}': expected 'summary NAME', "
-                          "'measures NAME', 'changes NAME REFERENCE' or 'curve NAME'")
+                          "'measures NAME', 'changes NAME REFERENCE', 'curve NAME', "
+                          "'benchmark NAME' or 'search NAME'")
     return "\n".join(lines + ["", source_line(record)]) + "\n"
 
 
@@ -458,7 +507,9 @@ def _collect(argv):
     parser.add_argument("name", help="the record's name (a plain file name, no .json)")
     parser.add_argument("study", nargs="?", help="a study's directory, whose report names the "
                         "groups: an ablation's (ablation.json) or a learning-curve study's "
-                        "(generalization.json: a group per recipe and size)")
+                        "(generalization.json: a group per recipe and size); or a benchmark's "
+                        "(benchmark.json) or a search's (search.json) directory, whose report "
+                        "is recorded whole")
     parser.add_argument("--group", nargs="+", action="append", metavar="LABEL RUN_DIR",
                         help="a group's label (e.g. best) and its run directories; repeat it for "
                              "each group")
@@ -475,19 +526,28 @@ def _collect(argv):
                         help="also record GROUP's runs of the same seeds from "
                              "docs/records/RECORD.json, each with its own commit, date and "
                              "machine: the runs a `changes` table compares these with")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the study directory may follow the options
     from mlp.config import is_plain_name
 
     if not is_plain_name(args.name) or args.name.endswith(".json"):
         parser.error(f"NAME must be a plain file name without .json, got {args.name!r}")
+    if args.study and not args.group and report_kind(args.study):
+        if args.add or args.compare_with:
+            parser.error("--add and --compare-with take runs, not a benchmark's or a search's "
+                         "report")
+        record = collect_report(args.name, args.command, args.commit, args.study, RECORDS,
+                                note=args.note)
+        print(f"recorded the {record['kind']} report of {args.study} in "
+              f"{RECORDS / (args.name + '.json')}")
+        return 0
     groups = None
     if args.group and args.study is None and all(len(group) > 1 for group in args.group):
         groups = [(label, [Path(p) for p in run_dirs]) for label, *run_dirs in args.group]
     elif args.study and not args.group:
         groups = study_groups(args.study)
     if groups is None:
-        parser.error("give one study directory (an ablation's or a learning-curve study's), "
-                     "or groups: --group LABEL RUN_DIR ...")
+        parser.error("give one study directory (an ablation's, a learning-curve study's, a "
+                     "benchmark's or a search's), or groups: --group LABEL RUN_DIR ...")
     record = collect(args.name, args.command, args.commit, groups, RECORDS, note=args.note,
                      add=args.add, compare_with=args.compare_with)
     print(f"recorded {len(record['runs'])} runs in {RECORDS / (args.name + '.json')}")

@@ -9,34 +9,34 @@ from collections import Counter
 TOP = 10
 
 
-def rows(study):
-    """Finished trials, best validation accuracy first."""
-    from optuna.trial import TrialState
+def trial_entries(study):
+    """Every trial as search.json holds it: number, state, value, params and its user
+    attributes (test accuracy, epochs, training seconds, a failure's reason)."""
+    return [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
+             "params": t.params, **t.user_attrs}
+            for t in study.get_trials(deepcopy=False)]
 
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    return sorted(done, key=lambda t: -t.value)
 
-
-def markdown(study, top=TOP):
-    trials = study.get_trials(deepcopy=False)
-    counts = Counter(t.state.name.lower() for t in trials)
-    best = rows(study)[:top]
-    names = sorted({name for t in best for name in t.params})
-    lines = [f"Search `{study.study_name}`: {len(trials)} trials ("
+def markdown(study_name, trials, top=TOP):
+    """The table of the `top` finished trials (best validation accuracy first) and the failed
+    trials' reasons, from `trial_entries`."""
+    counts = Counter(t["state"] for t in trials)
+    best = sorted((t for t in trials if t["state"] == "complete"), key=lambda t: -t["value"])[:top]
+    names = sorted({name for t in best for name in t["params"]})
+    lines = [f"Search `{study_name}`: {len(trials)} trials ("
              + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + "). "
              "Chosen on validation accuracy; the test accuracy is each trial's one reading of "
              "the test set, shown, never used.", "",
              "| trial | validation | test | epochs | training s | " + " | ".join(names) + " |",
              "|---" * (5 + len(names)) + "|"]
     for t in best:
-        attrs = t.user_attrs
-        params = " | ".join(_show(t.params.get(name)) for name in names)
-        lines.append(f"| {t.number} | {t.value:.4f} | {attrs.get('test_accuracy', float('nan')):.4f}"
-                     f" | {attrs.get('epochs_run', '—')} | "
-                     f"{attrs.get('train_seconds', float('nan')):.1f} | {params} |")
-    failed = [t for t in trials if t.state.name == "FAIL" and "fail_reason" in t.user_attrs]
+        params = " | ".join(_show(t["params"].get(name)) for name in names)
+        lines.append(f"| {t['number']} | {t['value']:.4f} | "
+                     f"{t.get('test_accuracy', float('nan')):.4f} | {t.get('epochs_run', '—')} | "
+                     f"{t.get('train_seconds', float('nan')):.1f} | {params} |")
+    failed = [t for t in trials if t["state"] == "fail" and "fail_reason" in t]
     if failed:
-        lines += ["", "Failed trials:", ""] + [f"- trial {t.number}: {t.user_attrs['fail_reason']}"
+        lines += ["", "Failed trials:", ""] + [f"- trial {t['number']}: {t['fail_reason']}"
                                                for t in failed]
     return "\n".join(lines) + "\n"
 
@@ -74,10 +74,11 @@ def plots(study):
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if rows(study):
+        done = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+        if done:
             out["history"] = _figure_png(optuna_plots.plot_optimization_history(study))
-        if len(rows(study)) >= 2 and any(len(set(t.params.get(n) for t in rows(study))) > 1
-                                         for n in rows(study)[0].params):
+        if len(done) >= 2 and any(len(set(t.params.get(n) for t in done)) > 1
+                                  for n in done[0].params):
             out["importance"] = _figure_png(optuna_plots.plot_param_importances(study))
     return out
 
@@ -89,11 +90,9 @@ def report(study, study_dir):
     from mlp.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
     study_dir.mkdir(parents=True, exist_ok=True)
-    table = markdown(study)
+    trials = trial_entries(study)
+    table = markdown(study.study_name, trials)
     atomic_write_text(study_dir / "search.md", table)
-    trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
-               "params": t.params, **t.user_attrs}
-              for t in study.get_trials(deepcopy=False)]
     atomic_write_json(study_dir / "search.json", {"study": study.study_name, "trials": trials})
     images = plots(study)
     writer = tf.summary.create_file_writer(str(study_dir / "summary"))

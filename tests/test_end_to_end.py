@@ -199,6 +199,8 @@ def benchmark_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_benchmark_prints_the_floor_and_every_ratio_to_it(benchmark_run):
+    from experiments.benchmark import report_tables
+
     done, report = benchmark_run
     assert report["examples"] == 2000
     rows = {(row["widths"], row["what"]): row for row in report["rows"]}
@@ -216,6 +218,8 @@ def test_benchmark_prints_the_floor_and_every_ratio_to_it(benchmark_run):
     assert f"| {ours / floor:.2f} |" in done.stdout
     assert "improved widths (512-256-50), batch 512" in done.stdout
     assert report["cpu_model"]
+    # A record of benchmark.json gives the printed tables back (experiments.results).
+    assert report_tables(report) == report["table"] and report["table"] in done.stdout
 
 
 @pytest.mark.slow

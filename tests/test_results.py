@@ -203,3 +203,46 @@ def test_runs_added_in_another_session_keep_their_own_source(tmp_path, monkeypat
     replaced = results.collect("toy", "python -m toy", "3" * 40,
                                [("a", [tmp_path / "a-seed0"])], records)
     assert len(replaced["runs"]) == 1 and "source" not in replaced["runs"][0]
+
+
+def test_a_benchmark_and_a_search_are_recorded_whole_and_their_tables_come_back(
+        tmp_path, monkeypatch, capsys):
+    from experiments.benchmark import FLOOR
+
+    monkeypatch.setattr(results, "RECORDS", tmp_path / "records")
+    (tmp_path / "bench").mkdir()
+    rows = [{"widths": "improved", "batch_size": 128, "what": what,
+             "median_epoch_seconds": seconds, "samples_per_second": 55000 / seconds,
+             "peak_rss_mb_so_far": 900.0}
+            for what, seconds in ((FLOOR, 0.5), ("ours float32", 0.7),
+                                  ("keras fit spe=64", 1.4))]
+    (tmp_path / "bench" / "benchmark.json").write_text(json.dumps(
+        {"steps_per_execution": 64, "rows": rows}))
+    (tmp_path / "search").mkdir()
+    trials = [{"number": 0, "state": "complete", "value": 0.90, "params": {"dropout": 0.1},
+               "test_accuracy": 0.89, "epochs_run": 9, "train_seconds": 30.0},
+              {"number": 1, "state": "complete", "value": 0.92, "params": {"dropout": 0.2},
+               "test_accuracy": 0.91, "epochs_run": 7, "train_seconds": 25.0},
+              {"number": 2, "state": "fail", "value": None, "params": {"dropout": 0.3},
+               "fail_reason": "the loss is not finite"}]
+    (tmp_path / "search" / "search.json").write_text(json.dumps({"study": "s", "trials": trials}))
+    for name, directory in (("bench", "bench"), ("found", "search")):
+        assert results.main(["collect", name, "--command", f"python -m {name}", "--commit",
+                             "0" * 40, str(tmp_path / directory)]) == 0
+    benchmark = results.table("benchmark bench", tmp_path / "records")
+    assert "| ours float32 | 0.700 | 78,571 | 1.40 | 2.00x |" in benchmark
+    assert "`python -m bench` at commit 0000000" in benchmark
+    search = results.table("search found", tmp_path / "records")
+    lines = search.splitlines()
+    assert lines[0].startswith("Search `s`: 3 trials (2 complete, 1 fail)")
+    assert lines[4].startswith("| 1 | 0.9200 | 0.9100 | 7 | 25.0 | 0.2 |")
+    assert "- trial 2: the loss is not finite" in search
+    assert "3 trials of `python -m found`" in search
+    # A marker of another kind, or runs added to a whole report, is refused in one line.
+    with pytest.raises(results.RecordError, match="is a benchmark record, not a runs record"):
+        results.table("summary bench", tmp_path / "records")
+    with pytest.raises(results.RecordError, match="is a search record, not a benchmark"):
+        results.table("benchmark found", tmp_path / "records")
+    with pytest.raises(SystemExit) as stopped:
+        results.main(["collect", "bench", "--add", "--command", "c", str(tmp_path / "bench")])
+    assert stopped.value.code == 2 and "--add" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import recipes
+from experiments import recipes, search_report
 from mlp.summaries import logged_epochs
 from tests.conftest import REPO, run_module
 
@@ -94,6 +94,9 @@ def test_an_sqlite_study_prunes_continues_and_keeps_every_trial_a_run(small_data
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert f"| {best.number} | {best.value:.4f} |" in table.splitlines()[4]
     assert "pruned" in table.splitlines()[0]
+    # A record of search.json gives the same table back (experiments.results).
+    saved = json.loads((tmp_path / "tiny" / "search.json").read_text())
+    assert search_report.markdown(saved["study"], saved["trials"]) == table
     for picture in ("history.png", "importance.png"):
         assert (tmp_path / "tiny" / picture).read_bytes()[:4] == b"\x89PNG"
 
