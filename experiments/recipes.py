@@ -90,12 +90,13 @@ SAM_RHO = 0.05  # Foret et al. (2021)'s default radius
 # The mixing most used together (timm's defaults): mixup's alpha from its ImageNet runs (Zhang et
 # al., 2018), cutmix's from its paper (Yun et al., 2019); each batch takes one of the two.
 MIXUP_ALPHA, CUTMIX_ALPHA = 0.2, 1.0
+LOOKAHEAD_STEPS, LOOKAHEAD_ALPHA = 5, 0.5  # Zhang et al. (2019)'s usual k and alpha
 
 
 def improved_variants():
     """The ablation of the improved recipe: one technique taken out at a time, the baseline, and
-    two put in at their papers' usual settings: sharpness-aware minimization, and mixup with
-    cutmix."""
+    the techniques put in at their papers' usual settings: sharpness-aware minimization, mixup
+    with cutmix, and Lookahead."""
     change = lambda **changes: dataclasses.replace(IMPROVED, **changes)  # noqa: E731
     return {
         "no batch norm": change(batch_norm=False),
@@ -111,9 +112,9 @@ def improved_variants():
 
 def best_variants():
     """The ablation of best: one ingredient taken out at a time, label smoothing, which the
-    300-epoch study dropped, put back, and the two techniques tried on improved put in at the
-    same settings: sharpness-aware minimization, and mixup with cutmix. Test-time views belong
-    to their augmentation: a variant trained without flips is evaluated without mirrors, one
+    300-epoch study dropped, put back, and the techniques tried on improved put in at the same
+    settings: sharpness-aware minimization, mixup with cutmix, and Lookahead. Test-time views
+    belong to their augmentation: a variant trained without flips is evaluated without mirrors, one
     trained without shifts without shifted copies (the study's "no test-time views" row is the
     full recipe's own runs evaluated on the plain images)."""
     change = lambda **changes: dataclasses.replace(BEST, **changes)  # noqa: E731
@@ -139,6 +140,8 @@ def _techniques_added(change):
         f"SAM (rho {SAM_RHO:g})": change(sam_rho=SAM_RHO),
         f"mixup {MIXUP_ALPHA:g} / cutmix {CUTMIX_ALPHA:g}": change(mixup_alpha=MIXUP_ALPHA,
                                                                   cutmix_alpha=CUTMIX_ALPHA),
+        f"Lookahead (k {LOOKAHEAD_STEPS}, alpha {LOOKAHEAD_ALPHA:g})": change(
+            lookahead_steps=LOOKAHEAD_STEPS, lookahead_alpha=LOOKAHEAD_ALPHA),
     }
 
 

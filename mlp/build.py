@@ -130,7 +130,8 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
         teacher, teacher_record = _teacher(config) if config.teacher is not None else (None, None)
         trainer = Trainer(model, optimizer, l2=l2_term, label_smoothing=config.label_smoothing,
                           schedule=schedule, ema_decay=config.ema_decay,
-                          sam_rho=config.sam_rho, teacher=teacher,
+                          sam_rho=config.sam_rho, lookahead_steps=config.lookahead_steps,
+                          lookahead_alpha=config.lookahead_alpha, teacher=teacher,
                           teacher_weight=config.teacher_weight,
                           teacher_temperature=config.teacher_temperature, strategy=strategy)
         evaluator = Evaluator(model, l2=l2_term, test_time_flip=config.test_time_flip,

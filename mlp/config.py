@@ -230,6 +230,14 @@ class Config:
                              "the step descends the worst loss nearby (0: off; a step then "
                              "costs two passes; one device only)", valid=NON_NEGATIVE,
                              older_runs=0.0)
+    lookahead_steps: int = setting(0, "Lookahead: every K optimizer steps, move a slow copy of "
+                                   "the weights toward the weights the optimizer reached (by "
+                                   "--lookahead-alpha) and go on from there (0: off; e.g. 5)",
+                                   valid=NON_NEGATIVE, older_runs=0)
+    lookahead_alpha: float = setting(0.5, "Lookahead: the fraction of the way the slow weights "
+                                     "move toward the fast ones at each of its syncs",
+                                     valid=Interval(0.0, 1.0, low_in=False, high_in=True),
+                                     older_runs=0.5)
     test_time_shifts: int = setting(0, "evaluation (validation and test alike) also averages over "
                                     "copies of each view shifted by 1 to N pixels up, down, left "
                                     "and right (0: off; 1: four more views per view)",
@@ -408,6 +416,8 @@ class Config:
             unused.append("warmup_epochs")
         if self.teacher is None:
             unused += ["teacher_weight", "teacher_temperature"]
+        if not self.lookahead_steps:
+            unused.append("lookahead_alpha")
         if self.lr_schedule != "plateau":
             unused += ["plateau_factor", "plateau_patience", "plateau_min_delta",
                        "plateau_cooldown"]

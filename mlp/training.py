@@ -37,6 +37,10 @@ class Trainer(tf.Module):
       sam_rho: if > 0, sharpness-aware minimization (Foret et al., 2021): each step's gradient
         is taken at the weights moved by rho * g / ||g|| (g the data loss's gradient) and
         applied to the weights themselves (see `_sharpness_aware`). One replica only.
+      lookahead_steps, lookahead_alpha: if steps > 0, Lookahead (Zhang et al., 2019): a slow
+        copy of the trainable weights; after every `lookahead_steps` optimizer steps it moves
+        `lookahead_alpha` of the way toward the weights reached, and training goes on from it.
+        The optimizer's moments carry on through the sync, as in the paper.
       teacher: distillation (Hinton et al., 2015): a function images -> a teacher's logits (its
         inference on the step's batch, augmented as the student sees it, never differentiated).
         The data loss is then (1 - teacher_weight) * the cross-entropy with the labels +
@@ -49,8 +53,8 @@ class Trainer(tf.Module):
     """
 
     def __init__(self, model, optimizer, l2=0.0, label_smoothing=0.0, schedule=None,
-                 ema_decay=0.0, sam_rho=0.0, teacher=None, teacher_weight=0.5,
-                 teacher_temperature=4.0, strategy=None):
+                 ema_decay=0.0, sam_rho=0.0, lookahead_steps=0, lookahead_alpha=0.5,
+                 teacher=None, teacher_weight=0.5, teacher_temperature=4.0, strategy=None):
         super().__init__(name="trainer")
         self.strategy = strategy or tf.distribute.get_strategy()
         self.model = model
@@ -74,6 +78,10 @@ class Trainer(tf.Module):
         self.teacher_temperature = float(teacher_temperature)
         self.ema_variables = ([tf.Variable(v, trainable=False, name="ema") for v in model.variables]
                               if ema_decay else [])
+        self.lookahead_steps = int(lookahead_steps)
+        self.lookahead_alpha = float(lookahead_alpha)
+        self.slow_weights = ([tf.Variable(v, trainable=False, name="slow")
+                              for v in model.trainable_variables] if lookahead_steps else [])
         self.optimizer.build(self.model.trainable_variables)
         self.loss_scaling = hasattr(optimizer, "scale_loss") and hasattr(optimizer, "inner_optimizer")
         self.l2_in_optimizer = self.l2_term.attach(optimizer)
@@ -165,6 +173,13 @@ class Trainer(tf.Module):
             variable.assign(weight)
         return gradients
 
+    def _lookahead_sync(self):
+        """slow += alpha * (fast - slow); fast = slow."""
+        for slow, fast in zip(self.slow_weights, self.model.trainable_variables):
+            slow.assign_add(self.lookahead_alpha * (tf.cast(fast, slow.dtype) - slow))
+            fast.assign(slow)
+        return tf.no_op()
+
     def _update_averages(self):
         # Early on the average forgets faster, so it is not dominated by the initial weights.
         step = tf.cast(self.step, tf.float32)
@@ -193,6 +208,8 @@ class Trainer(tf.Module):
             if self.ema_variables:
                 self._update_averages()
             self.step.assign_add(1)
+            if self.slow_weights:
+                tf.cond(self.step % self.lookahead_steps == 0, self._lookahead_sync, tf.no_op)
             finite = tf.math.is_finite(step_sums[0])
             # A step whose loss is not finite is the last of the call, its sums left out.
             self.nonfinite_step.assign(tf.where(finite, self.nonfinite_step, self.step - 1))

@@ -47,7 +47,7 @@ def test_a_config_saved_by_the_first_version_loads_with_the_values_those_runs_ha
                      "corruptions": True, "test_time_shifts": 0, "sam_rho": 0.0,
                      "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "conv_channels": (),
                      "teacher": None, "teacher_weight": 0.5, "teacher_temperature": 4.0,
-                     "figures": True}
+                     "figures": True, "lookahead_steps": 0, "lookahead_alpha": 0.5}
     assert {name: getattr(loaded, name) for name in added} == added
     assert loaded.validate() == dataclasses.replace(Config(), **added)
 

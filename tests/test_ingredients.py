@@ -303,3 +303,59 @@ def test_the_loss_of_a_mixed_batch_is_the_cross_entropy_with_its_targets():
     expected = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1,
                                                     reduction=None)(targets, logits)
     np.testing.assert_allclose(trainer.data_loss(logits, targets), expected, rtol=1e-5)
+
+
+def _lookahead_runs(steps_per_call, lookahead_steps, alpha):
+    """A small MLP trained with Lookahead in graph calls of the given sizes, and the same MLP
+    trained step by step without it, its weights synced by hand: slow += alpha (fast - slow),
+    fast = slow after every `lookahead_steps` steps. Returns both weight lists and a third, the
+    same steps without Lookahead at all."""
+    rng = np.random.default_rng(5)
+    batches = tf.data.Dataset.from_tensors(
+        (tf.constant(rng.normal(size=(8, 4)), tf.float32),
+         tf.constant(rng.integers(0, 10, 8), tf.int32))).repeat()
+
+    def trainer(**lookahead):
+        model = MLP(hidden_sizes=(6, 5), dropout=0.2, input_size=4, seed=4)
+        return Trainer(model, make_optimizer("float32", 0.05), **lookahead)
+
+    ours = trainer(lookahead_steps=lookahead_steps, lookahead_alpha=alpha)
+    iterator = iter(batches)
+    for steps in steps_per_call:
+        assert int(ours.train_loop(iterator, tf.constant(steps))) == steps
+    by_hand, plain = trainer(), trainer()
+    variables = by_hand.model.trainable_variables
+    slow = [v.numpy().copy() for v in variables]
+    by_hand_iterator, plain_iterator = iter(batches), iter(batches)
+    for step in range(1, sum(steps_per_call) + 1):
+        by_hand.train_loop(by_hand_iterator, tf.constant(1))
+        plain.train_loop(plain_iterator, tf.constant(1))
+        if step % lookahead_steps == 0:
+            slow = [s + alpha * (v.numpy() - s) for s, v in zip(slow, variables)]
+            for v, s in zip(variables, slow):
+                v.assign(s)
+    weights = lambda t: [v.numpy() for v in t.model.trainable_variables]  # noqa: E731
+    return weights(ours), weights(by_hand), weights(plain)
+
+
+@pytest.mark.parametrize("steps_per_call", [[7], [2, 3, 2]], ids=["one-call", "across-calls"])
+def test_lookahead_syncs_slow_and_fast_weights_every_k_steps(steps_per_call):
+    ours, by_hand, plain = _lookahead_runs(steps_per_call, lookahead_steps=3, alpha=0.5)
+    for got, want in zip(ours, by_hand):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert max(float(np.abs(o - p).max()) for o, p in zip(ours, plain)) > 1e-3
+
+
+def test_lookahead_with_alpha_1_is_the_plain_optimizer():
+    ours, _, plain = _lookahead_runs([5], lookahead_steps=2, alpha=1.0)
+    for got, want in zip(ours, plain):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_lookahead_refuses_an_alpha_that_would_never_move_the_slow_weights():
+    from mlp.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="--lookahead-alpha"):
+        Config(lookahead_steps=5, lookahead_alpha=0.0).validate()
+    assert "lookahead_alpha" in Config().unused_fields()
+    assert "lookahead_alpha" not in Config(lookahead_steps=5).unused_fields()

@@ -80,16 +80,19 @@ def test_a_recipe_states_only_what_it_changes():
 
 
 NO_TEACHER = {"teacher_weight", "teacher_temperature"}
+NO_LOOKAHEAD = {"lookahead_alpha"}
 
 
 @pytest.mark.parametrize("config,unused", [
-    (Config(), {"whitening_epsilon", "warmup_epochs", *NO_TEACHER}),
+    (Config(), {"whitening_epsilon", "warmup_epochs", *NO_TEACHER, *NO_LOOKAHEAD}),
     (Config(lr_schedule="cosine", early_stopping=False, whitening="zca", teacher="t"),
      {"plateau_factor", "plateau_patience", "plateau_min_delta", "plateau_cooldown",
-      "early_stopping_patience", "early_stopping_min_delta", "early_stopping_start_epoch"}),
+      "early_stopping_patience", "early_stopping_min_delta", "early_stopping_start_epoch",
+      *NO_LOOKAHEAD}),
     (Config(lr_schedule="constant"),
      {"whitening_epsilon", "warmup_epochs", "plateau_factor", "plateau_patience",
-      "plateau_min_delta", "plateau_cooldown", "min_learning_rate", *NO_TEACHER})])
+      "plateau_min_delta", "plateau_cooldown", "min_learning_rate", *NO_TEACHER,
+      *NO_LOOKAHEAD})])
 def test_unused_fields_follow_the_settings_that_use_them(config, unused):
     assert set(config.unused_fields()) == unused
 

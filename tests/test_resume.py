@@ -305,12 +305,12 @@ def test_unwritable_checkpoint_directory_is_one_clear_line(data_dir, tmp_path):
 
 @pytest.mark.parametrize("flags", [
     # best's machinery: whitening, bfloat16, warm-up then cosine, shifts and flips, test-time
-    # views, smoothing; and the techniques tried beyond it: mixup, cutmix, SAM
+    # views, smoothing; and the techniques tried beyond it: mixup, cutmix, SAM, Lookahead
     ["--whitening", "zca", "--whitening-epsilon", "0.3",
      "--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "1",
      "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--test-time-shifts", "1",
      "--label-smoothing", "0.1", "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0",
-     "--sam-rho", "0.05", "--no-early-stopping", "--epochs", "2"],
+     "--sam-rho", "0.05", "--lookahead-steps", "3", "--no-early-stopping", "--epochs", "2"],
     # an early-stopped run: no epoch after the first counts as an improvement
     ["--early-stopping-patience", "2", "--early-stopping-min-delta", "10", "--epochs", "8"]],
     ids=["best-machinery", "early-stopped"])
