@@ -235,6 +235,12 @@ def sourced(record, run):
 
 # --- the tables --------------------------------------------------------------------------------
 
+def record_kind(record):
+    """"runs" (a study's runs; records older than the other kinds have no "kind"), "benchmark"
+    or "search" (a report kept whole)."""
+    return record.get("kind", "runs")
+
+
 def load_record(name, records_dir=RECORDS, kind="runs"):
     """Record `name`, which must be of `kind`: "runs" (a study's runs), "benchmark" or
     "search"."""
@@ -244,8 +250,8 @@ def load_record(name, records_dir=RECORDS, kind="runs"):
     if not path.is_file():
         raise RecordError(f"{path}: no such record; collect it first (see --help)")
     record = json.loads(path.read_text())
-    if record.get("kind", "runs") != kind:
-        raise RecordError(f"docs/records/{name}.json is a {record.get('kind', 'runs')} record, "
+    if record_kind(record) != kind:
+        raise RecordError(f"docs/records/{name}.json is a {record_kind(record)} record, "
                           f"not a {kind} record")
     return record
 
@@ -258,13 +264,19 @@ def grouped(record):
     return groups
 
 
+def _counted(n, noun):
+    return f"{n} {noun}{'s' if n != 1 else ''} of "
+
+
 def source_line(record):
-    kind = record.get("kind", "runs")
+    kind = record_kind(record)
     runs = record["runs"] if kind == "runs" else [{}]  # a whole report has the record's source
     if kind == "runs":
-        count = f"{len(runs)} run{'s' if len(runs) != 1 else ''} of "
+        count = _counted(len(runs), "run")
+    elif kind == "search":
+        count = _counted(len(record["report"]["trials"]), "trial")
     else:
-        count = f"{len(record['report']['trials'])} trials of " if kind == "search" else ""
+        count = ""
     sources = {}
     for run in runs:
         source = run_source(record, run)
