@@ -273,3 +273,27 @@ def test_the_first_line_a_user_sees_is_the_runs(small_data, tmp_path):
         [sys.executable, "-c", "import mlp, tensorflow as tf; tf.constant(1) + 1"], cwd=REPO,
         env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and "I0000" in shown.stderr, shown.stderr
+
+
+def test_the_benchmark_drops_tensorflows_retracing_warning_and_nothing_else():
+    import logging
+
+    import tensorflow as tf
+
+    from experiments.benchmark import without_retracing_warnings
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger = tf.get_logger()
+    logger.addHandler(handler)
+    logger.addFilter(without_retracing_warnings)
+    try:
+        identity = tf.function(lambda x: x)
+        for size in range(8):  # a new shape each call: a trace each time, as a new model's
+            identity(tf.zeros([size]))
+        logger.warning("another warning")
+    finally:
+        logger.removeFilter(without_retracing_warnings)
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in seen] == ["another warning"]
