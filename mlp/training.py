@@ -176,7 +176,7 @@ class Trainer(tf.Module):
     def _lookahead_sync(self):
         """slow += alpha * (fast - slow); fast = slow."""
         for slow, fast in zip(self.slow_weights, self.model.trainable_variables):
-            slow.assign_add(self.lookahead_alpha * (tf.cast(fast, slow.dtype) - slow))
+            slow.assign_add(self.lookahead_alpha * (fast - slow))  # copies: the same dtype
             fast.assign(slow)
         return tf.no_op()
 
