@@ -1,8 +1,9 @@
 """Ablation: what each technique of a recipe is worth, over several seeds.
 
 --recipe NAME takes a recipe apart with the variants declared beside it in experiments/recipes.py:
-improved (one technique removed at a time, the baseline, and SAM or mixup/cutmix added) or best
-(one ingredient removed at a time, label smoothing put back, and SAM or mixup/cutmix added).
+improved (one technique removed at a time, the baseline, and SAM, mixup/cutmix or Lookahead
+added) or best (one ingredient removed at a time, label smoothing put back, and SAM,
+mixup/cutmix or Lookahead added).
 
 Every run is an ordinary run directory under <logdir>/<study-name>/ (TensorBoard scalars,
 hparams, images, results.json), trained by the same code path as the experiments. Re-running the

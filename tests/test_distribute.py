@@ -113,13 +113,14 @@ def test_multi_worker_without_tf_config_or_run_name_exits_2_in_one_line(small_da
 
 # The command lines of mirrored runs (on 2 logical CPU devices) that the mirrored process runs
 # after its steps: best's machinery (bfloat16, cosine with warm-up, augmentation, test-time
-# views, smoothing, mixup, cutmix), and float16's loss scaling with several steps per call and
-# synchronized batch norm.
+# views, smoothing, mixup, cutmix), and float16's loss scaling with several steps per call,
+# synchronized batch norm and Lookahead.
 MIRRORED_COMMANDS = [
     ["--precision", "mixed_bfloat16", "--lr-schedule", "cosine", "--warmup-epochs", "0.5",
      "--augment-shift", "1", "--augment-flip", "--test-time-flip", "--test-time-shifts", "1",
      "--label-smoothing", "0.1", "--mixup-alpha", "0.2", "--cutmix-alpha", "1.0"],
-    ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm"]]
+    ["--precision", "mixed_float16", "--steps-per-loop", "3", "--sync-batch-norm",
+     "--lookahead-steps", "2"]]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,8 @@ def mirrored(small_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_mirrored_with_synchronized_batch_norm_equals_one_device_with_a_teacher_too(mirrored):
+def test_mirrored_with_synchronized_batch_norm_equals_one_device_with_a_teacher_or_lookahead(
+        mirrored):
     # 3 steps of the same global batches (augmented, L2 on, dropout off) from the same weights.
     both, _ = mirrored
     result = both["sync"]
@@ -157,6 +159,11 @@ def test_mirrored_with_synchronized_batch_norm_equals_one_device_with_a_teacher_
     assert taught["replicas"] == 2 and taught["max_weight_difference"] < 1e-4
     assert taught["loss_difference"] < 1e-5 and taught["accuracy_difference"] == 0
     assert both["teacher_effect"] > 100 * taught["max_weight_difference"]
+    # With Lookahead: the slow weights, synced in the cross-replica context, stay one copy.
+    looked_ahead = both["lookahead"]
+    assert looked_ahead["replicas"] == 2 and looked_ahead["max_weight_difference"] < 1e-4
+    assert looked_ahead["loss_difference"] < 1e-5 and looked_ahead["accuracy_difference"] == 0
+    assert both["lookahead_effect"] > 100 * looked_ahead["max_weight_difference"]
 
 
 @pytest.mark.parametrize("index", range(len(MIRRORED_COMMANDS)))

@@ -2,11 +2,13 @@
 before TensorFlow starts): the same training steps and evaluation on one device and under
 MirroredStrategy over 2 logical CPU devices, from the same initial weights and global batches,
 with batch norm synchronized across the replicas and with each replica's own statistics, and
-synchronized with a CNN teacher (distillation). Then, in the same process (its start-up is most
+synchronized with a CNN teacher (distillation), and synchronized with Lookahead syncing its
+slow weights within the steps. Then, in the same process (its start-up is most
 of a small run's time), each further argument's command line of `python -m experiments.improved`
 (a JSON list), as the command line runs it. Prints one JSON line: {"sync": differences, "local":
 differences, "teacher": differences, "teacher_effect": the largest weight difference the teacher
-makes on one device, "commands": [{"returncode", "stdout", "stderr"} of each command line]}."""
+makes on one device, "lookahead": differences, "lookahead_effect": the same for Lookahead,
+"commands": [{"returncode", "stdout", "stderr"} of each command line]}."""
 
 import dataclasses
 import json
@@ -35,9 +37,9 @@ config = Config(hidden_sizes=(32, 16), dropout=0.0, batch_size=64, validation_si
 splits = data_lib.load(data_dir, verify_checksums=False, validation_size=100)
 
 
-def train(strategy, sync=False, teacher=None):
+def train(strategy, sync=False, **changes):
     parts = build(dataclasses.replace(config, strategy="one_device" if strategy is None
-                                      else "mirrored", sync_batch_norm=sync, teacher=teacher),
+                                      else "mirrored", sync_batch_norm=sync, **changes),
                   strategy, splits)
     iterator = iter(parts.training_batches())
     parts.trainer.train_loop(iterator, tf.constant(steps))
@@ -75,11 +77,17 @@ train_and_evaluate(teacher_config, teacher_dir, splits=splits, out=sys.stderr)
 one_device = train(None)
 strategy = make_strategy("mirrored")
 taught = train(None, teacher=str(teacher_dir))
+# Every 2 steps: the slow weights move and the fast ones are reset within the 3 steps.
+lookahead = {"lookahead_steps": 2, "lookahead_alpha": 0.5}
+looked_ahead = train(None, **lookahead)
 report = {"sync": differences(one_device, train(strategy, sync=True)),
           "local": differences(one_device, train(strategy, sync=False)),
           "teacher": differences(taught, train(strategy, sync=True, teacher=str(teacher_dir))),
           "teacher_effect": max(float(np.max(np.abs(a - b)))
-                                for a, b in zip(one_device[0], taught[0]))}
+                                for a, b in zip(one_device[0], taught[0])),
+          "lookahead": differences(looked_ahead, train(strategy, sync=True, **lookahead)),
+          "lookahead_effect": max(float(np.max(np.abs(a - b)))
+                                  for a, b in zip(one_device[0], looked_ahead[0]))}
 report["commands"] = []
 for argv in commands:
     # Each MirroredStrategy numbers its collectives from the class's key base, so a second one
