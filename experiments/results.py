@@ -370,6 +370,15 @@ def measures_table(record, only=None):
     return lines
 
 
+# A seed's run is reproduced bit for bit on one machine, but not on another CPU (the fused
+# kernels are compiled for the CPU they run on, -march=native): runs paired by seed across CPUs
+# share no noise.
+ACROSS_CPUS = ("† At least one seed's two runs trained on different CPUs, where the same seed "
+               "does not give the same run: such pairs share no noise, so the interval, taken "
+               "from the paired differences, stays valid but gains nothing from the pairing, and "
+               "any difference between the CPUs themselves is part of the change.")
+
+
 def changes_table(record, reference):
     from experiments.study import paired_comparison
     from mlp.significance import p_text
@@ -381,10 +390,14 @@ def changes_table(record, reference):
     lines = [f"| change from {reference} | seeds | test accuracy change | 95% interval over "
              "the paired seeds | p (bootstrap over seeds × test images) |",
              "|---|---|---|---|---|"]
-    rows = []
+    rows, across = [], False
+    cpu = lambda run: run_source(record, run)["machine"]["cpu"]  # noqa: E731
+    base = {run["seed"]: run for run in groups[reference]}
     for group, runs in groups.items():
         if group == reference:
             continue
+        if any(cpu(base[run["seed"]]) != cpu(run) for run in runs if run["seed"] in base):
+            group, across = f"{group} †", True
         compared = paired_comparison(groups[reference], runs, correct=correct_of)
         span = compared["change_interval"]
         span = f"{100 * span[0]:+.2f} to {100 * span[1]:+.2f} pt" if span else "—"
@@ -393,7 +406,8 @@ def changes_table(record, reference):
         change = compared["mean_change"]
         rows.append((change, f"| {group} | {compared['paired_seeds']} | {100 * change:+.2f} pt | "
                              f"{span} | {p} |"))
-    return lines + [row for _, row in sorted(rows, key=lambda item: item[0])]
+    lines += [row for _, row in sorted(rows, key=lambda item: item[0])]
+    return lines + (["", ACROSS_CPUS] if across else [])
 
 
 CURVE_GROUP = re.compile(r"(?P<recipe>.+) m=(?P<size>\d+)")

@@ -205,6 +205,34 @@ def test_runs_added_in_another_session_keep_their_own_source(tmp_path, monkeypat
     assert len(replaced["runs"]) == 1 and "source" not in replaced["runs"][0]
 
 
+def test_a_change_whose_seeds_trained_on_other_cpus_is_marked_as_not_paired(tmp_path,
+                                                                           monkeypatch):
+    rng = np.random.default_rng(4)
+    for label in "abc":
+        for seed in range(2):
+            _fake_run(tmp_path / f"{label}-seed{seed}", seed, rng.random(1001) < 0.8)
+    records = tmp_path / "records"
+    runs = lambda label: [tmp_path / f"{label}-seed{seed}" for seed in range(2)]  # noqa: E731
+    first = results.collect("toy", "python -m toy", "1" * 40, [("a", runs("a")), ("b", runs("b"))],
+                            records)
+    assert results.ACROSS_CPUS not in results.table("changes toy a", records)
+    # c's seed 1 trains on another CPU; its seed 0 on a's: one such pair is enough.
+    for seeds, cpu in (([0], first["machine"]["cpu"]), ([1], "Other CPU")):
+        monkeypatch.setattr(results, "provenance", lambda command, commit, note=None, cpu=cpu: {
+            "command": command, "commit": commit[:12], "date": "2030-01-02",
+            "machine": {**first["machine"], "cpu": cpu}})
+        results.collect("toy", "python -m toy", "2" * 40,
+                        [("c", [tmp_path / f"c-seed{seed}" for seed in seeds])], records,
+                        add=True)
+    changes = results.table("changes toy a", records)
+    rows = {line.split("|")[1].strip(): line for line in changes.splitlines()
+            if line.startswith("| ") and "change from" not in line}
+    assert set(rows) == {"b", "c †"}
+    assert changes.count(results.ACROSS_CPUS) == 1
+    # Against c, a's runs are the ones across CPUs.
+    assert "| a † |" in results.table("changes toy c", records)
+
+
 def test_a_benchmark_and_a_search_are_recorded_whole_and_their_tables_come_back(
         tmp_path, monkeypatch, capsys):
     from experiments.benchmark import FLOOR
