@@ -370,9 +370,9 @@ def measures_table(record, only=None):
     return lines
 
 
-# A seed's run is reproduced bit for bit on one machine, but not on another CPU (the fused
-# kernels are compiled for the CPU they run on, -march=native): runs paired by seed across CPUs
-# share no noise.
+# A seed's run is reproduced bit for bit on one CPU model, but not on another (the kernels, ours
+# compiled with -march=native and oneDNN's, are built or chosen per CPU): runs paired by seed
+# across CPUs share no noise.
 ACROSS_CPUS = ("† At least one seed's two runs trained on different CPUs, where the same seed "
                "does not give the same run: such pairs share no noise, so the interval, taken "
                "from the paired differences, stays valid but gains nothing from the pairing, and "
