@@ -2,13 +2,13 @@
 before TensorFlow starts): the same training steps and evaluation on one device and under
 MirroredStrategy over 2 logical CPU devices, from the same initial weights and global batches,
 with batch norm synchronized across the replicas and with each replica's own statistics, and
-synchronized with a CNN teacher (distillation), and synchronized with Lookahead syncing its
-slow weights within the steps. Then, in the same process (its start-up is most
-of a small run's time), each further argument's command line of `python -m experiments.improved`
-(a JSON list), as the command line runs it. Prints one JSON line: {"sync": differences, "local":
-differences, "teacher": differences, "teacher_effect": the largest weight difference the teacher
-makes on one device, "lookahead": differences, "lookahead_effect": the same for Lookahead,
-"commands": [{"returncode", "stdout", "stderr"} of each command line]}."""
+synchronized with a CNN teacher (distillation), and synchronized with Lookahead syncing its slow
+weights within the steps. Then, in the same process (its start-up is most of a small run's
+time), each further argument's command line of `python -m experiments.improved` (a JSON list),
+as the command line runs it. Prints one JSON line: {"sync": differences, "local": differences,
+"teacher": differences, "teacher_effect": the largest weight difference the teacher makes on one
+device, "lookahead": differences, "lookahead_effect": the same for Lookahead, "commands":
+[{"returncode", "stdout", "stderr"} of each command line]}."""
 
 import dataclasses
 import json
