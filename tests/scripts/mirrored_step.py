@@ -58,8 +58,10 @@ def differences(one_run, mirrored_run):
         "max_weight_change": max(float(np.max(np.abs(a))) for a in one),
         "loss_difference": abs(one_means["loss"] - mirrored_means["loss"]),
         "accuracy_difference": abs(one_means["accuracy"] - mirrored_means["accuracy"]),
-        "eval_loss_difference": abs(float(one_eval["loss_with_l2"] - mirrored_eval["loss_with_l2"])),
-        "eval_confusion_equal": bool(np.array_equal(one_eval["confusion"], mirrored_eval["confusion"])),
+        "eval_loss_difference": abs(float(one_eval["loss_with_l2"]
+                                          - mirrored_eval["loss_with_l2"])),
+        "eval_confusion_equal": bool(np.array_equal(one_eval["confusion"],
+                                                    mirrored_eval["confusion"])),
         "eval_predictions_equal": bool(np.array_equal(one_eval["predictions"],
                                                       mirrored_eval["predictions"])),
         "eval_confidence_difference": float(np.max(np.abs(one_eval["confidences"]
