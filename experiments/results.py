@@ -265,16 +265,16 @@ def grouped(record):
 
 
 def _counted(n, noun):
-    return f"{n} {noun}{'s' if n != 1 else ''} of "
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def source_line(record):
     kind = record_kind(record)
     runs = record["runs"] if kind == "runs" else [{}]  # a whole report has the record's source
     if kind == "runs":
-        count = _counted(len(runs), "run")
+        count = _counted(len(runs), "run") + " of "
     elif kind == "search":
-        count = _counted(len(record["report"]["trials"]), "trial")
+        count = _counted(len(record["report"]["trials"]), "trial") + " of "
     else:
         count = ""
     sources = {}
@@ -576,7 +576,7 @@ def _collect(argv):
                      "benchmark's or a search's), or groups: --group LABEL RUN_DIR ...")
     record = collect(args.name, args.command, args.commit, groups, RECORDS, note=args.note,
                      add=args.add, compare_with=args.compare_with)
-    print(f"recorded {len(record['runs'])} runs in {RECORDS / (args.name + '.json')}")
+    print(f"recorded {_counted(len(record['runs']), 'run')} in {RECORDS / (args.name + '.json')}")
     return 0
 
 
