@@ -158,14 +158,14 @@ def collect_report(name, command, commit, study_dir, records_dir=RECORDS, note=N
 def provenance(command, commit, note=None):
     from importlib.metadata import version
 
-    from mlp.machine import cpu_model
+    from mlp.machine import cpu_id, cpu_model
 
     if commit is None:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                                 text=True, check=True).stdout.strip()
     return {"command": command, "commit": commit[:12],
             "date": datetime.date.today().isoformat(),
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "machine": {"cpu": cpu_model(), "cpu_id": cpu_id(), "cores": os.cpu_count(),
                         "tensorflow": version("tensorflow"), "python": platform.python_version()},
             **({"note": note} if note else {})}
 
@@ -178,15 +178,17 @@ def collect(name, command, commit, groups, records_dir=RECORDS, note=None, add=F
     """Write records_dir/NAME.json from [(group, [run dir, ...])]. With `add`, the record's
     runs of other (group, seed) pairs stay, each keeping the commit, date and machine it was
     trained with, so a study trained over several sessions or machines is one record.
-    `compare_with` (record name, group) puts that group's runs of the same seeds first, each
-    with its own source: what a `changes` table of this record compares the new runs with."""
+    `compare_with`, [(record name, group), ...], puts those groups' runs of the same seeds
+    first, each with its own source: what a `changes` table of this record compares the new runs
+    with."""
     from mlp.io import atomic_write_json
 
     runs = [run_record(run_dir, group) for group, run_dirs in groups for run_dir in run_dirs]
     if not runs:
         raise RecordError("no finished runs to record")
-    if compare_with:
-        runs = same_seeds(*compare_with, {run["seed"] for run in runs}, records_dir) + runs
+    seeds = {run["seed"] for run in runs}
+    runs = [run for other, group in compare_with or ()
+            for run in same_seeds(other, group, seeds, records_dir)] + runs
     record = {"name": name, **provenance(command, commit, note), "runs": runs}
     path = records_dir / f"{name}.json"
     if add and path.is_file():
@@ -197,20 +199,33 @@ def collect(name, command, commit, groups, records_dir=RECORDS, note=None, add=F
 
 
 def merged(old, new):
-    """`new`'s runs added to `old`'s (a run of the same group and seed replaced), every run
-    carrying its own source; the top-level source is the newest."""
+    """`new`'s runs added to `old`'s, every run carrying its own source; the top-level source is
+    the newest. A run of the same group and seed is replaced, unless it has the same weights:
+    then it stays, and the new run's source is added to its `also_trained_by`, the evidence that
+    their CPUs compute the same runs."""
     if old["command"] != new["command"]:
         raise RecordError(f"docs/records/{old['name']}.json was trained by `{old['command']}`, "
                           f"not `{new['command']}`; collect these runs under another name")
-    fresh = {(run["group"], run["seed"]) for run in new["runs"]}
-    kept = [sourced(old, run) for run in old["runs"]
-            if (run["group"], run["seed"]) not in fresh]
-    added = [sourced(new, run) for run in new["runs"]]
+    before = {(run["group"], run["seed"]): sourced(old, run) for run in old["runs"]}
+    fresh = {(run["group"], run["seed"]): sourced(new, run) for run in new["runs"]}
+    kept = [run for key, run in before.items() if key not in fresh]
+    added = [trained_again(before.get(key), run) for key, run in fresh.items()]
     order = list(dict.fromkeys(run["group"] for run in kept + added))
     runs = sorted(kept + added, key=lambda run: (order.index(run["group"]), run["seed"]))
     note = new.get("note") or old.get("note")
     return {**{key: value for key, value in new.items() if key != "note"},
             **({"note": note} if note else {}), "runs": runs}
+
+
+def trained_again(run, again):
+    """`again` (a run of the same group and seed as `run`, or of one not recorded before), or,
+    where it has `run`'s weights, `run` with again's source among those that also trained it."""
+    if run is None or run["weights_digest"] != again["weights_digest"]:
+        return again
+    sources = run.get("also_trained_by", [])
+    if again["source"] not in sources + [run["source"]]:
+        sources = sources + [again["source"]]
+    return {**run, "also_trained_by": sources}
 
 
 def same_seeds(name, group, seeds, records_dir=RECORDS):
@@ -268,6 +283,13 @@ def _counted(n, noun):
     return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
+def source_text(source):
+    machine = source["machine"]
+    identity = f", {machine['cpu_id']}" if machine.get("cpu_id") else ""
+    return (f"at commit {source['commit'][:7]}, {source['date']}, on {machine['cpu']} "
+            f"({machine['cores']} cores{identity}), TensorFlow {machine['tensorflow']}")
+
+
 def source_line(record):
     kind = record_kind(record)
     runs = record["runs"] if kind == "runs" else [{}]  # a whole report has the record's source
@@ -277,15 +299,16 @@ def source_line(record):
         count = _counted(len(record["report"]["trials"]), "trial") + " of "
     else:
         count = ""
-    sources = {}
+    sources, again = {}, {}
     for run in runs:
-        source = run_source(record, run)
-        machine = source["machine"]
-        text = (f"at commit {source['commit'][:7]}, {source['date']}, on {machine['cpu']} "
-                f"({machine['cores']} cores), TensorFlow {machine['tensorflow']}")
+        text = source_text(run_source(record, run))
         sources[text] = sources.get(text, 0) + 1
+        for source in run.get("also_trained_by", ()):
+            again[source_text(source)] = again.get(source_text(source), 0) + 1
     where = (next(iter(sources)) if len(sources) == 1 else
              "; ".join(f"{n} {text}" for text, n in sources.items()))
+    where += "".join(f"; {_counted(n, 'run')} trained again, to the same weights, {text}"
+                     for text, n in again.items())
     return (f"<sub>{count}`{record['command']}` "
             f"{'' if len(sources) == 1 else 'by source: '}{where}; generated by "
             f"`python -m experiments.results` from docs/records/{record['name']}.json."
@@ -373,10 +396,35 @@ def measures_table(record, only=None):
 # A seed's run is reproduced bit for bit on one CPU model, but not on another (the kernels, ours
 # compiled with -march=native and oneDNN's, are built or chosen per CPU): runs paired by seed
 # across CPUs share no noise.
-ACROSS_CPUS = ("† At least one seed's two runs trained on different CPUs, where the same seed "
-               "does not give the same run: such pairs share no noise, so the interval, taken "
-               "from the paired differences, stays valid but gains nothing from the pairing, and "
-               "any difference between the CPUs themselves is part of the change.")
+ACROSS_CPUS = ("† At least one seed's two runs trained on CPUs not shown to compute the same "
+               "runs: the same seed gives other weights on another CPU, unless the record holds a "
+               "run trained again there to the same weights. Such pairs share no noise, so the "
+               "interval, taken from the paired differences, stays valid but gains nothing from "
+               "the pairing, and any difference between the CPUs themselves is part of the "
+               "change. A CPU is named by its model name and, in later records, its family, model "
+               "and stepping; the name alone may cover CPUs that compute differently (\"AMD "
+               "EPYC\" does).")
+
+
+def cpu_key(source):
+    """A CPU as a record names it: its model name and, in later records, its identity."""
+    return source["machine"]["cpu"], source["machine"].get("cpu_id")
+
+
+def same_numerics(record):
+    """A function giving each CPU (`cpu_key`) its class: CPUs the record shows to compute the
+    same runs, where a run trained again on another CPU had the same weights, share one."""
+    parent = {}
+
+    def find(cpu):
+        while parent.get(cpu, cpu) != cpu:
+            cpu = parent[cpu]
+        return cpu
+
+    for run in record["runs"]:
+        for source in run.get("also_trained_by", ()):
+            parent[find(cpu_key(source))] = find(cpu_key(run_source(record, run)))
+    return find
 
 
 def changes_table(record, reference):
@@ -391,7 +439,8 @@ def changes_table(record, reference):
              "the paired seeds | p (bootstrap over seeds × test images) |",
              "|---|---|---|---|---|"]
     rows, across = [], False
-    cpu = lambda run: run_source(record, run)["machine"]["cpu"]  # noqa: E731
+    numerics = same_numerics(record)
+    cpu = lambda run: numerics(cpu_key(run_source(record, run)))  # noqa: E731
     base = {run["seed"]: run for run in groups[reference]}
     for group, runs in groups.items():
         if group == reference:
@@ -548,10 +597,11 @@ def _collect(argv):
                         help="keep the record's other runs (each with its own commit, date and "
                              "machine) and add these, replacing any of the same group and seed: "
                              "for a study trained in several sessions or on several machines")
-    parser.add_argument("--compare-with", nargs=2, metavar=("RECORD", "GROUP"),
+    parser.add_argument("--compare-with", nargs=2, action="append", metavar=("RECORD", "GROUP"),
                         help="also record GROUP's runs of the same seeds from "
                              "docs/records/RECORD.json, each with its own commit, date and "
-                             "machine: the runs a `changes` table compares these with")
+                             "machine: the runs a `changes` table compares these with; repeat it "
+                             "for several groups")
     args = parser.parse_intermixed_args(argv)  # the study directory may follow the options
     from mlp.config import is_plain_name
 

@@ -1,6 +1,6 @@
-"""Facts about this machine that several modules need: the CPU's model name (in cache keys and
-reports), the cache directory (downloads, the kernel build, the precision probe) and where
-Debian installs the dataset. It imports nothing of the project, nor TensorFlow, so every module
+"""Facts about this machine that several modules need: the CPU's model name and identity (in
+cache keys and reports), the cache directory (downloads, the kernel build, the precision probe)
+and where Debian installs the dataset. It imports nothing of the project, nor TensorFlow, so every module
 may import it, and so may the test suite's controller, which runs no TensorFlow."""
 
 import os
@@ -21,6 +21,36 @@ def cpu_model(cpuinfo="/proc/cpuinfo"):
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+CPU_ID_KEYS = (  # (cpuinfo's key, the name it is shown with) for x86 and ARM
+    (("vendor_id", ""), ("cpu family", "family"), ("model", "model"), ("stepping", "stepping")),
+    (("CPU implementer", "implementer"), ("CPU architecture", "architecture"),
+     ("CPU part", "part"), ("CPU variant", "variant"), ("CPU revision", "revision")))
+
+
+def cpu_id(cpuinfo="/proc/cpuinfo"):
+    """What tells CPU models apart where their model name does not: a hypervisor may name several
+    generations "AMD EPYC", and they train the same seed to different weights. The first
+    processor's vendor, family, model and stepping on x86 ("AuthenticAMD family 25 model 17
+    stepping 1"), its implementer, architecture, part, variant and revision on ARM; None where
+    cpuinfo has neither."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return None
+    for keys in CPU_ID_KEYS:
+        if all(key in fields for key, _ in keys):
+            return " ".join(f"{name} {fields[key]}".strip() for key, name in keys)
+    return None
 
 
 def cpu_signature(cpuinfo="/proc/cpuinfo"):

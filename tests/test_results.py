@@ -1,6 +1,7 @@
 """The generated figures: every table in README.md and docs/ is what experiments.results writes
 from the committed records, and a figure edited by hand is caught."""
 
+import hashlib
 import json
 import shutil
 
@@ -46,7 +47,9 @@ def _fake_run(run_dir, seed, correct, **more):
     (run_dir / "results.json").write_text(json.dumps({
         "experiment_config": {"seed": seed}, "test_accuracy": float(correct.mean()),
         "validation_accuracy": 0.5, "train_seconds": 10.0 + seed, "epochs_run": 3,
-        "precision": "float32", "kernels": "fused", "weights_digest": "ab" * 32, **more}))
+        "precision": "float32", "kernels": "fused",
+        "weights_digest": hashlib.sha256(np.packbits(correct).tobytes() + bytes([seed])).hexdigest(),
+        **more}))
 
 
 def test_collected_runs_give_their_figures_back(tmp_path):
@@ -106,15 +109,17 @@ def test_a_record_can_carry_another_records_runs_of_the_same_seeds(tmp_path, mon
     _fake_run(tmp_path / "b-seed1", 1, taught)
     monkeypatch.setattr(results, "RECORDS", tmp_path / "records")
     results.collect("base", "python -m base", "1" * 40,
-                    [("a", [tmp_path / f"a-seed{seed}" for seed in range(3)])], results.RECORDS)
+                    [(label, [tmp_path / f"a-seed{seed}" for seed in range(3)])
+                     for label in ("a", "a again")], results.RECORDS)
     assert results.main(["collect", "toy", "--command", "python -m toy", "--commit", "2" * 40,
                          "--group", "b", str(tmp_path / "b-seed1"),
-                         "--compare-with", "base", "a"]) == 0
+                         "--compare-with", "base", "a", "--compare-with", "base", "a again"]) == 0
     record = results.load_record("toy", results.RECORDS)
-    # Only the base record's run of seed 1 comes along, first, with the commit it was trained at.
-    assert [(run["group"], run["seed"]) for run in record["runs"]] == [("a", 1), ("b", 1)]
-    assert [results.run_source(record, run)["commit"] for run in record["runs"]] == ["1" * 12,
-                                                                                  "2" * 12]
+    # Only the base record's runs of seed 1 come along, first, with the commit they trained at.
+    assert [(run["group"], run["seed"]) for run in record["runs"]] == [("a", 1), ("a again", 1),
+                                                                       ("b", 1)]
+    assert [results.run_source(record, run)["commit"] for run in record["runs"]] == [
+        "1" * 12, "1" * 12, "2" * 12]
     assert np.array_equal(results.correct_of(record["runs"][0]), base[1])
     changes = results.table("changes toy a", results.RECORDS)
     assert f"| b | 1 | {100 * (taught.mean() - base[1].mean()):+.2f} pt |" in changes
@@ -181,7 +186,11 @@ def test_runs_added_in_another_session_keep_their_own_source(tmp_path, monkeypat
     records = tmp_path / "records"
     first = results.collect("toy", "python -m toy", "1" * 40,
                             [("a", [tmp_path / "a-seed0", tmp_path / "a-seed1"])], records)
-    # The next session: another commit, another machine, seed 1 again (replaced) and seed 2.
+    # The next session: another commit, another machine, seed 1 again, trained to other
+    # weights (so it replaces the first), and seed 2.
+    results_path = tmp_path / "a-seed1" / "results.json"
+    results_path.write_text(results_path.read_text().replace('"weights_digest": "',
+                                                             '"weights_digest": "0'))
     monkeypatch.setattr(results, "provenance", lambda command, commit, note=None: {
         "command": command, "commit": commit[:12], "date": "2030-01-02",
         "machine": {**first["machine"], "cpu": "Other CPU"}})
@@ -205,32 +214,96 @@ def test_runs_added_in_another_session_keep_their_own_source(tmp_path, monkeypat
     assert len(replaced["runs"]) == 1 and "source" not in replaced["runs"][0]
 
 
+def _runs_of(tmp_path, labels, seed):
+    """Two fake runs (seeds 0 and 1) of each label; a function giving a label's run dirs."""
+    rng = np.random.default_rng(seed)
+    for label in labels:
+        for run_seed in range(2):
+            _fake_run(tmp_path / f"{label}-seed{run_seed}", run_seed, rng.random(1001) < 0.8)
+    return lambda label: [tmp_path / f"{label}-seed{run_seed}" for run_seed in range(2)]
+
+
+def _collect_on(monkeypatch, records, groups, cpu, cpu_id=None, commit="1"):
+    """`groups` added to the record "toy" as collected on a machine with that CPU."""
+    machine = {"cpu": cpu, "cores": 2, "tensorflow": "2.21.0", "python": "3.11.7",
+               **({"cpu_id": cpu_id} if cpu_id else {})}
+    monkeypatch.setattr(results, "provenance", lambda command, commit, note=None: {
+        "command": command, "commit": commit[:12], "date": "2030-01-02", "machine": machine})
+    return results.collect("toy", "python -m toy", commit * 40, groups, records, add=True)
+
+
+def _changed_groups(records, reference):
+    """The group names (with any † mark) of the record "toy"'s changes table."""
+    return {line.split("|")[1].strip() for line in
+            results.table(f"changes toy {reference}", records).splitlines()
+            if line.startswith("| ") and "change from" not in line}
+
+
 def test_a_change_whose_seeds_trained_on_other_cpus_is_marked_as_not_paired(tmp_path,
                                                                            monkeypatch):
-    rng = np.random.default_rng(4)
-    for label in "abc":
-        for seed in range(2):
-            _fake_run(tmp_path / f"{label}-seed{seed}", seed, rng.random(1001) < 0.8)
-    records = tmp_path / "records"
-    runs = lambda label: [tmp_path / f"{label}-seed{seed}" for seed in range(2)]  # noqa: E731
-    first = results.collect("toy", "python -m toy", "1" * 40, [("a", runs("a")), ("b", runs("b"))],
-                            records)
+    runs, records = _runs_of(tmp_path, "abc", 4), tmp_path / "records"
+    _collect_on(monkeypatch, records, [("a", runs("a")), ("b", runs("b"))], "Some CPU")
     assert results.ACROSS_CPUS not in results.table("changes toy a", records)
     # c's seed 1 trains on another CPU; its seed 0 on a's: one such pair is enough.
-    for seeds, cpu in (([0], first["machine"]["cpu"]), ([1], "Other CPU")):
-        monkeypatch.setattr(results, "provenance", lambda command, commit, note=None, cpu=cpu: {
-            "command": command, "commit": commit[:12], "date": "2030-01-02",
-            "machine": {**first["machine"], "cpu": cpu}})
-        results.collect("toy", "python -m toy", "2" * 40,
-                        [("c", [tmp_path / f"c-seed{seed}" for seed in seeds])], records,
-                        add=True)
-    changes = results.table("changes toy a", records)
-    rows = {line.split("|")[1].strip(): line for line in changes.splitlines()
-            if line.startswith("| ") and "change from" not in line}
-    assert set(rows) == {"b", "c †"}
-    assert changes.count(results.ACROSS_CPUS) == 1
+    _collect_on(monkeypatch, records, [("c", runs("c")[:1])], "Some CPU", commit="2")
+    _collect_on(monkeypatch, records, [("c", runs("c")[1:])], "Other CPU", commit="2")
+    assert _changed_groups(records, "a") == {"b", "c †"}
+    assert results.table("changes toy a", records).count(results.ACROSS_CPUS) == 1
     # Against c, a's runs are the ones across CPUs.
-    assert "| a † |" in results.table("changes toy c", records)
+    assert "a †" in _changed_groups(records, "c")
+
+
+def test_a_run_trained_again_to_the_same_weights_shows_two_cpus_compute_alike(tmp_path,
+                                                                           monkeypatch):
+    runs, records = _runs_of(tmp_path, "abc", 6), tmp_path / "records"
+    _fake_run(tmp_path / "a-seed1-other-weights", 1, np.random.default_rng(7).random(1001) < 0.8)
+    epyc = "AuthenticAMD family 25 model 17 stepping 1"
+    _collect_on(monkeypatch, records, [("a", runs("a")), ("b", runs("b"))], "Intel Xeon")
+    # On an AMD EPYC: a's seed 0 again, to the same weights, and a new group c.
+    for _ in range(2):  # the same evidence twice is recorded once
+        record = _collect_on(monkeypatch, records, [("a", runs("a")[:1]), ("c", runs("c"))],
+                             "AMD EPYC", epyc, commit="2")
+    seed0 = record["runs"][0]
+    assert seed0["source"]["commit"] == "1" * 12 and len(seed0["also_trained_by"]) == 1
+    assert _changed_groups(records, "a") == {"b", "c"}
+    assert ("1 run trained again, to the same weights, at commit 2222222, 2030-01-02, on AMD EPYC "
+            f"(2 cores, {epyc})") in results.table("summary toy", records)
+    # a's seed 1 trained again on a third CPU to other weights replaces the run and shows no
+    # CPU alike: both of a's comparisons now pair a seed across CPUs.
+    _collect_on(monkeypatch, records, [("a", [tmp_path / "a-seed1-other-weights"])], "AMD EPYC",
+                "AuthenticAMD family 23 model 49 stepping 0", commit="3")
+    assert _changed_groups(records, "a") == {"b †", "c †"}
+
+
+def test_cpus_of_one_model_name_are_told_apart_by_their_identity(tmp_path, monkeypatch):
+    runs, records = _runs_of(tmp_path, "abcd", 5), tmp_path / "records"
+    # A hypervisor names two CPU generations "AMD EPYC"; a record older than the identity has
+    # only the name, and so cannot show that a pair trained on one CPU.
+    for label, cpu_id in (("a", "AuthenticAMD family 25 model 1 stepping 1"),
+                          ("b", "AuthenticAMD family 25 model 1 stepping 1"),
+                          ("c", "AuthenticAMD family 25 model 17 stepping 1"), ("d", None)):
+        _collect_on(monkeypatch, records, [(label, runs(label))], "AMD EPYC", cpu_id)
+    assert _changed_groups(records, "a") == {"b", "c †", "d †"}
+    summary = results.table("summary toy", records)
+    assert "(2 cores, AuthenticAMD family 25 model 17 stepping 1)" in summary
+    assert "on AMD EPYC (2 cores), TensorFlow" in summary  # d, named as its record names it
+
+
+def test_a_cpu_is_identified_by_family_model_and_stepping_or_arm_part(tmp_path):
+    from mlp.machine import cpu_id
+
+    x86 = ("processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {model}\n"
+           "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 4\n\n")
+    path = tmp_path / "cpuinfo"
+    path.write_text(x86.format(n=0, model=143) + x86.format(n=1, model=85))
+    assert cpu_id(path) == "GenuineIntel family 6 model 143 stepping 4"  # the first processor
+    path.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n"
+                    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\n"
+                    "CPU part\t: 0xd0c\nCPU revision\t: 1\n")
+    assert cpu_id(path) == ("implementer 0x41 architecture 8 part 0xd0c variant 0x1 "
+                            "revision 1")
+    path.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
+    assert cpu_id(path) is None and cpu_id(tmp_path / "missing") is None
 
 
 def test_a_benchmark_and_a_search_are_recorded_whole_and_their_tables_come_back(
