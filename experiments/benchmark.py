@@ -332,7 +332,7 @@ def _main(args):
 
     from mlp.cli import output_dir_and_data
     from mlp.io import atomic_write_json
-    from mlp.machine import cpu_model
+    from mlp.machine import cpu_id, cpu_model, cpu_name
 
     out_dir, splits = output_dir_and_data(args.logdir, "benchmark", args.data_dir)
     if args.train_subset:
@@ -341,7 +341,7 @@ def _main(args):
     n = len(splits.train_labels)
     contenders = plan(args, splits)
     print(f"benchmark: {n} images; {args.repeats} rounds after a warm-up round, each round one "
-          f"epoch of every contender in turn; TensorFlow {tf.__version__}; {cpu_model()}; CPU "
+          f"epoch of every contender in turn; TensorFlow {tf.__version__}; {cpu_name()}; CPU "
           f"split into {max(args.cpu_devices, 1)} logical device(s)", flush=True)
     rows = run_rounds(contenders, args.repeats, n)
     table = tables(rows, args.steps_per_execution)
@@ -350,7 +350,8 @@ def _main(args):
           "times faster than model.fit with steps_per_execution (higher is faster)\n\n" + table)
     atomic_write_json(out_dir / "benchmark.json", {
         "repeats": args.repeats, "examples": n, "tensorflow": tf.__version__,
-        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "cpu_devices": args.cpu_devices,
+        "cpu_count": os.cpu_count(), "cpu_model": cpu_model(), "cpu_id": cpu_id(),
+        "cpu_devices": args.cpu_devices,
         "steps_per_execution": args.steps_per_execution,
         "rows": [{"widths": w, "batch_size": b, "what": name, **m} for (w, b), name in rows
                  for m in [rows[(w, b), name]]],

@@ -135,7 +135,7 @@ def _speedrun(args, guard):
     from experiments.study import run_plan
     from mlp import data as data_lib
     from mlp.io import atomic_write_json, atomic_write_text
-    from mlp.machine import cpu_model
+    from mlp.machine import cpu_name
 
     study_dir, plan = plan_speedrun(args)
     continue_with = f"the same command with --study-name {study_dir.name}"
@@ -159,7 +159,7 @@ def _speedrun(args, guard):
             print(f"keras reference, seed {seed}:", flush=True)
             reference.append(keras_time_to_accuracy(IMPROVED, splits, args.keras_target, seed))
     summary = summarize(runs, reference, args.target, args.keras_target)
-    summary["machine"] = cpu_model()
+    summary["machine"] = cpu_name()
     table = markdown(summary, summary["machine"], [run["precision"] for run in runs])
     atomic_write_json(study_dir / "speedrun.json", summary)
     atomic_write_text(study_dir / "speedrun.md", table)

@@ -53,6 +53,12 @@ def cpu_id(cpuinfo="/proc/cpuinfo"):
     return None
 
 
+def cpu_name(cpuinfo="/proc/cpuinfo"):
+    """The CPU as reports print it: its model name, and its identity where cpuinfo has one."""
+    identity = cpu_id(cpuinfo)
+    return f"{cpu_model(cpuinfo)} ({identity})" if identity else cpu_model(cpuinfo)
+
+
 def cpu_signature(cpuinfo="/proc/cpuinfo"):
     """What tells this CPU's instruction set apart, for keys of code compiled for it
     (-march=native): the model name and the feature flags ("flags" on x86, "Features" on ARM)."""

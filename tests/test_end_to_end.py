@@ -200,6 +200,7 @@ def benchmark_run(tmp_path_factory):
 @pytest.mark.slow
 def test_benchmark_prints_the_floor_and_every_ratio_to_it(benchmark_run):
     from experiments.benchmark import report_tables
+    from mlp.machine import cpu_id
 
     done, report = benchmark_run
     assert report["examples"] == 2000
@@ -217,7 +218,7 @@ def test_benchmark_prints_the_floor_and_every_ratio_to_it(benchmark_run):
     assert f"| ours float32 | {ours:.3f} |" in done.stdout
     assert f"| {ours / floor:.2f} |" in done.stdout
     assert "improved widths (512-256-50), batch 512" in done.stdout
-    assert report["cpu_model"]
+    assert report["cpu_model"] and report["cpu_id"] == cpu_id()
     # A record of benchmark.json gives the printed tables back (experiments.results).
     assert report_tables(report) == report["table"] and report["table"] in done.stdout
 

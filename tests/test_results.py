@@ -290,13 +290,15 @@ def test_cpus_of_one_model_name_are_told_apart_by_their_identity(tmp_path, monke
 
 
 def test_a_cpu_is_identified_by_family_model_and_stepping_or_arm_part(tmp_path):
-    from mlp.machine import cpu_id
+    from mlp.machine import cpu_id, cpu_name
 
     x86 = ("processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: {model}\n"
            "model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 4\n\n")
     path = tmp_path / "cpuinfo"
     path.write_text(x86.format(n=0, model=143) + x86.format(n=1, model=85))
     assert cpu_id(path) == "GenuineIntel family 6 model 143 stepping 4"  # the first processor
+    assert cpu_name(path) == ("Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 143 "
+                              "stepping 4)")
     path.write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n"
                     "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x1\n"
                     "CPU part\t: 0xd0c\nCPU revision\t: 1\n")
@@ -304,6 +306,7 @@ def test_a_cpu_is_identified_by_family_model_and_stepping_or_arm_part(tmp_path):
                             "revision 1")
     path.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
     assert cpu_id(path) is None and cpu_id(tmp_path / "missing") is None
+    assert cpu_name(path) == "Some CPU"
 
 
 def test_a_benchmark_and_a_search_are_recorded_whole_and_their_tables_come_back(
