@@ -79,7 +79,8 @@ class MatmulFloor:
         batch = config.batch_size
         steps = -(-num_examples // batch)
         rng = np.random.default_rng(0)
-        kernels = [tf.constant(rng.normal(size=(a, b)), dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+        kernels = [tf.constant(rng.normal(size=(a, b)), dtype)
+                   for a, b in zip(sizes[:-1], sizes[1:])]
         inputs = [tf.constant(rng.normal(size=(batch, a)), dtype) for a in sizes[:-1]]
         grads = [tf.constant(rng.normal(size=(batch, b)), dtype) for b in sizes[1:]]
         variables = from_config(config).trainable_variables if adam else []
@@ -158,8 +159,8 @@ def parse(argv):
                         help="logical CPU devices for mirrored (default: 2 when mirrored is timed, "
                              "else the CPU is left whole)")
     parser.add_argument("--kernels", nargs="+", default=["auto", "tensorflow"], choices=KERNELS,
-                        help="batch norm, dropout and Adam kernels of our loop to time, each in every "
-                             "precision: the fused ones (auto: where they build) and "
+                        help="batch norm, dropout and Adam kernels of our loop to time, each in "
+                             "every precision: the fused ones (auto: where they build) and "
                              "TensorFlow's ops (default: auto tensorflow)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time our float32 loop without dropout, without batch norm, "

@@ -393,9 +393,9 @@ def measures_table(record, only=None):
     return lines
 
 
-# A seed's run is reproduced bit for bit on one CPU model, but not on another (the kernels, ours
-# compiled with -march=native and oneDNN's, are built or chosen per CPU): runs paired by seed
-# across CPUs share no noise.
+# A seed's run is reproduced bit for bit on one CPU model, and on some others, but not on all (the
+# kernels, ours compiled with -march=native and oneDNN's, are built or chosen per CPU): runs paired
+# by seed across CPUs not shown to compute alike share no noise.
 ACROSS_CPUS = ("† At least one seed's two runs trained on CPUs not shown to compute the same "
                "runs: the same seed gives other weights on another CPU, unless the record holds a "
                "run trained again there to the same weights. Such pairs share no noise, so the "

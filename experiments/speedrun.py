@@ -78,7 +78,8 @@ def markdown(summary, machine, precisions):
     if keras:
         lines += ["", f"Keras model.fit of the seed recipe (experiments.improved) to "
                       f"{keras['target']:.3f} test accuracy, same seeds, same machine:", "",
-                  "| seed | training s to target | epochs | test accuracy then |", "|---|---|---|---|"]
+                  "| seed | training s to target | epochs | test accuracy then |",
+                  "|---|---|---|---|"]
         for seed, run in zip(summary["seeds"], keras["runs"]):
             seconds = f"{run['seconds']:.2f}" if run["seconds"] is not None else "not reached"
             lines.append(f"| {seed} | {seconds} | {run['epochs']} | {run['test_accuracy']:.4f} |")

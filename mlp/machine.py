@@ -1,7 +1,7 @@
 """Facts about this machine that several modules need: the CPU's model name and identity (in
 cache keys and reports), the cache directory (downloads, the kernel build, the precision probe)
-and where Debian installs the dataset. It imports nothing of the project, nor TensorFlow, so every module
-may import it, and so may the test suite's controller, which runs no TensorFlow."""
+and where Debian installs the dataset. It imports nothing of the project, nor TensorFlow, so
+every module may import it, and so may the test suite's controller, which runs no TensorFlow."""
 
 import os
 import platform
@@ -30,8 +30,8 @@ CPU_ID_KEYS = (  # (cpuinfo's key, the name it is shown with) for x86 and ARM
 
 
 def cpu_id(cpuinfo="/proc/cpuinfo"):
-    """What tells CPU models apart where their model name does not: a hypervisor may name several
-    generations "AMD EPYC", and they train the same seed to different weights. The first
+    """What tells CPU models apart where their model name does not: a hypervisor may give several
+    one name ("AMD EPYC"), and they may train the same seed to different weights. The first
     processor's vendor, family, model and stepping on x86 ("AuthenticAMD family 25 model 17
     stepping 1"), its implementer, architecture, part, variant and revision on ARM; None where
     cpuinfo has neither."""

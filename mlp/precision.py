@@ -9,9 +9,10 @@ In every mode batch-norm statistics, the cross-entropy and the L2 penalty are co
 auto: on a GPU of compute capability 7.0 or newer (tensor cores) mixed_float16, which is known to
 pay there. Otherwise whether bfloat16 pays depends on the machine, not on a CPU flag: two CPUs
 that both report AVX-512 BF16 ran bfloat16 matrix products faster than float32 on one and slower
-on the other (docs/precision.md). So `auto` runs a short probe, the model's own layers forward and backward on a batch in
-each candidate precision, in interleaved rounds, and takes the fastest. The result is cached per
-machine (CPU model), TensorFlow version and shape of the probe.
+on the other (docs/precision.md). So `auto` runs a short probe, the model's own layers forward
+and backward on a batch in each candidate precision, in interleaved rounds, and takes the
+fastest. The result is cached per machine (CPU model name and identity), TensorFlow version and
+shape of the probe.
 """
 
 import json

@@ -48,7 +48,8 @@ def _fake_run(run_dir, seed, correct, **more):
         "experiment_config": {"seed": seed}, "test_accuracy": float(correct.mean()),
         "validation_accuracy": 0.5, "train_seconds": 10.0 + seed, "epochs_run": 3,
         "precision": "float32", "kernels": "fused",
-        "weights_digest": hashlib.sha256(np.packbits(correct).tobytes() + bytes([seed])).hexdigest(),
+        "weights_digest": hashlib.sha256(np.packbits(correct).tobytes() + bytes([seed]))
+        .hexdigest(),
         **more}))
 
 
