@@ -151,7 +151,8 @@ def parse(argv):
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=sorted(ABLATIONS), default="improved",
                         help="which recipe to take apart (default: improved)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant: 0..N-1 (default: 3)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="seeds per variant: 0..N-1 (default: 3)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: 3 epochs on the first 10,000 training images")
     parser.add_argument("--epochs", type=int, default=None,

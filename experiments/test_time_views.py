@@ -1,8 +1,8 @@
 """Evaluate finished runs again with other test-time views: the recipe's own views (the image, its
 mirror if the recipe flips at test time, and their shifted copies if it has test-time shifts),
 against the same with copies shifted by 1 to --shifts pixels up, down, left and right instead
-(0: none), the class probabilities averaged over all of them (mlp.augment.evaluation_views). Nothing is trained; the
-weights are the ones each run's results.json reports.
+(0: none), the class probabilities averaged over all of them (mlp.augment.evaluation_views).
+Nothing is trained; the weights are the ones each run's results.json reports.
 
     python -m experiments.test_time_views RUN_DIR... [--split validation|test] [--shifts N]
 

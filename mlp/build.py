@@ -102,7 +102,8 @@ def build(config, strategy=None, splits=None, precision=None, kernels=None):
         raise ConfigError(f"--train-subset: {config.train_subset} is more than the "
                           f"{len(train_images)} training images; use at most that many")
     if config.train_subset:
-        train_images, train_labels = train_images[:config.train_subset], train_labels[:config.train_subset]
+        train_images = train_images[:config.train_subset]
+        train_labels = train_labels[:config.train_subset]
     steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
     replicas = strategy.num_replicas_in_sync
     last_batch = len(train_images) - (steps_per_epoch - 1) * config.batch_size

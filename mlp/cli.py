@@ -32,8 +32,8 @@ def build_parser(prog, defaults, description):
     add_arguments(parser, defaults)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run named by --run-name (default: this experiment's "
-                             "latest run in --logdir) from its last checkpoint; flags you give must "
-                             "agree with the saved config, the others are taken from it")
+                             "latest run in --logdir) from its last checkpoint; flags you give "
+                             "must agree with the saved config, the others are taken from it")
     return parser
 
 

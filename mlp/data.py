@@ -32,7 +32,8 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 # SHA-256 and size of each file's decompressed content, for the published dataset.
 FILES = {
     "train_images": ("train-images-idx3-ubyte",
-                     "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47_040_016),
+                     "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                     47_040_016),
     "train_labels": ("train-labels-idx1-ubyte",
                      "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_008),
     "test_images": ("t10k-images-idx3-ubyte",
@@ -82,7 +83,8 @@ def _read_bytes(path, limit):
 
 
 def parse_idx(content, name="IDX data"):
-    """Parse IDX bytes into a uint8 array, checking the magic number and that the data is complete."""
+    """Parse IDX bytes into a uint8 array, checking the magic number and that the data is
+    complete."""
     if len(content) < 4:
         raise DataError(f"{name}: truncated: {len(content)} bytes, shorter than an IDX header")
     zero, dtype, ndim = struct.unpack(">HBB", content[:4])
@@ -96,15 +98,16 @@ def parse_idx(content, name="IDX data"):
     expected = header + math.prod(shape)  # Python integers: no overflow for any header
     if len(content) != expected:
         what = "truncated" if len(content) < expected else "has trailing bytes"
-        raise DataError(f"{name}: {what}: {len(content)} bytes, the header {shape} implies {expected}")
+        raise DataError(f"{name}: {what}: {len(content)} bytes, the header {shape} implies "
+                        f"{expected}")
     return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def encode_idx(array):
     """The IDX bytes of a uint8 array of 1 or 3 dimensions (the inverse of `parse_idx`)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    return struct.pack(">HBB", 0, _UBYTE, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) \
-        + array.tobytes()
+    return (struct.pack(">HBB", 0, _UBYTE, array.ndim)
+            + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
 
 
 def write_idx(path, array, compress=True):
@@ -129,12 +132,13 @@ def read_file(path, key, verify_checksum=True):
         digest = hashlib.sha256(content).hexdigest()
         if digest != sha256:
             raise DataError(f"{path}: checksum mismatch: the content has SHA-256 {digest[:12]}... "
-                            f"and {len(content)} bytes, expected {sha256[:12]}... and {size} bytes; "
-                            f"the file is corrupted or not the published {stem}")
+                            f"and {len(content)} bytes, expected {sha256[:12]}... and {size} "
+                            f"bytes; the file is corrupted or not the published {stem}")
     array = parse_idx(content, name=str(path))
     want_ndim = 3 if key.endswith("images") else 1
     if array.ndim != want_ndim:
-        raise DataError(f"{path}: holds {array.ndim}-dimensional data, expected {want_ndim} for {key}")
+        raise DataError(f"{path}: holds {array.ndim}-dimensional data, expected {want_ndim} "
+                        f"for {key}")
     if key.endswith("images") and array.shape[1:] != (28, 28):
         raise DataError(f"{path}: images are {array.shape[1]}x{array.shape[2]}, expected 28x28")
     if key.endswith("labels") and array.size and array.max() > 9:
@@ -216,7 +220,8 @@ def locate(data_dir=None, mirrors=MIRRORS, allow_download=True):
         if _complete(directory):
             return directory
         missing = [stem for stem, _, _ in FILES.values() if not _find_file(directory, stem)]
-        raise DataError(f"{directory}: missing {', '.join(missing)} (.gz or uncompressed); {HOW_TO_GET}")
+        raise DataError(f"{directory}: missing {', '.join(missing)} (.gz or uncompressed); "
+                        f"{HOW_TO_GET}")
     tried = []
     for directory in (cache_dir(), DEBIAN_DIR):
         if _complete(directory):
@@ -260,7 +265,8 @@ def load(data_dir=None, verify_checksums=True, validation_size=5_000, mirrors=MI
             raise DataError(f"{directory}: {part} files disagree: {len(images)} images but "
                             f"{len(labels)} labels")
         if verify_checksums and len(images) != EXPECTED_COUNTS[part]:
-            raise DataError(f"{directory}: {part} has {len(images)} images, expected {EXPECTED_COUNTS[part]}")
+            raise DataError(f"{directory}: {part} has {len(images)} images, expected "
+                            f"{EXPECTED_COUNTS[part]}")
     n_train = len(arrays["train_images"]) - validation_size
     if n_train < 1 or validation_size < 1:
         raise DataError(f"validation size {validation_size} does not fit "

@@ -37,9 +37,9 @@ def worker_role(strategy_name, environ=os.environ):
         return WorkerRole()
     text = environ.get("TF_CONFIG")
     if not text:
-        raise StrategyError("--strategy multi_worker needs TF_CONFIG, e.g. TF_CONFIG='{\"cluster\": "
-                            "{\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": "
-                            "{\"type\": \"worker\", \"index\": 0}}'")
+        raise StrategyError("--strategy multi_worker needs TF_CONFIG, e.g. TF_CONFIG='"
+                            "{\"cluster\": {\"worker\": [\"host1:12345\", \"host2:12345\"]}, "
+                            "\"task\": {\"type\": \"worker\", \"index\": 0}}'")
     try:
         tf_config = json.loads(text)
         cluster, task = tf_config["cluster"], tf_config["task"]
@@ -52,7 +52,8 @@ def worker_role(strategy_name, environ=os.environ):
     except (ValueError, KeyError, TypeError) as e:
         raise StrategyError(f"TF_CONFIG is not a usable cluster description ({e}); see "
                             "docs/distributed.md") from None
-    tasks = [("chief", i) for i in range(len(chiefs))] + [("worker", i) for i in range(len(workers))]
+    tasks = ([("chief", i) for i in range(len(chiefs))]
+             + [("worker", i) for i in range(len(workers))])
     index = tasks.index((task_type, task_index))
     return WorkerRole(index=index, count=len(tasks), is_chief=index == 0)
 
@@ -70,9 +71,9 @@ def split_cpu(count):
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
     except RuntimeError:
         if len(tf.config.list_logical_devices("CPU")) != count:
+            devices = len(tf.config.list_logical_devices("CPU"))
             raise StrategyError("--cpu-devices must be set before TensorFlow starts; it is "
-                                "already running with "
-                                f"{len(tf.config.list_logical_devices('CPU'))} CPU devices") from None
+                                f"already running with {devices} CPU devices") from None
 
 
 def make_strategy(name, heartbeat_timeout=10.0):

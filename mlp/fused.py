@@ -2,12 +2,13 @@
 TensorFlow's own ops (--kernels).
 
 On a 2-core CPU, a layer's batch norm and dropout cost about as much as its matrix products
-(docs/speed.md): TensorFlow spends a dozen element-wise ops on them, each a pass over the batch, and Philox draws
-the masks. mlp/fused_kernels.cc does a layer's batch norm and dropout in two passes forward and two
-backward, with masks from a cheap counter-based hash (the file says how). Same batch norm as
-mlp/layers.py to float32 rounding; the masks are other random draws of the same distribution,
-still a pure function of (seed, step, layer). Adam's update is one kernel too, with the L2 term's
-gradient 2 l2 W folded into its one pass (MlpApplyAdam; see mlp/optim.py).
+(docs/speed.md): TensorFlow spends a dozen element-wise ops on them, each a pass over the batch,
+and Philox draws the masks. mlp/fused_kernels.cc does a layer's batch norm and dropout in two
+passes forward and two backward, with masks from a cheap counter-based hash (the file says how).
+Same batch norm as mlp/layers.py to float32 rounding; the masks are other random draws of the
+same distribution, still a pure function of (seed, step, layer). Adam's update is one kernel
+too, with the L2 term's gradient 2 l2 W folded into its one pass (MlpApplyAdam; see
+mlp/optim.py).
 
 The library is compiled with the machine's C++ compiler ($CXX, default g++) on first use, for this
 CPU (-march=native), and cached under the data cache (see mlp.machine.cache_dir) by a key of the

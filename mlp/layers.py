@@ -27,7 +27,8 @@ def initial_kernel(shape, initializer, seed):
     if initializer == "glorot_uniform":
         limit = math.sqrt(6.0 / (fan_in + fan_out))
         return tf.random.stateless_uniform(shape, seed=seed, minval=-limit, maxval=limit)
-    raise ValueError(f"unknown initializer {initializer!r}; choose one of {', '.join(INITIALIZERS)}")
+    raise ValueError(f"unknown initializer {initializer!r}; choose one of "
+                     f"{', '.join(INITIALIZERS)}")
 
 
 def affine(x, kernel, bias):

@@ -52,7 +52,8 @@ class DirectoryLock:
                                  "for it to finish or stop it first") from None
         except OSError as e:
             self.file.close()
-            raise ConfigError(f"cannot lock {self.path} ({e.strerror or errno.errorcode.get(e.errno)}"
+            reason = e.strerror or errno.errorcode.get(e.errno)
+            raise ConfigError(f"cannot lock {self.path} ({reason}"
                               "); this filesystem does not support locks (NFS without a lock "
                               "daemon, say): use a --logdir on a local disk") from None
         self.file.seek(0)

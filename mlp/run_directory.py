@@ -100,7 +100,8 @@ def new_run_name(logdir, name):
         except FileExistsError:
             continue
         except OSError as e:
-            raise ConfigError(f"--logdir: cannot create {logdir / run_name}: {e.strerror}") from None
+            raise ConfigError(f"--logdir: cannot create {logdir / run_name}: "
+                              f"{e.strerror}") from None
     raise ConfigError(f"--run-name: too many runs named {stem}* in {logdir}; choose a --run-name")
 
 

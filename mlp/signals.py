@@ -38,8 +38,8 @@ class SignalGuard:
 
     def _handle(self, signum, frame):
         if self.signum is not None:
-            print(f"\nsecond {signal.Signals(signum).name}: exiting without saving", file=sys.stderr,
-                  flush=True)
+            print(f"\nsecond {signal.Signals(signum).name}: exiting without saving",
+                  file=sys.stderr, flush=True)
             os._exit(128 + signum)
         self.signum = signum
         print(f"\n{signal.Signals(signum).name}: stopping at the next safe point "

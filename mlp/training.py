@@ -65,7 +65,8 @@ class Trainer(tf.Module):
         self.epoch_sums = tf.Variable(tf.zeros([len(TRAIN_SUMS)], tf.float64), trainable=False,
                                       name="epoch_sums")
         # The step whose loss was not finite, or -1.
-        self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="nonfinite_step")
+        self.nonfinite_step = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                          name="nonfinite_step")
         self.schedule = schedule
         self.ema_decay = float(ema_decay)
         self.sam_rho = float(sam_rho)
@@ -83,7 +84,8 @@ class Trainer(tf.Module):
         self.slow_weights = ([tf.Variable(v, trainable=False, name="slow")
                               for v in model.trainable_variables] if lookahead_steps else [])
         self.optimizer.build(self.model.trainable_variables)
-        self.loss_scaling = hasattr(optimizer, "scale_loss") and hasattr(optimizer, "inner_optimizer")
+        self.loss_scaling = (hasattr(optimizer, "scale_loss")
+                             and hasattr(optimizer, "inner_optimizer"))
         self.l2_in_optimizer = self.l2_term.attach(optimizer)
 
     @property
@@ -144,8 +146,8 @@ class Trainer(tf.Module):
             gradients = self._sharpness_aware(gradients, variables, forward_and_backward)
         # The gradient of data loss + the L2 term, without the term's value each step (it is
         # only reported; see train_loop).
-        gradients = self.l2_term.add_gradient(
-            gradients, variables, replicas, self.optimizer.scale_loss if self.loss_scaling else None)
+        scale_loss = self.optimizer.scale_loss if self.loss_scaling else None
+        gradients = self.l2_term.add_gradient(gradients, variables, replicas, scale_loss)
         self.optimizer.apply(gradients, variables)
         if not labels.dtype.is_integer:  # a mixed batch: right is the class it holds most of
             labels = tf.argmax(labels, 1, output_type=tf.int32)

@@ -31,8 +31,8 @@ def write_dataset(directory, n_train=600, n_test=200, seed=0, compress=True):
     suffix = ".gz" if compress else ""
     for part, n in (("train", n_train), ("t10k", n_test)):
         labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        data_lib.write_idx(directory / f"{part}-images-idx3-ubyte{suffix}", make_images(labels, rng),
-                           compress)
+        data_lib.write_idx(directory / f"{part}-images-idx3-ubyte{suffix}",
+                           make_images(labels, rng), compress)
         data_lib.write_idx(directory / f"{part}-labels-idx1-ubyte{suffix}", labels, compress)
     return directory
 

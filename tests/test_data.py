@@ -123,7 +123,8 @@ def test_locate_prefers_explicit_dir_then_env_then_cache(tmp_path, isolated_cach
 def test_locate_reports_missing_files_of_explicit_dir(tmp_path):
     write_dataset(tmp_path, 20, 10)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(data_lib.DataError, match="missing t10k-labels-idx1-ubyte.*dataset-fashion-mnist"):
+    with pytest.raises(data_lib.DataError,
+                       match="missing t10k-labels-idx1-ubyte.*dataset-fashion-mnist"):
         data_lib.locate(tmp_path)
 
 
@@ -213,7 +214,8 @@ def test_the_stream_can_start_at_any_step(n, batch_size, start):
     images = np.arange(n, dtype=np.float32)[:, None]
     labels = np.arange(n, dtype=np.int32)
     full = _batches(data_lib.training_batches(images, labels, batch_size, 7), start + 3)
-    resumed = _batches(data_lib.training_batches(images, labels, batch_size, 7, start_step=start), 3)
+    resumed = _batches(
+        data_lib.training_batches(images, labels, batch_size, 7, start_step=start), 3)
     for (_, a), (_, b) in zip(full[start:], resumed):
         np.testing.assert_array_equal(a, b)
 
@@ -221,7 +223,8 @@ def test_the_stream_can_start_at_any_step(n, batch_size, start):
 def test_epochs_are_shuffled_differently_and_by_seed():
     labels = np.arange(200, dtype=np.int32)
     images = labels[:, None].astype(np.float32)
-    first = np.concatenate([b for _, b in _batches(data_lib.training_batches(images, labels, 200, 1), 2)])
+    first = np.concatenate(
+        [b for _, b in _batches(data_lib.training_batches(images, labels, 200, 1), 2)])
     other_seed = _batches(data_lib.training_batches(images, labels, 200, 2), 1)[0][1]
     assert not np.array_equal(first[:200], first[200:])
     assert not np.array_equal(first[:200], other_seed)

@@ -189,7 +189,8 @@ def test_auto_falls_back_to_tensorflow_ops_without_a_compiler_and_fused_says_why
     load = lambda: fused.build_library(tmp_path / "cache")  # noqa: E731
     kernels, ops, why = fused.resolve("auto", gpus=[], loader=load)
     assert (kernels, ops) == ("tensorflow", None) and "no C++ compiler" in why
-    with pytest.raises(ConfigError, match="--kernels fused: no C\\+\\+ compiler.*--kernels tensorflow"):
+    with pytest.raises(ConfigError,
+                       match="--kernels fused: no C\\+\\+ compiler.*--kernels tensorflow"):
         fused.resolve("fused", gpus=[], loader=load)
     assert fused.resolve("tensorflow", gpus=[], loader=load) == ("tensorflow", None, "")
 

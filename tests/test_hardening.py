@@ -210,7 +210,8 @@ def test_signals_at_any_moment_end_the_run_promptly_and_cleanly(small_data, tmp_
                0.1 + (quarter + rng.random()) * 6.4 / 4) for i, quarter in enumerate(quarters)]
     outcomes = []
     for pair in range(0, len(trials), 2):  # two at a time: one per core
-        started = [(i, signum, delay, time.time(), _start_improved([*flags, "--run-name", f"run{i}"]))
+        started = [(i, signum, delay, time.time(),
+                    _start_improved([*flags, "--run-name", f"run{i}"]))
                    for i, (signum, delay) in enumerate(trials[pair:pair + 2], pair)]
         sent = {}
         for i, signum, delay, at, process in sorted(started, key=lambda s: s[3] + s[2]):

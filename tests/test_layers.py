@@ -132,7 +132,8 @@ def test_batch_norm_training_and_evaluation_match_keras(batch, width, seed):
     np.testing.assert_allclose(ours(tf.constant(x), training=True),
                                reference(x, training=True), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ours.moving_mean, reference.moving_mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ours.moving_variance, reference.moving_variance, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.moving_variance, reference.moving_variance, rtol=1e-5,
+                               atol=1e-6)
     expected_mean = 0.99 * before + 0.01 * x.mean(axis=0)
     np.testing.assert_allclose(ours.moving_mean, expected_mean, rtol=1e-5, atol=1e-6)
 

@@ -1,11 +1,13 @@
 """The shape of the code: no import cycles among the project's modules (imports inside functions
-count), and the library never names the programs that call it."""
+count), the library never names the programs that call it, and no line is wider than 100
+characters."""
 
 import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("mlp", "experiments")
+LINE_LENGTH = 100
 
 
 def module_imports(root=REPO):
@@ -73,3 +75,15 @@ def test_the_library_does_not_name_its_callers_programs():
                       if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))}
         named = [s for s in strings if "experiments." in s and s not in docstrings]
         assert named == [], path
+
+
+def long_lines(root=REPO):
+    """["path:line", ...] of the project's Python lines (tests too) wider than LINE_LENGTH."""
+    return [f"{path.relative_to(root)}:{number}"
+            for package in (*PACKAGES, "tests") for path in sorted((root / package).rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1)
+            if len(line) > LINE_LENGTH]
+
+
+def test_no_line_is_wider_than_100_characters():
+    assert long_lines() == []

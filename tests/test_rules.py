@@ -56,7 +56,8 @@ def test_plateau_reducer_matches_keras(values, factor, patience, min_delta, cool
 def test_early_stopper_matches_keras(values, patience, min_delta, start_from_epoch):
     holder = _Holder(1e-3)
     reference = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                              min_delta=min_delta, start_from_epoch=start_from_epoch,
+                                              min_delta=min_delta,
+                                              start_from_epoch=start_from_epoch,
                                               restore_best_weights=True)
     reference.set_model(holder)
     reference.on_train_begin()

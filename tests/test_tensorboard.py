@@ -41,10 +41,12 @@ def board(small_data, tmp_path_factory):
 
 
 def _get(url, path, body=None, until=lambda data: True, timeout=60):
-    """GET (or POST `body`) until `until(data)` holds, as TensorBoard loads logs in the background."""
+    """GET (or POST `body`) until `until(data)` holds, as TensorBoard loads logs in the
+    background."""
     deadline = time.time() + timeout
     while True:
-        request = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None,
+        request = urllib.request.Request(url + path,
+                                         data=json.dumps(body).encode() if body else None,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             data = json.loads(response.read())
@@ -57,7 +59,8 @@ def test_runs_and_scalar_tags_are_shown(board):
     runs = _get(board, "/data/runs", until=lambda r: "shown/validation" in r)
     assert {"shown/train", "shown/validation", "shown/test"} <= set(runs)
     tags = _get(board, "/data/plugin/scalars/tags", until=lambda t: "shown/train" in t)
-    assert {"loss", "data_loss", "l2_penalty", "accuracy", "learning_rate"} <= set(tags["shown/train"])
+    assert ({"loss", "data_loss", "l2_penalty", "accuracy", "learning_rate"}
+            <= set(tags["shown/train"]))
     assert {"loss", "accuracy"} <= set(tags["shown/validation"])
     assert {"accuracy", "corruption/mean", "corruption/rotate"} <= set(tags["shown/test"])
     points = _get(board, "/data/plugin/scalars/scalars?run=shown/validation&tag=accuracy")

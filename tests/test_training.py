@@ -135,7 +135,8 @@ def test_float16_overflowing_step_is_skipped_and_the_scale_halves():
 
     sane = tf.data.Dataset.from_tensors((images / 6e4, labels)).repeat()
     trainer.train_loop(iter(sane), tf.constant(3))
-    assert any(not np.array_equal(old, v.numpy()) for old, v in zip(before, model.trainable_variables))
+    assert any(not np.array_equal(old, v.numpy())
+               for old, v in zip(before, model.trainable_variables))
 
 
 def test_dynamic_loss_scale_grows_after_finite_steps():
@@ -204,7 +205,8 @@ def test_autograph_rewrites_nothing_of_training_and_evaluation(monkeypatch):
     files, converted = [], []
     convert = api._convert_actual
     monkeypatch.setattr(api, "_convert_actual",
-                        lambda entity, context: converted.append(entity) or convert(entity, context))
+                        lambda entity, context: (converted.append(entity)
+                                                 or convert(entity, context)))
 
     class Model(MLP):
         def __call__(self, images, **kwargs):
