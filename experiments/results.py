@@ -219,8 +219,10 @@ def merged(old, new):
 
 def trained_again(run, again):
     """`again` (a run of the same group and seed as `run`, or of one not recorded before), or,
-    where it has `run`'s weights, `run` with again's source among those that also trained it."""
-    if run is None or run["weights_digest"] != again["weights_digest"]:
+    where it has `run`'s weights, `run` with again's source among those that also trained it. A
+    run without a weights digest shows nothing of the kind."""
+    digest = again.get("weights_digest")
+    if run is None or digest is None or run.get("weights_digest") != digest:
         return again
     sources = run.get("also_trained_by", [])
     if again["source"] not in sources + [run["source"]]:

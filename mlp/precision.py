@@ -22,7 +22,7 @@ import time
 
 import tensorflow as tf
 
-from mlp.machine import cpu_id, cpu_model
+from mlp.machine import cpu_name
 
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
 CPU_CANDIDATES = ("float32", "mixed_bfloat16")
@@ -59,7 +59,7 @@ def probe_model(config, cache_path=None, fused_ops=None):
     """A probe for `resolve`: the seconds per step of `config`'s model (with the fused kernels
     `fused_ops`, or TensorFlow's ops), forward and backward on one batch, in each of
     CPU_CANDIDATES; read from `cache_path` if it was measured before here."""
-    key = "|".join([cpu_model(), cpu_id() or "", tf.__version__,
+    key = "|".join([cpu_name(), tf.__version__,
                     "x".join(map(str, config.hidden_sizes)), str(config.batch_size),
                     str(config.batch_norm), config.whitening,
                     "tensorflow" if fused_ops is None else "fused"])

@@ -274,6 +274,13 @@ def test_a_run_trained_again_to_the_same_weights_shows_two_cpus_compute_alike(tm
     _collect_on(monkeypatch, records, [("a", [tmp_path / "a-seed1-other-weights"])], "AMD EPYC",
                 "AuthenticAMD family 23 model 49 stepping 0", commit="3")
     assert _changed_groups(records, "a") == {"b †", "c †"}
+    # Runs without a weights digest (older results.json) show no CPUs alike.
+    for name in ("d-seed0", "d-seed0-again"):
+        _fake_run(tmp_path / name, 0, np.ones(1001, bool), weights_digest=None)
+    _collect_on(monkeypatch, records, [("d", [tmp_path / "d-seed0"])], "CPU one")
+    record = _collect_on(monkeypatch, records, [("d", [tmp_path / "d-seed0-again"])], "CPU two")
+    assert [run["source"]["machine"]["cpu"] for run in record["runs"]
+            if run["group"] == "d"] == ["CPU two"]
 
 
 def test_cpus_of_one_model_name_are_told_apart_by_their_identity(tmp_path, monkeypatch):
