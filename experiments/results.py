@@ -33,6 +33,7 @@ A figure edited by hand is put back, and --check (which the tests run) fails on 
 
 import argparse
 import base64
+import collections
 import datetime
 import os
 import platform
@@ -301,12 +302,9 @@ def source_line(record):
         count = _counted(len(record["report"]["trials"]), "trial") + " of "
     else:
         count = ""
-    sources, again = {}, {}
-    for run in runs:
-        text = source_text(run_source(record, run))
-        sources[text] = sources.get(text, 0) + 1
-        for source in run.get("also_trained_by", ()):
-            again[source_text(source)] = again.get(source_text(source), 0) + 1
+    sources = collections.Counter(source_text(run_source(record, run)) for run in runs)
+    again = collections.Counter(source_text(source) for run in runs
+                                for source in run.get("also_trained_by", ()))
     where = (next(iter(sources)) if len(sources) == 1 else
              "; ".join(f"{n} {text}" for text, n in sources.items()))
     where += "".join(f"; {_counted(n, 'run')} trained again, to the same weights, {text}"

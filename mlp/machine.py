@@ -10,17 +10,29 @@ from pathlib import Path
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
-def cpu_model(cpuinfo="/proc/cpuinfo"):
-    """The CPU's model name, as lscpu shows it; on CPUs whose /proc/cpuinfo has no "model name"
-    (aarch64), the platform's processor or machine name."""
+def first_processor(cpuinfo="/proc/cpuinfo"):
+    """{key: value} of cpuinfo's first processor (its lines up to the first blank one); {} where
+    the file cannot be read."""
+    fields = {}
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return fields
+
+
+def cpu_model(cpuinfo="/proc/cpuinfo"):
+    """The CPU's model name, as lscpu shows it; on CPUs whose /proc/cpuinfo has no "model name"
+    (aarch64), the platform's processor or machine name."""
+    return (first_processor(cpuinfo).get("model name") or platform.processor()
+            or platform.machine() or "unknown CPU")
 
 
 CPU_ID_KEYS = (  # (cpuinfo's key, the name it is shown with) for x86 and ARM
@@ -35,18 +47,7 @@ def cpu_id(cpuinfo="/proc/cpuinfo"):
     processor's vendor, family, model and stepping on x86 ("AuthenticAMD family 25 model 17
     stepping 1"), its implementer, architecture, part, variant and revision on ARM; None where
     cpuinfo has neither."""
-    fields = {}
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if not line.strip():
-                    if fields:
-                        break
-                    continue
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return None
+    fields = first_processor(cpuinfo)
     for keys in CPU_ID_KEYS:
         if all(key in fields for key, _ in keys):
             return " ".join(f"{name} {fields[key]}".strip() for key, name in keys)
