@@ -49,7 +49,10 @@ class Checkpoints:
 
     Restoring does not trust the `checkpoint` index file (a damaged one would make TensorFlow
     see no checkpoint at all, and the run silently start again): it tries the ckpt-N files
-    present, newest first, and falls back past damaged ones, saying so through `warn`.
+    present, newest first, and falls back past damaged ones, saying so through `warn`. The
+    newest may also be a save the process was killed in (TensorFlow writes ckpt-N.index in
+    place); the `checkpoint` file tells that apart from damage, and when it was the first save
+    the run starts from the beginning.
     """
 
     def __init__(self, directory, is_chief=True, warn=None, **trackables):
@@ -94,8 +97,8 @@ class Checkpoints:
                 failures.append((prefix, _reason(error)))
                 continue
             for failed, reason in failures:
-                self.warn(f"checkpoint {failed} is damaged ({reason}); continuing from the "
-                          f"previous one, {prefix}")
+                self.warn(self._unreadable(failed, reason, f"continuing from the previous one, "
+                                                           f"{prefix}"))
             if self.is_chief and tf.train.latest_checkpoint(str(self.directory)) != prefix:
                 # Point the index at what was restored, so saving and pruning go on from it.
                 kept = [p for p in reversed(candidates) if p not in dict(failures)]
@@ -108,8 +111,30 @@ class Checkpoints:
                 self.manager = self._manager()
             return state
         newest, reason = failures[0]
+        if len(failures) == 1 and self._unfinished(newest):
+            self.warn(self._unreadable(newest, reason, "starting from the beginning"))
+            return None
         raise CheckpointError(f"cannot read checkpoint {newest} ({reason}) nor any older one in "
                               f"{self.directory}; restore the files or start a new run")
+
+    def _unfinished(self, prefix):
+        """Whether `prefix`, the newest checkpoint here, is a save that never ended: the
+        manager records a save in the `checkpoint` file only once its files are whole, so it is
+        one when that file names an older checkpoint as the latest, or does not exist yet (the
+        first save). A `checkpoint` file that cannot be read proves nothing."""
+        index = self.directory / "checkpoint"
+        if not index.exists():
+            return True
+        latest = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"$',
+                           index.read_text(errors="replace"), re.MULTILINE)
+        return latest is not None and int(latest.group(1)) < _number(prefix)
+
+    def _unreadable(self, prefix, reason, then):
+        """What a restore says of a checkpoint it cannot read, and what it does instead."""
+        if prefix == self.saved()[0] and self._unfinished(prefix):
+            return (f"checkpoint {prefix} was never finished (the process ended while writing "
+                    f"it: {reason}); {then}")
+        return f"checkpoint {prefix} is damaged ({reason}); {then}"
 
     def save(self, state, number):
         """Save `state` and the trackables as checkpoint `number`; CannotWrite when the files
@@ -127,6 +152,10 @@ class Checkpoints:
         except (OSError, *WRITE_ERRORS) as error:
             raise CannotWrite(f"{self.directory}: {_reason(error)}; free space or fix "
                               "permissions, then continue with --resume") from None
+
+
+def _number(prefix):
+    return int(Path(prefix).name[len("ckpt-"):])
 
 
 def _reason(error):

@@ -168,6 +168,71 @@ def test_a_damaged_index_file_never_restarts_from_step_0(finished_run, tmp_path)
     assert json.loads((run_dir / "results.json").read_text())["epochs_run"] == 3
 
 
+def _two_saves(directory, warned):
+    """Checkpoints of one variable, saved as ckpt-3 (value 1) and ckpt-7 (value 2), and the
+    index file's text as it was between the two saves."""
+    import tensorflow as tf
+
+    from mlp.checkpointing import Checkpoints, RunState
+
+    value = tf.Variable(1.0)
+    checkpoints = Checkpoints(directory, warn=warned.append, value=value)
+    checkpoints.save(RunState(epochs_done=1), 3)
+    after_first = (directory / "checkpoint").read_text()
+    value.assign(2.0)
+    checkpoints.save(RunState(epochs_done=2), 7)
+    value.assign(0.0)
+    return checkpoints, value, after_first
+
+
+@settings(max_examples=15, deadline=None)
+@given(kept=st.floats(0, 0.999))
+def test_a_first_save_killed_at_any_byte_starts_the_run_from_the_beginning(tmp_path_factory,
+                                                                           kept):
+    # TensorFlow writes ckpt-N.index in place and the manager writes its index file after it:
+    # a process killed in its first save leaves a short ckpt-N.index and no index file.
+    directory = tmp_path_factory.mktemp("first")
+    warned = []
+    checkpoints, value, _ = _two_saves(directory, warned)
+    for name in ["checkpoint", *(f.name for f in directory.glob("ckpt-3.*"))]:
+        (directory / name).unlink()
+    index = directory / "ckpt-7.index"
+    index.write_bytes(index.read_bytes()[:int(kept * index.stat().st_size)])
+    assert checkpoints.restore() is None
+    [said] = warned
+    assert "ckpt-7 was never finished" in said and "starting from the beginning" in said
+    assert index.exists()  # left as it was
+
+
+def test_a_later_save_killed_in_the_middle_continues_from_the_one_before(tmp_path):
+    warned = []
+    checkpoints, value, after_first = _two_saves(tmp_path, warned)
+    (tmp_path / "checkpoint").write_text(after_first)
+    index = tmp_path / "ckpt-7.index"
+    index.write_bytes(index.read_bytes()[:20])
+    assert checkpoints.restore().epochs_done == 1 and value.numpy() == 1.0
+    [said] = warned
+    assert "ckpt-7 was never finished" in said and "continuing from the previous one" in said
+
+
+@pytest.mark.parametrize("index_file", ["as written", "garbage {{{"])
+def test_a_short_checkpoint_the_index_file_does_not_prove_unfinished_is_not_skipped(tmp_path,
+                                                                                    index_file):
+    from mlp.exits import CheckpointError
+
+    warned = []
+    checkpoints, _, _ = _two_saves(tmp_path, warned)
+    for f in tmp_path.glob("ckpt-3.*"):
+        f.unlink()
+    if index_file != "as written":
+        (tmp_path / "checkpoint").write_text(index_file)
+    index = tmp_path / "ckpt-7.index"
+    index.write_bytes(index.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*ckpt-7"):
+        checkpoints.restore()
+    assert warned == []
+
+
 @pytest.mark.slow  # a finished run, then a resume that cannot start
 def test_no_usable_checkpoint_is_one_line_naming_the_file_and_exit_1(finished_run, tmp_path):
     run_dir = _interrupted_copy(finished_run, tmp_path)

@@ -306,10 +306,11 @@ def _worker(url, logdir, small_data, trials, log):
 @pytest.mark.slow  # a database server and three search processes
 def test_two_workers_share_a_postgresql_study_and_a_killed_ones_trial_is_retried(
         postgres, small_data, tmp_path):
-    # Two workers of a trial each and, beside them, a third killed mid-trial (after a
-    # checkpoint). The next worker to start a trial after the grace period, one started after
-    # the others end, finds the killed one's trial stale, fails it and runs its retry, which
-    # resumes it.
+    # Two workers of a trial each and, beside them, a third killed mid-trial, as its first
+    # checkpoint appears (sometimes while it is still being written: then the retry starts the
+    # trial's training from the beginning, in the same directory). The next worker to start a
+    # trial after the grace period, one started after the others end, finds the killed one's
+    # trial stale, fails it and runs its retry, which resumes it.
     logs = [open(tmp_path / f"worker{k}.log", "w+") for k in range(3)]
     first, second, doomed = (_worker(postgres, tmp_path, small_data, 1, log) for log in logs)
     deadline = time.time() + 300
