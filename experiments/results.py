@@ -226,9 +226,9 @@ def trained_again(run, again):
     if run is None or digest is None or run.get("weights_digest") != digest:
         return again
     sources = run.get("also_trained_by", [])
-    if again["source"] not in sources + [run["source"]]:
-        sources = sources + [again["source"]]
-    return {**run, "also_trained_by": sources}
+    if again["source"] in sources + [run["source"]]:
+        return run
+    return {**run, "also_trained_by": sources + [again["source"]]}
 
 
 def same_seeds(name, group, seeds, records_dir=RECORDS):

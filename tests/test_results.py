@@ -260,6 +260,9 @@ def test_a_run_trained_again_to_the_same_weights_shows_two_cpus_compute_alike(tm
     _fake_run(tmp_path / "a-seed1-other-weights", 1, np.random.default_rng(7).random(1001) < 0.8)
     epyc = "AuthenticAMD family 25 model 17 stepping 1"
     _collect_on(monkeypatch, records, [("a", runs("a")), ("b", runs("b"))], "Intel Xeon")
+    # The same run collected again from its own machine and commit is no new evidence.
+    again = _collect_on(monkeypatch, records, [("a", runs("a")[:1])], "Intel Xeon")
+    assert [run for run in again["runs"] if "also_trained_by" in run] == []
     # On an AMD EPYC: a's seed 0 again, to the same weights, and a new group c.
     for _ in range(2):  # the same evidence twice is recorded once
         record = _collect_on(monkeypatch, records, [("a", runs("a")[:1]), ("c", runs("c"))],
