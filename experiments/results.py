@@ -78,6 +78,9 @@ def run_record(run_dir, group):
     shown = {key for _, key, _ in measure_columns()}
     entry["measures"] = {key: value for key, value in measures_of(results).items()
                          if key in shown}
+    sharpness = results.get("sharpness")
+    if isinstance(sharpness, dict) and "power_iteration_converged" in sharpness:
+        entry["power_iteration_converged"] = bool(sharpness["power_iteration_converged"])
     correct = correct_in(str(run_dir))
     if correct is not None:
         entry["test_images"] = int(correct.size)
@@ -364,7 +367,8 @@ def measure_columns():
 def measures_table(record, only=None):
     """Each group's measures (`measure_columns`): the mean over seeds ± half its 95%
     t-interval. A column no group has is left out; a group some of whose runs lack a measure
-    shows "—" there."""
+    shows "—" there. A λ_max whose power iteration stopped unconverged on some run is marked,
+    and a note under the table says on how many."""
     from mlp.significance import paired_interval
 
     def cell(runs, key, spec):
@@ -385,11 +389,23 @@ def measures_table(record, only=None):
     if not shown:
         raise RecordError(f"docs/records/{record['name']}.json holds no measures beyond "
                           "accuracy; collect it again from its run directories")
+    eigenvalue = [key for _, key, _ in columns].index("hessian_top_eigenvalue")
+    unconverged = {group: sum(run.get("power_iteration_converged") is False for run in runs)
+                   for group, runs in groups.items()}
+    for group, count in unconverged.items():
+        if count and rows[group][eigenvalue] != "—":
+            rows[group][eigenvalue] += " ‡"
     lines = ["| recipe | seeds | " + " | ".join(columns[i][0] for i in shown) + " |",
              "|---" * (len(shown) + 2) + "|"]
     for group, row in rows.items():
         lines.append(f"| {group} | {len(groups[group])} | "
                      + " | ".join(row[i] for i in shown) + " |")
+    marked = [f"{group} on {count} of {len(groups[group])}" for group, count in unconverged.items()
+              if count and rows[group][eigenvalue] != "—"]
+    if marked:
+        lines += ["", f"‡ The power iteration for λ_max ran out of iterations before converging "
+                      f"({'; '.join(marked)} runs; mlp/sharpness.py): such a run's λ_max is its "
+                      "last Rayleigh quotient, a lower bound."]
     return lines
 
 

@@ -167,6 +167,28 @@ def test_the_measures_table_gives_each_measure_its_interval_over_seeds(tmp_path)
         results.table("measures bare", tmp_path / "records")
 
 
+def test_a_lambda_max_the_power_iteration_left_unconverged_is_marked(tmp_path):
+    rng = np.random.default_rng(4)
+    for group, converged in (("a", [True, False, True]), ("c", [True, True, True])):
+        for seed in range(3):
+            _fake_run(tmp_path / f"{group}-seed{seed}", seed, rng.random(1001) < 0.8,
+                      sharpness={"hessian_top_eigenvalue": 10.0 + seed, "power_iterations": 30,
+                                 "power_iteration_converged": converged[seed],
+                                 "epsilon_sharpness": 40.0})
+    record = results.collect("toy", "python -m toy", "0" * 40,
+                             [(group, [tmp_path / f"{group}-seed{s}" for s in range(3)])
+                              for group in ("a", "c")], tmp_path / "records")
+    assert [run["power_iteration_converged"] for run in record["runs"]] == [True, False, True,
+                                                                           True, True, True]
+    lines = results.table("measures toy", tmp_path / "records").splitlines()
+    assert lines[0] == "| recipe | seeds | λ_max | ε-sharpness |"
+    mean, _, high = paired_interval([10.0, 11.0, 12.0])
+    assert lines[2] == f"| a | 3 | {mean:.3g} ± {high - mean:.3g} ‡ | 40 ± 0 |"
+    assert lines[3] == f"| c | 3 | {mean:.3g} ± {high - mean:.3g} | 40 ± 0 |"
+    assert lines[5].startswith("‡ ") and "(a on 1 of 3 runs;" in lines[5]
+    assert "‡" not in results.table("measures toy c", tmp_path / "records")
+
+
 def test_a_bad_marker_or_missing_record_is_named(tmp_path):
     with pytest.raises(results.RecordError, match="expected 'summary NAME'"):
         results.table("average toy", tmp_path)
