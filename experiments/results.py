@@ -390,19 +390,19 @@ def measures_table(record, only=None):
         raise RecordError(f"docs/records/{record['name']}.json holds no measures beyond "
                           "accuracy; collect it again from its run directories")
     eigenvalue = [key for _, key, _ in columns].index("hessian_top_eigenvalue")
-    unconverged = {group: sum(run.get("power_iteration_converged") is False for run in runs)
-                   for group, runs in groups.items()}
-    for group, count in unconverged.items():
-        if count and rows[group][eigenvalue] != "—":
-            rows[group][eigenvalue] += " ‡"
+    unconverged = {group: count for group, runs in groups.items()
+                   if (count := sum(run.get("power_iteration_converged") is False for run in runs))
+                   and rows[group][eigenvalue] != "—"}
+    for group in unconverged:
+        rows[group][eigenvalue] += " ‡"
     lines = ["| recipe | seeds | " + " | ".join(columns[i][0] for i in shown) + " |",
              "|---" * (len(shown) + 2) + "|"]
     for group, row in rows.items():
         lines.append(f"| {group} | {len(groups[group])} | "
                      + " | ".join(row[i] for i in shown) + " |")
-    marked = [f"{group} on {count} of {len(groups[group])}" for group, count in unconverged.items()
-              if count and rows[group][eigenvalue] != "—"]
-    if marked:
+    if unconverged:
+        marked = [f"{group} on {count} of {len(groups[group])}"
+                  for group, count in unconverged.items()]
         lines += ["", f"‡ The power iteration for λ_max ran out of iterations before converging "
                       f"({'; '.join(marked)} runs; mlp/sharpness.py): such a run's λ_max is its "
                       "last Rayleigh quotient, a lower bound."]
