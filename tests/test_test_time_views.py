@@ -3,6 +3,7 @@ the views the recipe asks for, and experiments.test_time_views reproduces a run'
 the recipe's own views."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,3 +93,80 @@ def test_the_recipes_own_views_give_the_reported_accuracy(exported_model, tmp_pa
     missing = run_module("test_time_views", tmp_path)
     assert missing.returncode != 0 and "not a run directory" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def _written(directory):
+    return json.loads((directory / "results.json").read_text())
+
+
+def test_a_run_evaluated_again_is_kept_as_a_run_the_records_take(exported_model,  # noqa: F811
+                                                                   tmp_path):
+    from experiments.results import correct_of, run_record
+
+    original = json.loads((exported_model / "results.json").read_text())
+    saved = np.load(exported_model / "test_predictions.npz")
+    # The recipe has no test-time views: its own views again give its own predictions.
+    same = run_module("test_time_views", exported_model, "--split", "test", "--shifts", "0",
+                      "--write", tmp_path / "same")
+    assert same.returncode == 0, same.stderr
+    again = _written(tmp_path / "same" / exported_model.name)
+    assert again["test_accuracy"] == pytest.approx(original["test_accuracy"], abs=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "same" / exported_model.name /
+                                       "test_predictions.npz")["probabilities"],
+                               saved["probabilities"], rtol=1e-5, atol=1e-6)
+    assert again["evaluated_again"] == {"from": str(exported_model.resolve()),
+                                        "test_time_flip": False, "test_time_shifts": 0}
+    assert again["weights_digest"] == original["weights_digest"]
+
+    # Shifted copies: the printed accuracy is the one kept, and the records read it as a run's.
+    shifted = run_module("test_time_views", exported_model, "--split", "test", "--shifts", "1",
+                         "--write", tmp_path / "shifted")
+    assert shifted.returncode == 0, shifted.stderr
+    [row] = [line for line in shifted.stdout.splitlines() if line.startswith(f"| {exported_model}")]
+    run = tmp_path / "shifted" / exported_model.name
+    kept = _written(run)
+    assert f"{kept['test_accuracy']:.4f}" == row.split("|")[3].strip()
+    assert kept["experiment_config"]["test_time_shifts"] == 1
+    assert kept["experiment_config"]["seed"] == original["experiment_config"]["seed"]
+    entry = run_record(run, "shifted")
+    assert entry["seed"] == original["experiment_config"]["seed"]
+    assert entry["test_accuracy"] == kept["test_accuracy"]
+    assert correct_of(entry).mean() == pytest.approx(kept["test_accuracy"], abs=1e-6)
+
+    # Nothing already written is replaced, and --write needs the test split.
+    before = (run / "results.json").read_bytes()
+    refused = run_module("test_time_views", exported_model, "--split", "test", "--write",
+                         tmp_path / "shifted")
+    assert refused.returncode == 2 and "exists" in refused.stderr
+    assert "Traceback" not in refused.stderr and (run / "results.json").read_bytes() == before
+    no_test = run_module("test_time_views", exported_model, "--write", tmp_path / "other")
+    assert no_test.returncode == 2 and "--split test" in no_test.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_no_flip_leaves_the_mirror_out_of_a_flipping_recipes_views(exported_model,  # noqa: F811
+                                                                   tmp_path):
+    # The same weights with the recipe's test-time flip turned on: --no-flip --shifts 0 is the
+    # plain image alone again, the run's own accuracy. The copy's results.json says an accuracy
+    # no evaluation gives, which what is kept must not take.
+    flipping = tmp_path / "flipping"
+    shutil.copytree(exported_model, flipping)
+    for name in ("config.json", "results.json"):
+        saved = json.loads((flipping / name).read_text())
+        (saved.get("experiment_config", saved))["test_time_flip"] = True
+        if name == "results.json":
+            saved["test_accuracy"] = -1.0
+        (flipping / name).write_text(json.dumps(saved))
+    original = json.loads((exported_model / "results.json").read_text())
+    for flag, written in (("--no-flip", "plain"), (None, "mirrored")):
+        done = run_module("test_time_views", flipping, "--split", "test", "--shifts", "0",
+                          *([flag] if flag else []), "--write", tmp_path / written)
+        assert done.returncode == 0, done.stderr
+    plain, mirrored = (_written(tmp_path / written / "flipping")
+                       for written in ("plain", "mirrored"))
+    assert plain["test_accuracy"] == pytest.approx(original["test_accuracy"], abs=1e-6)
+    assert plain["test_loss"] == pytest.approx(original["test_loss"], rel=1e-5)
+    assert abs(mirrored["test_loss"] - plain["test_loss"]) > 1e-4  # the mirror averaged in
+    assert plain["evaluated_again"]["test_time_flip"] is False
+    assert plain["experiment_config"]["test_time_flip"] is False
+    assert mirrored["experiment_config"]["test_time_flip"] is True
