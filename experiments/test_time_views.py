@@ -106,21 +106,27 @@ def _write_run(target, run_dir, results, views, test, validation, splits):
     """`target`, a run directory of `run_dir`'s weights evaluated with `views`: its results.json
     (the views in its experiment_config and under "evaluated_again") and test_predictions.npz,
     written in a scratch directory first, so that `target` appears whole or not at all."""
+    from mlp.exits import CannotWrite
     from mlp.io import atomic_write_json
     from mlp.report import write_predictions
 
     scratch = target.parent / f".{target.name}.partial"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    write_predictions(scratch, test, splits)
-    atomic_write_json(scratch / "results.json", {
-        **{key: results[key] for key in KEPT if key in results},
-        "evaluated_again": {"from": str(run_dir.resolve()), **views},
-        "experiment_config": {**results["experiment_config"], **views},
-        "test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
-        **({"validation_accuracy": float(validation["accuracy"]),
-            "validation_loss": float(validation["loss"])} if validation is not None else {})})
-    scratch.rename(target)
+    try:
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        write_predictions(scratch, test, splits)
+        atomic_write_json(scratch / "results.json", {
+            **{key: results[key] for key in KEPT if key in results},
+            "evaluated_again": {"from": str(run_dir.resolve()), **views},
+            "experiment_config": {**results["experiment_config"], **views},
+            "test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
+            **({"validation_accuracy": float(validation["accuracy"]),
+                "validation_loss": float(validation["loss"])} if validation is not None else {})})
+        scratch.rename(target)
+    except OSError as e:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise CannotWrite(f"{target}: {e.strerror or e}; free some space or choose another "
+                          "--write directory") from None
 
 
 if __name__ == "__main__":

@@ -142,6 +142,12 @@ def test_a_run_evaluated_again_is_kept_as_a_run_the_records_take(exported_model,
     no_test = run_module("test_time_views", exported_model, "--write", tmp_path / "other")
     assert no_test.returncode == 2 and "--split test" in no_test.stderr
     assert not (tmp_path / "other").exists()
+    (tmp_path / "a file").write_text("")
+    unwritable = run_module("test_time_views", exported_model, "--split", "test", "--write",
+                            tmp_path / "a file" / "views")
+    assert unwritable.returncode == 1 and "cannot write" in unwritable.stderr
+    assert "Traceback" not in unwritable.stderr
+    assert len(unwritable.stderr.strip().splitlines()) == 1
 
 
 def test_no_flip_leaves_the_mirror_out_of_a_flipping_recipes_views(exported_model,  # noqa: F811
