@@ -81,10 +81,14 @@ def _evaluate(run_dirs, split, shifts, flip, write):
     print(f"| run | {split}: the recipe's views | with --shifts {shifts}"
           f"{'' if flip else ' --no-flip'} | change |")
     print("|---|---|---|---|")
+    loaded = {}  # the runs of a study share their data: each (data, split) is read once
     for run_dir in run_dirs:
         model, config, results = chosen_model(run_dir)
         # The run's own data and split.
-        splits = data_lib.load(config.data_dir, config.verify_checksums, config.validation_size)
+        source = (config.data_dir, config.verify_checksums, config.validation_size)
+        if source not in loaded:
+            loaded[source] = data_lib.load(*source)
+        splits = loaded[source]
         images, labels = (getattr(splits, f"{split}_{part}") for part in ("images", "labels"))
         own = float(evaluated(model, images, labels, config.test_time_flip,
                               config.test_time_shifts)["accuracy"])
