@@ -214,7 +214,8 @@ def merged(old, new):
     fresh = {(run["group"], run["seed"]): sourced(new, run) for run in new["runs"]}
     kept = [run for key, run in before.items() if key not in fresh]
     added = [trained_again(before.get(key), run) for key, run in fresh.items()]
-    order = list(dict.fromkeys(run["group"] for run in kept + added))
+    # Groups keep their place in the record; new groups follow in the order given.
+    order = list(dict.fromkeys(group for group, _ in [*before, *fresh]))
     runs = sorted(kept + added, key=lambda run: (order.index(run["group"]), run["seed"]))
     note = new.get("note") or old.get("note")
     return {**{key: value for key, value in new.items() if key != "note"},

@@ -237,6 +237,21 @@ def test_runs_added_in_another_session_keep_their_own_source(tmp_path, monkeypat
     assert len(replaced["runs"]) == 1 and "source" not in replaced["runs"][0]
 
 
+def test_a_group_added_later_follows_the_groups_already_recorded(tmp_path):
+    runs, records = _runs_of(tmp_path, "abc", 5), tmp_path / "records"
+    results.collect("base", "python -m base", "1" * 40, [("a", runs("a"))], records)
+    results.collect("toy", "python -m toy", "2" * 40, [("b", runs("b"))], records,
+                    compare_with=[("base", "a")])
+    # c joins later, carrying the compared group's runs again: a stays first, as in its tables.
+    record = results.collect("toy", "python -m toy", "3" * 40, [("c", runs("c"))], records,
+                             add=True, compare_with=[("base", "a")])
+    assert [(run["group"], run["seed"]) for run in record["runs"]] == [
+        ("a", 0), ("a", 1), ("b", 0), ("b", 1), ("c", 0), ("c", 1)]
+    rows = [line.split("|")[1].strip() for line in results.table("summary toy", records)
+            .splitlines() if line.startswith("| ") and "recipe" not in line]
+    assert rows == ["a", "b", "c"]
+
+
 def _runs_of(tmp_path, labels, seed):
     """Two fake runs (seeds 0 and 1) of each label; a function giving a label's run dirs."""
     rng = np.random.default_rng(seed)
