@@ -81,7 +81,8 @@ def _evaluate(run_dirs, split, shifts, flip, write):
     print(f"| run | {split}: the recipe's views | with --shifts {shifts}"
           f"{'' if flip else ' --no-flip'} | change |")
     print("|---|---|---|---|")
-    loaded = {}  # the runs of a study share their data: each (data, split) is read once
+    # A study's runs share their data: each (directory, checksums, validation size) is read once.
+    loaded = {}
     for run_dir in run_dirs:
         model, config, results = chosen_model(run_dir)
         # The run's own data and split.
