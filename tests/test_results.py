@@ -78,6 +78,24 @@ def test_collected_runs_give_their_figures_back(tmp_path):
     assert f"{100 * low:+.2f} to {100 * high:+.2f} pt" in changes
 
 
+def test_a_table_under_one_of_the_same_record_points_to_its_source_line(tmp_path):
+    for name in ("toy", "other"):
+        _fake_run(tmp_path / name / "a-seed0", 0, np.ones(10, bool))
+        results.collect(name, f"python -m {name}", "0123456789abcdef",
+                        [("a", [tmp_path / name / "a-seed0"])], tmp_path / "records")
+    blocks = ["summary toy", "summary toy a", "summary other", "summary toy", "summary toy a"]
+    page = "".join(f"<!-- generated: {spec} -->\nstale\n<!-- end generated -->\nprose\n"
+                   for spec in blocks)
+    bodies = [match.group("body") for match in
+              results.BLOCK.finditer(results.regenerate(page, tmp_path / "records"))]
+    full = [("`python -m toy` at commit 0123456" in body, "`python -m other`" in body)
+            for body in bodies]
+    assert full == [(True, False), (False, False), (False, True), (True, False), (False, False)]
+    for body in (bodies[1], bodies[4]):
+        assert "the same record as the table above, docs/records/toy.json" in body
+        assert "| a | 1 |" in body  # the table itself is whole
+
+
 def test_collect_takes_groups_of_run_directories_from_the_command_line(tmp_path, monkeypatch,
                                                                          capsys):
     rng = np.random.default_rng(1)
