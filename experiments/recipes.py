@@ -37,7 +37,7 @@ BEST = recipe(
     # within noise, and four times the raw calibration error.
     whitening="zca",  # a fixed ZCA transform of the pixels as the first layer: +1.15 points
     whitening_epsilon=0.3,  # better on validation than 0.1
-    hidden_sizes=(1024, 512, 256),  # improved's: -0.12 points, within noise, in half the time
+    hidden_sizes=(1024, 512, 256),  # improved's 512-256-50: -0.12 points, within noise, 1.9x faster
     dropout=0.15,  # on every block; better on validation than 0.3 (augmentation regularizes too)
     dropout_layers=3,
     l2=5e-5,  # half improved's: the augmentations regularize
